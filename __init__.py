@@ -1,0 +1,19 @@
+"""TRELLIS.2 for Blender: image to textured PBR mesh. This module only registers."""
+import bpy
+
+from . import operators, panels
+from .trellis_addon import jobs, prefs, props
+
+classes = props.classes + prefs.classes + operators.classes + panels.classes
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register():
+    _register_classes()
+    props.register()
+
+
+def unregister():
+    jobs.manager.shutdown()
+    props.unregister()
+    _unregister_classes()

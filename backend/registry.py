@@ -1,0 +1,30 @@
+"""The backends a worker can run, with what the UI needs to know about each."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    id: str
+    label: str
+    description: str
+    module: str  # module in this package with run(job, ctx) -> dict
+    is_ai: bool  # False for the offline stand-in
+    needs_network: bool
+
+
+BACKENDS = (
+    BackendInfo("preview", "Preview (no AI)",
+                "Offline stand-in, not TRELLIS.2: inflates the image's foreground into a textured "
+                "2.5-D mesh. Needs no GPU, network or key", "preview", False, False),
+)
+BY_ID = {b.id: b for b in BACKENDS}
+
+
+def load(backend_id: str):
+    info = BY_ID.get(backend_id)
+    if info is None:
+        raise KeyError(f"unknown backend {backend_id!r} (known: {', '.join(BY_ID)})")
+    return importlib.import_module(f".{info.module}", __package__)

@@ -1,0 +1,185 @@
+"""The one parameter schema: every TRELLIS.2 generation setting, its range, default and wire name.
+
+Blender properties, validation, presets and every request body are derived from here.
+Ranges and defaults follow Runware's TRELLIS.2 spec (tests/data/runware-trellis2-openapi.json);
+sampler slider defaults are the model's published pipeline.json defaults.
+Settings travel as a flat dict of snake_case names (``resolution``, ``shape_slat_steps``, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+INT32_MAX = 2**31 - 1  # Blender IntProperty is 32-bit; Runware accepts a wider seed
+
+
+class SettingError(ValueError):
+    """A setting is missing, of the wrong type or out of range; ``name`` is the setting's name."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # snake_case id: Blender property name and flat-settings key
+    wire: str  # Runware (spec) name, camelCase
+    kind: str  # "int" | "float" | "bool"
+    default: Any
+    label: str
+    description: str
+    min: float | None = None
+    max: float | None = None
+    multiple_of: int | None = None  # integer step the value must be a multiple of
+    choices: tuple | None = None  # allowed values (ints), when the spec lists them
+    stage: str | None = None  # sampler stage name, for sampler knobs
+
+    def choice_values(self) -> tuple | None:
+        """Allowed values when they are a short list (enum or small stepped range)."""
+        if self.choices:
+            return self.choices
+        if self.multiple_of and self.min is not None and self.max is not None:
+            return tuple(range(int(self.min), int(self.max) + 1, self.multiple_of))
+        return None
+
+    def range_text(self) -> str:
+        values = self.choice_values()
+        if values:
+            return "one of " + ", ".join(str(v) for v in values)
+        if self.kind == "bool":
+            return "true or false"
+        return f"{_fmt(self.min)} to {_fmt(self.max)}"
+
+    def validate(self, value: Any) -> Any:
+        """Return the value converted to the param's type, or raise SettingError."""
+        if self.kind == "bool":
+            if isinstance(value, bool) or value in (0, 1):
+                return bool(value)
+            raise SettingError(self.name, f"expected true or false, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingError(self.name, f"expected a number ({self.range_text()}), got {value!r}")
+        if self.kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise SettingError(self.name, f"expected a whole number ({self.range_text()}), got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        values = self.choice_values()
+        out_of_range = (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+        if out_of_range or (values and value not in values):
+            raise SettingError(self.name, f"{_fmt(value)} is out of range ({self.range_text()})")
+        return value
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return f"{v:,}".replace(",", " ") if isinstance(v, int) and abs(v) >= 10000 else str(v)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # snake_case prefix of the stage's settings
+    wire: str  # Runware settings key
+    label: str
+    description: str
+    params: tuple = field(default_factory=tuple)
+
+    @property
+    def override(self) -> str:
+        return f"{self.name}_override"
+
+
+def _stage(name, wire, label, description, steps, strength, rescale, rescale_t) -> Stage:
+    knobs = (
+        ("steps", "steps", "int", steps, "Steps", 1, 50,
+         "Denoising steps. More steps refine detail but take longer"),
+        ("guidance_strength", "guidanceStrength", "float", strength, "Guidance Strength", 1, 10,
+         "How closely the result follows the image (classifier-free guidance). 1 means no guidance"),
+        ("guidance_rescale", "guidanceRescale", "float", rescale, "Guidance Rescale", 0, 1,
+         "Damps over-saturation caused by strong guidance. Lower values correct more"),
+        ("rescale_t", "rescaleT", "float", rescale_t, "Rescale T", 1, 6,
+         "Timestep rescaling of the sampling schedule: how effort is spread across the steps"),
+    )
+    params = tuple(
+        Param(f"{name}_{key}", wire_key, kind, default, lab, f"{label} stage: {desc}", lo, hi, stage=name)
+        for key, wire_key, kind, default, lab, lo, hi, desc in knobs
+    )
+    return Stage(name, wire, label, description, params)
+
+
+STAGES = (
+    _stage("sparse_structure", "sparseStructure", "Sparse Structure",
+           "Samples the coarse occupancy grid that fixes the overall shape", 12, 7.5, 0.7, 5.0),
+    _stage("shape_slat", "shapeSlat", "Shape",
+           "Samples the structured latent that refines the geometry", 12, 7.5, 0.5, 3.0),
+    _stage("tex_slat", "texSlat", "Texture",
+           "Samples the structured latent that paints the PBR materials", 12, 1.0, 0.0, 3.0),
+)
+
+# Settings sent inside Runware's ``settings`` object (besides the sampler stages).
+MODEL_PARAMS = (
+    Param("resolution", "resolution", "int", 1024, "Resolution",
+          "Voxel grid resolution. Higher captures finer geometry but takes longer (1536 about 4x 1024)",
+          512, 1536, choices=(512, 1024, 1536)),
+    Param("texture_size", "textureSize", "int", 2048, "Texture Size",
+          "Width and height of the baked PBR textures in pixels", 1024, 4096, multiple_of=1024),
+    Param("decimation_target", "decimationTarget", "int", 500000, "Face Budget",
+          "Target face count of the simplified mesh. Lower gives lighter models", 100000, 1000000),
+    Param("remesh", "remesh", "bool", True, "Remesh",
+          "Rebuild the surface for cleaner topology before baking textures"),
+)
+
+# Settings outside ``settings`` in the request.
+SEED = Param("seed", "seed", "int", 0, "Seed",
+             "Seed for reproducible results. Each extra result uses the next seed", 0, INT32_MAX)
+RANDOM_SEED = Param("random_seed", "", "bool", True, "Random Seed",
+                    "Pick a new random seed for every generation (it is stored on the result)")
+NUMBER_RESULTS = Param("number_results", "numberResults", "int", 1, "Results",
+                       "How many variations to generate, each with its own seed", 1, 4)
+
+OVERRIDES = tuple(
+    Param(s.override, "", "bool", False, f"Override {s.label}",
+          f"Send custom {s.label.lower()} sampler settings. Off: the model's own defaults are used")
+    for s in STAGES
+)
+
+PARAMS: tuple[Param, ...] = (
+    MODEL_PARAMS + (SEED, RANDOM_SEED, NUMBER_RESULTS) + OVERRIDES + tuple(p for s in STAGES for p in s.params)
+)
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def defaults() -> dict:
+    return {p.name: p.default for p in PARAMS}
+
+
+def validate(settings: dict, partial: bool = False) -> dict:
+    """Check and normalize a flat settings dict. Unknown names are errors; missing ones get defaults
+    (or are left out with ``partial``)."""
+    unknown = sorted(set(settings) - set(BY_NAME))
+    if unknown:
+        raise SettingError(unknown[0], f"unknown setting (known: {', '.join(sorted(BY_NAME))})")
+    out = {} if partial else defaults()
+    for name, value in settings.items():
+        out[name] = BY_NAME[name].validate(value)
+    return out
+
+
+def model_request(settings: dict) -> dict:
+    """The settings a backend sends, in Runware's camelCase shape: only what applies.
+    Sampler stages appear only when their override is on."""
+    s = validate(settings)
+    body = {p.wire: s[p.name] for p in MODEL_PARAMS}
+    for stage in STAGES:
+        if s[stage.override]:
+            body[stage.wire] = {p.wire: s[p.name] for p in stage.params}
+    return body
+
+
+def sampler_params(settings: dict, stage: Stage) -> dict | None:
+    """One stage's sampler knobs as snake_case keys without prefix, or None when not overridden."""
+    if not settings.get(stage.override):
+        return None
+    return {p.name[len(stage.name) + 1:]: settings[p.name] for p in stage.params}

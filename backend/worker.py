@@ -1,0 +1,158 @@
+"""The worker process: reads jobs from stdin, runs a backend, reports on the protocol channel.
+
+Started by the add-on as ``python -m backend`` in the extension's root folder; see protocol.py.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+
+from . import protocol, registry, schema
+
+
+class Cancelled(Exception):
+    pass
+
+
+class JobError(Exception):
+    """A failure with a message the user can act on."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Channel:
+    """Writes protocol messages to the saved stdout; thread-safe."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, msg_type: str, **fields) -> None:
+        line = protocol.encode(msg_type, **fields)
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+
+class JobContext:
+    """What a backend gets: progress reporting, logging and the cancel flag."""
+
+    def __init__(self, job: dict, channel: Channel, cancel_event: threading.Event):
+        self.job = job
+        self.id = job["id"]
+        self.output_dir = job["output_dir"]
+        self._channel = channel
+        self._cancel = cancel_event
+
+    def progress(self, stage: str, step: int, total: int, fraction: float, text: str = "") -> None:
+        self._channel.send("progress", id=self.id, stage=stage, step=int(step), total=int(total),
+                           fraction=round(min(max(fraction, 0.0), 1.0), 4), text=text)
+
+    def log(self, text: str, level: str = "info") -> None:
+        print(f"[{level}] {text}", file=sys.stderr, flush=True)
+        self._channel.send("log", id=self.id, level=level, text=text)
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+
+
+def _take_protocol_channel():
+    """Keep the real stdout for the protocol and point fd 1 at stderr, so anything a library prints
+    (Python or C level) lands in the log instead of corrupting the channel."""
+    sys.stdout.flush()
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto
+
+
+class Worker:
+    def __init__(self, channel: Channel):
+        self.channel = channel
+        self.jobs: list[dict] = []
+        self.cond = threading.Condition()
+        self.cancel_event = threading.Event()
+        self.closed = False
+
+    def read_stdin(self) -> None:
+        """Reader thread: queue jobs, flag cancels. "shutdown" lets queued work finish; EOF means
+        the add-on is gone, so the running job is cancelled and the process never lingers."""
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                msg = protocol.decode(line)
+            except ValueError as exc:
+                print(f"ignored bad input line: {exc}", file=sys.stderr, flush=True)
+                continue
+            if msg["type"] == "cancel":
+                self.cancel_event.set()
+            elif msg["type"] in ("job", "shutdown"):
+                with self.cond:
+                    if msg["type"] == "job":
+                        self.jobs.append(msg)
+                    else:
+                        self.closed = True
+                    self.cond.notify()
+        with self.cond:
+            self.jobs.clear()
+            self.closed = True
+            self.cond.notify()
+        self.cancel_event.set()
+        watchdog = threading.Timer(5.0, os._exit, args=(3,))
+        watchdog.daemon = True  # a job that ignores the cancel flag is cut off
+        watchdog.start()
+
+    def next_job(self) -> dict | None:
+        with self.cond:
+            while not self.jobs and not self.closed:
+                self.cond.wait()
+            return self.jobs.pop(0) if self.jobs else None
+
+    def run_job(self, job: dict) -> None:
+        job_id = job.get("id", "?")
+        self.cancel_event.clear()
+        ctx = JobContext(job, self.channel, self.cancel_event)
+        started = time.monotonic()
+        try:
+            backend = registry.load(job.get("backend", ""))
+            job["settings"] = schema.validate(job.get("settings", {}))
+            os.makedirs(job["output_dir"], exist_ok=True)
+            result = backend.run(job, ctx)
+            result.setdefault("cost", None)
+            result.setdefault("info", {})
+            result["info"]["seconds"] = round(time.monotonic() - started, 3)
+            self.channel.send("result", id=job_id, **result)
+        except Cancelled:
+            self.channel.send("cancelled", id=job_id)
+        except schema.SettingError as exc:
+            self.channel.send("error", id=job_id, code=protocol.BAD_SETTINGS, message=str(exc))
+        except (KeyError, JobError) as exc:
+            code = getattr(exc, "code", protocol.BAD_SETTINGS)
+            self.channel.send("error", id=job_id, code=code, message=str(exc).strip("'\""))
+        except Exception as exc:  # report, keep serving
+            traceback.print_exc()
+            self.channel.send("error", id=job_id, code=protocol.INTERNAL,
+                              message=f"{type(exc).__name__}: {exc}")
+
+
+def main() -> int:
+    channel = Channel(_take_protocol_channel())
+    worker = Worker(channel)
+    channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(),
+                 python=sys.version.split()[0], backends=[b.id for b in registry.BACKENDS])
+    threading.Thread(target=worker.read_stdin, name="stdin", daemon=True).start()
+    while True:
+        job = worker.next_job()
+        if job is None:
+            return 0
+        worker.run_job(job)

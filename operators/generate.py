@@ -1,0 +1,149 @@
+"""trellis.generate: modal with a progress bar in the UI, blocking in scripts and background mode."""
+from __future__ import annotations
+
+import time
+
+import bpy
+
+from ..backend import schema
+from ..trellis_addon import generation, jobs, props
+
+TIMER_SECONDS = 0.1
+
+
+def _redraw_sidebars(context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class TRELLIS_OT_generate(bpy.types.Operator):
+    """Generate a textured 3D mesh from the image and add it at the 3D cursor"""
+
+    bl_idname = "trellis.generate"
+    bl_label = "Generate 3D Mesh"
+    bl_options = {"REGISTER", "UNDO"}
+
+    __annotations__ = {p.name: props.operator_property(p) for p in schema.PARAMS}
+    __annotations__.update(
+        image=bpy.props.StringProperty(
+            name="Image", options={"SKIP_SAVE"},
+            description="Image file path or image datablock name. Empty: the TRELLIS panel's image"),
+        backend=bpy.props.EnumProperty(items=props.backend_items(), name="Backend", options={"SKIP_SAVE"}),
+        target_size=bpy.props.FloatProperty(
+            name="Target Size", default=0.0, options={"SKIP_SAVE"},
+            description="Longest side of the result in metres; 0 keeps the model's size"),
+    )
+
+    # --- shared -----------------------------------------------------------------------------------
+    def _start(self, context) -> jobs.Job | None:
+        scene = context.scene.trellis2
+        is_set = self.properties.is_property_set
+        overrides = {p.name: getattr(self, p.name) for p in schema.PARAMS if is_set(p.name)}
+        try:
+            settings = generation.resolve_settings(scene.to_settings(), overrides)
+            job = generation.prepare_job(
+                image=self.image if is_set("image") else scene.image,
+                backend=self.backend if is_set("backend") else scene.backend,
+                settings=settings,
+                target_size=self.target_size if is_set("target_size") else scene.target_size)
+            job.start()
+        except (generation.RequestError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        return jobs.manager.add(job)
+
+    def _finish(self, context, job: jobs.Job) -> set:
+        if job.state == jobs.IMPORTING:
+            try:
+                generation.import_job(context, job)
+            except generation.RequestError:
+                pass
+        if job.state == jobs.DONE:
+            self.report({"INFO"}, f"TRELLIS: added {', '.join(job.objects)} in {job.elapsed:.1f} s")
+            return {"FINISHED"}
+        if job.state == jobs.CANCELLED:
+            self.report({"WARNING"}, "TRELLIS: generation cancelled")
+            return {"CANCELLED"}
+        self.report({"ERROR"}, f"TRELLIS: {job.error}")
+        return {"CANCELLED"}
+
+    # --- blocking: scripts and background mode -----------------------------------------------------
+    def execute(self, context):
+        job = self._start(context)
+        if job is None:
+            return {"CANCELLED"}
+        last = ""
+        try:
+            while True:
+                job.poll()
+                line = generation.progress_line(job)
+                if line.split("[")[0] != last.split("[")[0]:
+                    print(line, flush=True)
+                    last = line
+                if job.state == jobs.IMPORTING or job.is_finished:
+                    break
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            job.cancel()
+        return self._finish(context, job)
+
+    # --- modal: the UI stays responsive -----------------------------------------------------------
+    def invoke(self, context, event):
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        self._job = self._start(context)
+        if self._job is None:
+            return {"CANCELLED"}
+        jobs.manager.modal_timings = []
+        self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        _redraw_sidebars(context)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+        elif event.type != "TIMER" or event.timer is not self._timer:
+            return {"PASS_THROUGH"}
+        started = time.perf_counter()
+        changed = job.poll()
+        if job.state == jobs.IMPORTING or job.is_finished:
+            return self._end_modal(context, job)
+        if changed:
+            context.workspace.status_text_set(generation.progress_line(job))
+            _redraw_sidebars(context)
+        jobs.manager.modal_timings.append(time.perf_counter() - started)
+        return {"PASS_THROUGH"}
+
+    def _end_modal(self, context, job):
+        context.window_manager.event_timer_remove(self._timer)
+        context.workspace.status_text_set(None)
+        result = self._finish(context, job)
+        _redraw_sidebars(context)
+        return result
+
+    def cancel(self, context):  # Blender ends the operator (window closed, file loaded)
+        self._job.cancel()
+        context.window_manager.event_timer_remove(self._timer)
+
+
+class TRELLIS_OT_cancel(bpy.types.Operator):
+    """Stop the running generation. The worker process is stopped; nothing is imported"""
+
+    bl_idname = "trellis.cancel"
+    bl_label = "Cancel Generation"
+    bl_options = {"INTERNAL"}
+
+    job_id: bpy.props.StringProperty(options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        targets = [jobs.manager.get(self.job_id)] if self.job_id else jobs.manager.active()
+        for job in filter(None, targets):
+            job.cancel()
+        return {"FINISHED"}
+
+
+classes = (TRELLIS_OT_generate, TRELLIS_OT_cancel)

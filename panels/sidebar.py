@@ -1,0 +1,94 @@
+"""3D View ▸ Sidebar ▸ TRELLIS."""
+from __future__ import annotations
+
+import bpy
+
+from ..backend import registry, schema
+from ..trellis_addon import jobs
+
+CATEGORY = "TRELLIS"
+
+
+class _SidebarPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+
+def draw_job(layout, job: jobs.Job) -> None:
+    row = layout.row(align=True)
+    row.progress(factor=job.fraction, type="BAR", text=f"{job.text} · {job.elapsed:.0f} s")
+    row.operator("trellis.cancel", text="", icon="CANCEL").job_id = job.id
+
+
+class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
+    bl_label = "TRELLIS.2"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.trellis2
+        row = layout.row(align=True)
+        row.menu("TRELLIS_MT_presets", text="Presets", icon="PRESET")
+        row.operator("trellis.preset_add", text="", icon="ADD")
+        row.operator("trellis.preset_add", text="", icon="REMOVE").remove_active = True
+
+        layout.template_ID_preview(s, "image", open="image.open", rows=3, cols=6)
+
+        layout.prop(s, "backend")
+        info = registry.BY_ID[s.backend.lower()]
+        if not info.is_ai:
+            box = layout.box()
+            box.label(text="Not TRELLIS.2: an offline stand-in", icon="INFO")
+            box.label(text="for trying the workflow (no AI)")
+
+        col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        col.prop(s, "resolution", expand=True)
+        col.prop(s, "texture_size")
+        col.prop(s, "decimation_target")
+        col.prop(s, "remesh")
+        row = col.row(align=True)
+        row.prop(s, "random_seed", text="", icon="FILE_REFRESH", toggle=True)
+        sub = row.row(align=True)
+        sub.enabled = not s.random_seed
+        sub.prop(s, "seed")
+        col.prop(s, "number_results")
+        col.prop(s, "target_size")
+
+        active = jobs.manager.active()
+        for job in active:
+            draw_job(layout, job)
+        row = layout.row()
+        row.scale_y = 1.5
+        row.operator("trellis.generate", text="Generate" if not active else "Generate Another",
+                     icon="MESH_MONKEY")
+        last = jobs.manager.jobs[-1] if jobs.manager.jobs else None
+        if last is not None and last.is_finished and not active:
+            icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(last.state, "INFO")
+            layout.label(text=last.text, icon=icon)
+
+
+def _stage_panel(stage: schema.Stage, order: int) -> type:
+    def draw_header(self, context):
+        self.layout.prop(context.scene.trellis2, stage.override, text="")
+
+    def draw(self, context):
+        s = context.scene.trellis2
+        col = self.layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        col.active = getattr(s, stage.override)
+        if not col.active:
+            col.label(text="Model defaults are used", icon="INFO")
+        for param in stage.params:
+            col.prop(s, param.name)
+
+    return type(f"TRELLIS_PT_{stage.name}", (_SidebarPanel, bpy.types.Panel), {
+        "bl_label": f"{stage.label} Sampler", "bl_parent_id": "TRELLIS_PT_main",
+        "bl_options": {"DEFAULT_CLOSED"}, "bl_order": order, "__doc__": stage.description,
+        "draw_header": draw_header, "draw": draw,
+    })
+
+
+classes = (TRELLIS_PT_main,) + tuple(_stage_panel(s, i) for i, s in enumerate(schema.STAGES))

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: pytest inside real Blender (bpy 5.0.1 and bpy 4.2 LTS), each run against the
+# extension zip built by Blender's own tool and installed with package_install_files; then the GUI
+# smoke test in a real Blender window (it skips, with the reason, where no such Blender can be had).
+# Extra arguments go to pytest, e.g. scripts/test.sh -k presets
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+OUT=test-output
+mkdir -p "$OUT"
+status=0
+for version in 5.0 4.2; do
+  venv=.venv
+  [ "$version" = 4.2 ] && venv=.venv-4.2
+  [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv" || exit 1
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "requirements/blender-$version.txt" || exit 1
+  echo "=== pytest inside Blender $version (bpy module)"
+  "$venv/bin/python" -m pytest -c tests/pytest.ini tests --junitxml="$OUT/pytest-$version.xml" "$@" || status=1
+done
+if [ -z "${TRELLIS_SKIP_GUI:-}" ]; then
+  echo "=== GUI smoke test in a real Blender window"
+  zip=$(.venv/bin/python scripts/build_extension.py --output-dir "$OUT/dist" | tail -n 1)
+  bash tests/gui/run_gui_smoke.sh "$zip" "$OUT/gui" || status=1
+fi
+.venv/bin/python scripts/junit_total.py "$OUT"/pytest-*.xml
+exit $status

@@ -1,0 +1,89 @@
+"""From the user's request to a running job, and from a finished job to objects in the scene."""
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+import uuid
+
+import bpy
+import numpy as np
+
+from ..backend import registry, schema
+from . import image_input, importer, jobs, prefs
+
+ADDON_VERSION = "0.1.0"
+
+
+class RequestError(ValueError):
+    """Bad input caught before any worker starts."""
+
+
+def resolve_settings(scene_settings: dict, overrides: dict) -> dict:
+    """Scene settings with script keywords on top, validated, seed resolved."""
+    settings = dict(scene_settings)
+    settings.update(overrides)
+    if "seed" in overrides and "random_seed" not in overrides:
+        settings["random_seed"] = False  # an explicit seed means "use this seed"
+    try:
+        settings = schema.validate(settings)
+    except schema.SettingError as exc:
+        raise RequestError(f"Invalid setting {exc}") from None
+    if settings["random_seed"]:
+        settings["seed"] = random.randint(0, schema.INT32_MAX)
+    return settings
+
+
+def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0) -> jobs.Job:
+    """Check everything, write the prepared image, return an unstarted Job. Raises RequestError."""
+    backend = backend.lower()
+    if backend not in registry.BY_ID:
+        raise RequestError(f"Unknown backend {backend!r} (available: {', '.join(registry.BY_ID)})")
+    if target_size < 0:
+        raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
+    try:
+        img = image_input.resolve(image)
+        name = image_input.display_name(img)
+        rgba = image_input.to_rgba8(img)
+        image_input.check_foreground(rgba, name)
+    except image_input.InputError as exc:
+        raise RequestError(str(exc)) from None
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "image"
+    folder = os.path.join(prefs.jobs_root(),
+                          f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}")
+    os.makedirs(folder, exist_ok=True)
+    rgba_path = os.path.join(folder, "input_rgba.npy")
+    np.save(rgba_path, rgba)
+    image_ref = bpy.path.abspath(img.filepath) if img.filepath else img.name
+    return jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
+                    image_ref=image_ref, target_size=target_size)
+
+
+def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
+    """Import every GLB of a finished job; on failure nothing stays half-imported."""
+    created: list[bpy.types.Object] = []
+    try:
+        groups = []
+        for path in job.result["files"]:
+            objects = importer.import_glb(context, path)
+            created.extend(objects)
+            groups.append(objects)
+        record = {"addon_version": ADDON_VERSION, "backend": job.backend, "settings": job.settings,
+                  "seeds": job.result.get("seeds", []), "files": job.result["files"], "cost": job.result.get("cost"),
+                  "image": job.image_ref, "job": job.id, "job_folder": job.output_dir}
+        roots = importer.place_results(context, groups, job.name, record, job.target_size)
+    except Exception as exc:
+        for obj in created:
+            if obj.name in bpy.data.objects:
+                bpy.data.objects.remove(obj, do_unlink=True)
+        job.fail(f"Import failed: {exc}")
+        raise RequestError(job.error) from None
+    job.objects = [o.name for o in roots]
+    job.set_finished(jobs.DONE, f"Done: {', '.join(job.objects)}")
+    return roots
+
+
+def progress_line(job: jobs.Job) -> str:
+    step = f" {job.step}/{job.total}" if job.total else ""
+    return f"TRELLIS {job.name}: {job.fraction * 100:5.1f}% {job.text}{step} [{job.elapsed:.1f}s]"

@@ -1,0 +1,94 @@
+"""Bring a finished job's GLB files into the scene with Blender's glTF importer and place them."""
+from __future__ import annotations
+
+import json
+
+import bpy
+from mathutils import Vector
+
+COLLECTION_NAME = "TRELLIS"
+RECORD_PROPERTY = "trellis2"  # JSON string on each imported root object
+SPACING = 1.25  # results side by side, in multiples of the widest result
+
+
+def trellis_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
+    coll = bpy.data.collections.get(COLLECTION_NAME)
+    if coll is None:
+        coll = bpy.data.collections.new(COLLECTION_NAME)
+    if coll.name not in scene.collection.children and coll != scene.collection:
+        if not any(c == coll for c in scene.collection.children_recursive):
+            scene.collection.children.link(coll)
+    return coll
+
+
+def _world_bounds(objects) -> tuple[Vector, Vector]:
+    lo = Vector((float("inf"),) * 3)
+    hi = Vector((float("-inf"),) * 3)
+    for obj in objects:
+        if obj.type != "MESH":
+            continue
+        m = obj.matrix_world
+        for corner in obj.bound_box:
+            p = m @ Vector(corner)
+            lo = Vector(map(min, lo, p))
+            hi = Vector(map(max, hi, p))
+    if lo.x == float("inf"):
+        return Vector(), Vector()
+    return lo, hi
+
+
+def import_glb(context, filepath: str) -> list[bpy.types.Object]:
+    before = set(bpy.data.objects)
+    result = bpy.ops.import_scene.gltf(filepath=filepath)
+    if "FINISHED" not in result:
+        raise RuntimeError(f"glTF import failed for {filepath}")
+    return [o for o in bpy.data.objects if o not in before]
+
+
+def place_results(context, groups: list[list[bpy.types.Object]], name: str, record: dict,
+                  target_size: float = 0.0) -> list[bpy.types.Object]:
+    """Move each result to the 3D cursor standing on it (side by side for several), into the TRELLIS
+    collection, named after the image, record attached, selected and active. Returns root objects."""
+    scene = context.scene
+    coll = trellis_collection(scene)
+    context.view_layer.update()
+    roots_per_group, sizes = [], []
+    for index, objects in enumerate(groups):
+        roots = [o for o in objects if o.parent is None or o.parent not in objects]
+        for obj in objects:
+            for c in list(obj.users_collection):
+                c.objects.unlink(obj)
+            coll.objects.link(obj)
+        for i, root in enumerate(roots):
+            root.name = name if len(groups) == 1 and i == 0 else f"{name}.{index + 1:02d}"
+            seeds = record.get("seeds") or [None]
+            root[RECORD_PROPERTY] = json.dumps(dict(record, seed=seeds[min(index, len(seeds) - 1)]))
+        lo, hi = _world_bounds(objects)
+        longest = max(hi - lo) if hi != lo else 0.0
+        if target_size > 0 and longest > 0:
+            factor = target_size / longest
+            for root in roots:
+                root.scale *= factor
+                root.location *= factor
+        roots_per_group.append(roots)
+    context.view_layer.update()
+    for objects in groups:
+        lo, hi = _world_bounds(objects)
+        sizes.append(hi - lo)
+    step = max((s.x for s in sizes), default=0.0) * SPACING
+    cursor = scene.cursor.location
+    for index, (objects, roots) in enumerate(zip(groups, roots_per_group)):
+        lo, hi = _world_bounds(objects)
+        offset_x = (index - (len(groups) - 1) / 2) * step
+        target = Vector((cursor.x + offset_x, cursor.y, cursor.z))
+        bottom_center = Vector(((lo.x + hi.x) / 2, (lo.y + hi.y) / 2, lo.z))
+        for root in roots:
+            root.location += target - bottom_center
+    for obj in context.view_layer.objects:
+        obj.select_set(False)
+    all_roots = [r for roots in roots_per_group for r in roots]
+    for obj in (o for objects in groups for o in objects):
+        obj.select_set(True)
+    if all_roots:
+        context.view_layer.objects.active = all_roots[0]
+    return all_roots

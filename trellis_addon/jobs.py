@@ -1,0 +1,247 @@
+"""Jobs and the worker processes that run them.
+
+A reader thread per job turns the worker's protocol lines into a queue; Blender's main thread only
+drains that queue (Job.poll), so it never blocks on a pipe. Files are written by a background thread.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from ..backend import protocol
+
+EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOG_TAIL_LINES = 12
+KILL_GRACE_SECONDS = 2.0
+
+# Job states
+STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
+    "starting", "running", "importing", "done", "failed", "cancelled")
+FINISHED_STATES = (DONE, FAILED, CANCELLED)
+
+_io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trellis-io")
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def worker_command(python: str | None = None) -> list[str]:
+    """The worker is this extension's backend package, run by Blender's own Python."""
+    return [python or sys.executable, "-s", "-E", "-u", "-m", "backend"]
+
+
+def _log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Job:
+    def __init__(self, *, name: str, backend: str, settings: dict, rgba_path: str, output_dir: str,
+                 image_ref: str, target_size: float = 0.0):
+        self.id = uuid.uuid4().hex[:12]
+        self.name = name
+        self.backend = backend
+        self.settings = settings
+        self.rgba_path = rgba_path
+        self.output_dir = output_dir
+        self.image_ref = image_ref
+        self.target_size = target_size
+        self.log_path = os.path.join(output_dir, "worker.log")
+        self.state = STARTING
+        self.stage = ""
+        self.text = "Starting worker"
+        self.step = self.total = 0
+        self.fraction = 0.0
+        self.created = time.time()
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.result: dict | None = None
+        self.error: str | None = None
+        self.objects: list[str] = []
+        self.messages = collections.deque(maxlen=50)
+        self.proc: subprocess.Popen | None = None
+        self._queue: queue.Queue = queue.Queue()
+
+    # --- process -------------------------------------------------------------------------------
+    def start(self, python: str | None = None) -> None:
+        os.makedirs(self.output_dir, exist_ok=True)
+        popen_extra = ({"start_new_session": True} if os.name == "posix"
+                       else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP})
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                worker_command(python), cwd=EXTENSION_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, env=dict(os.environ, PYTHONIOENCODING="utf-8"), **popen_extra)
+        threading.Thread(target=self._read, name=f"trellis-job-{self.id}", daemon=True).start()
+        self._send(protocol.encode("job", id=self.id, backend=self.backend,
+                                   input={"rgba": self.rgba_path, "name": self.name},
+                                   settings=self.settings, output_dir=self.output_dir))
+        self.save_record()
+
+    def _send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line.encode("utf-8"))
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the worker is gone; the reader thread reports how it ended
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            try:
+                self._queue.put(protocol.decode(raw))
+            except ValueError:
+                self._queue.put({"type": "log", "level": "warning", "text": raw.decode("utf-8", "replace")})
+        code = self.proc.wait()
+        self._queue.put({"type": "exit", "code": code, "log_tail": _log_tail(self.log_path)})
+
+    def _close_stdin(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def kill(self) -> None:
+        """Stop the worker's whole process group: TERM, then KILL after a grace period."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._close_stdin()
+        _signal_group(proc, getattr(signal, "SIGTERM", None))
+
+        def finish_off():
+            try:
+                proc.wait(KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, getattr(signal, "SIGKILL", None))
+        threading.Thread(target=finish_off, daemon=True).start()
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def poll(self) -> bool:
+        """Apply queued worker messages; True if anything changed. Never blocks."""
+        changed = False
+        while True:
+            try:
+                msg = self._queue.get_nowait()
+            except queue.Empty:
+                return changed
+            changed = True
+            self._apply(msg)
+
+    def _apply(self, msg: dict) -> None:
+        kind = msg["type"]
+        if self.is_finished and kind != "exit":
+            return
+        if kind == "hello":
+            self.state, self.text = RUNNING, "Worker started"
+        elif kind == "progress":
+            self.state = RUNNING
+            self.stage, self.step, self.total = msg.get("stage", ""), msg.get("step", 0), msg.get("total", 0)
+            self.fraction = float(msg.get("fraction", self.fraction))
+            self.text = msg.get("text") or self.stage
+        elif kind == "log":
+            self.messages.append(msg.get("text", ""))
+        elif kind == "result":
+            self.result = msg
+            self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
+            self._close_stdin()  # worker exits once stdin closes
+        elif kind == "error":
+            self.fail(msg.get("message", "unknown error"))
+        elif kind == "cancelled":
+            self.set_finished(CANCELLED, "Cancelled")
+        elif kind == "exit" and self.state in (STARTING, RUNNING):
+            tail = msg.get("log_tail", "").strip()
+            detail = f"\nLast lines of {self.log_path}:\n{tail}" if tail else ""
+            self.fail(f"Worker stopped unexpectedly (exit code {msg['code']}){detail}")
+
+    def fail(self, message: str) -> None:
+        self.error = message
+        self.set_finished(FAILED, message.splitlines()[0])
+        self.kill()
+
+    def cancel(self) -> None:
+        if not self.is_finished:
+            self.set_finished(CANCELLED, "Cancelled")
+            self.kill()
+
+    def set_finished(self, state: str, text: str) -> None:
+        self.state, self.text = state, text
+        self.finished = time.monotonic()
+        self.save_record()
+
+    # --- record --------------------------------------------------------------------------------
+    def record(self) -> dict:
+        result = self.result or {}
+        return {
+            "id": self.id, "name": self.name, "image": self.image_ref, "backend": self.backend,
+            "settings": self.settings, "state": self.state, "error": self.error,
+            "created": self.created, "seconds": round(self.elapsed, 3),
+            "files": result.get("files", []), "seeds": result.get("seeds", []), "cost": result.get("cost"),
+            "objects": self.objects, "log": self.log_path,
+        }
+
+    def save_record(self) -> None:
+        _io.submit(write_json_atomic, os.path.join(self.output_dir, "job.json"), self.record())
+
+
+def _signal_group(proc: subprocess.Popen, sig) -> None:
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, sig)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+class JobManager:
+    def __init__(self):
+        self.jobs: list[Job] = []
+        self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
+
+    def add(self, job: Job) -> Job:
+        self.jobs.append(job)
+        del self.jobs[:-20]  # the panel shows recent jobs only
+        return job
+
+    def active(self) -> list[Job]:
+        return [j for j in self.jobs if not j.is_finished]
+
+    def get(self, job_id: str) -> Job | None:
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    def cancel_all(self) -> None:
+        for job in self.active():
+            job.cancel()
+
+    def shutdown(self) -> None:
+        self.cancel_all()
+        self.jobs.clear()
+
+
+manager = JobManager()

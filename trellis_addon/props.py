@@ -1,0 +1,78 @@
+"""Blender properties generated from backend.schema: the scene's settings and the operator's keywords."""
+from __future__ import annotations
+
+import bpy
+
+from ..backend import registry, schema
+
+
+def backend_items():
+    return [(b.id.upper(), b.label, b.description) for b in registry.BACKENDS]
+
+
+def _enum_items(param: schema.Param):
+    return [(str(v), f"{v:,}".replace(",", " ") if v >= 10000 else str(v), param.description)
+            for v in param.choice_values()]
+
+
+def scene_property(param: schema.Param):
+    """A property for the sidebar: hard limits from the schema, stepped ranges shown as choices."""
+    common = dict(name=param.label, description=param.description)
+    if param.kind == "bool":
+        return bpy.props.BoolProperty(default=param.default, **common)
+    if param.choice_values():
+        return bpy.props.EnumProperty(items=_enum_items(param), default=str(param.default), **common)
+    if param.kind == "int":
+        return bpy.props.IntProperty(default=param.default, min=int(param.min), max=int(param.max), **common)
+    return bpy.props.FloatProperty(default=param.default, min=param.min, max=param.max, precision=2,
+                                   step=10, **common)
+
+
+def operator_property(param: schema.Param):
+    """A keyword for scripts: no hard limits, so a bad value reaches schema validation and gets a
+    message with the range instead of being clamped silently. Unset keywords use the scene's value."""
+    common = dict(name=param.label, description=f"{param.description} ({param.range_text()})",
+                  options={"SKIP_SAVE"})
+    if param.kind == "bool":
+        return bpy.props.BoolProperty(default=param.default, **common)
+    if param.kind == "int":
+        return bpy.props.IntProperty(default=param.default, **common)
+    return bpy.props.FloatProperty(default=param.default, **common)
+
+
+def scene_value(settings, param: schema.Param):
+    value = getattr(settings, param.name)
+    return int(value) if param.choice_values() else value
+
+
+def set_scene_value(settings, param: schema.Param, value) -> None:
+    setattr(settings, param.name, str(value) if param.choice_values() else value)
+
+
+class TRELLIS_PG_settings(bpy.types.PropertyGroup):
+    __annotations__ = {p.name: scene_property(p) for p in schema.PARAMS}
+    __annotations__.update(
+        image=bpy.props.PointerProperty(
+            type=bpy.types.Image, name="Image",
+            description="Picture of one object, ideally on a plain or transparent background"),
+        backend=bpy.props.EnumProperty(items=backend_items(), name="Backend",
+                                       description="Where the model runs"),
+        target_size=bpy.props.FloatProperty(
+            name="Target Size", default=0.0, min=0.0, soft_max=10.0, unit="LENGTH",
+            description="Scale the result so its longest side has this length. 0 keeps the model's ~1 m"),
+    )
+
+    def to_settings(self) -> dict:
+        """The flat schema settings dict (seed not yet resolved)."""
+        return {p.name: scene_value(self, p) for p in schema.PARAMS}
+
+
+classes = (TRELLIS_PG_settings,)
+
+
+def register():
+    bpy.types.Scene.trellis2 = bpy.props.PointerProperty(type=TRELLIS_PG_settings)
+
+
+def unregister():
+    del bpy.types.Scene.trellis2
