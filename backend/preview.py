@@ -22,7 +22,7 @@ def load_rgba(path: str) -> np.ndarray:
     try:
         rgba = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise JobError(protocol.BAD_INPUT, f"cannot read the prepared image {os.path.basename(path)}: {exc}")
+        raise JobError(protocol.BAD_INPUT, f"cannot read the prepared image {os.path.basename(path)}: {exc}") from None
     if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
         raise JobError(protocol.BAD_INPUT, f"prepared image must be uint8 HxWx4, got {rgba.dtype} {rgba.shape}")
     return rgba
@@ -52,9 +52,9 @@ def run(job: dict, ctx) -> dict:
                 decimation_target=settings["decimation_target"], remesh=settings["remesh"], seed=seed,
                 out_path=out_path, progress=progress, cancelled=ctx.cancelled)
         except preview_mesh.Cancelled:
-            raise Cancelled()
+            raise Cancelled() from None
         except ValueError as exc:
-            raise JobError(protocol.BAD_INPUT, str(exc))
+            raise JobError(protocol.BAD_INPUT, str(exc)) from None
         files.append(out_path)
         seeds.append(seed)
         faces.append(info["faces"])

@@ -57,6 +57,10 @@ class JobContext:
         print(f"[{level}] {text}", file=sys.stderr, flush=True)
         self._channel.send("log", id=self.id, level=level, text=text)
 
+    def remote_task(self, provider: str, task_id: str, **fields) -> None:
+        """Announce a submitted remote task, so the add-on records it and never loses a paid result."""
+        self._channel.send("remote_task", id=self.id, provider=provider, task_id=task_id, **fields)
+
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 

@@ -23,7 +23,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
 
     bl_idname = "trellis.generate"
     bl_label = "Generate 3D Mesh"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"UNDO"}  # one undo step; no redo panel, which would re-run the whole job
 
     __annotations__ = {p.name: props.operator_property(p) for p in schema.PARAMS}
     __annotations__.update(
@@ -97,6 +97,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         if self._job is None:
             return {"CANCELLED"}
         jobs.manager.modal_timings = []
+        self._shown_second = -1
         self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
         context.window_manager.modal_handler_add(self)
         _redraw_sidebars(context)
@@ -112,7 +113,9 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         changed = job.poll()
         if job.state == jobs.IMPORTING or job.is_finished:
             return self._end_modal(context, job)
-        if changed:
+        second = int(job.elapsed)
+        if changed or second != self._shown_second:  # the bar's elapsed time ticks each second
+            self._shown_second = second
             context.workspace.status_text_set(generation.progress_line(job))
             _redraw_sidebars(context)
         jobs.manager.modal_timings.append(time.perf_counter() - started)

@@ -51,13 +51,7 @@ def display_name(image: bpy.types.Image) -> str:
 
 def to_rgba8(image: bpy.types.Image) -> np.ndarray:
     """Pixels as uint8 HxWx4, rows top to bottom, long side at most MAX_SIDE, sRGB encoded."""
-    width, height = image.size
-    if not image.has_data:
-        try:
-            image.reload() if image.source == "FILE" else None
-            width, height = image.size
-        except RuntimeError:
-            pass
+    width, height = image.size  # reading the size loads a file image's pixels
     if width == 0 or height == 0:
         raise InputError(f"Image {image.name!r} has no pixels (unreadable or not an image file)")
     source, temp = image, None

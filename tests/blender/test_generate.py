@@ -63,7 +63,7 @@ def test_several_results_side_by_side_with_consecutive_seeds(scene):
     assert [json.loads(o["trellis2"])["seed"] for o in objs] == [10, 11, 12]
     assert {o.name for o in objs} == {"mushroom.01", "mushroom.02", "mushroom.03"}
     bounds = [world_bounds(o) for o in objs]
-    for (lo_a, hi_a), (lo_b, _) in zip(bounds, bounds[1:]):
+    for (_, hi_a), (lo_b, _) in zip(bounds, bounds[1:]):
         assert hi_a.x < lo_b.x, "no overlap"
     assert all(lo.z == pytest.approx(0.0, abs=1e-4) for lo, _ in bounds)
 
