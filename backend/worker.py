@@ -48,8 +48,12 @@ class JobContext:
         self.output_dir = job["output_dir"]
         self._channel = channel
         self._cancel = cancel_event
+        self._stage = ""
 
     def progress(self, stage: str, step: int, total: int, fraction: float, text: str = "") -> None:
+        if stage != self._stage:
+            self._stage = stage
+            print(f"[{time.strftime('%H:%M:%S')}] job {self.id}: {text or stage}", file=sys.stderr, flush=True)
         self._channel.send("progress", id=self.id, stage=stage, step=int(step), total=int(total),
                            fraction=round(min(max(fraction, 0.0), 1.0), 4), text=text)
 
@@ -127,6 +131,7 @@ class Worker:
         self.cancel_event.clear()
         ctx = JobContext(job, self.channel, self.cancel_event)
         started = time.monotonic()
+        print(f"job {job_id}: backend {job.get('backend')}, settings {job.get('settings')}", file=sys.stderr, flush=True)
         try:
             backend = registry.load(job.get("backend", ""))
             job["settings"] = schema.validate(job.get("settings", {}))
@@ -135,6 +140,7 @@ class Worker:
             result.setdefault("cost", None)
             result.setdefault("info", {})
             result["info"]["seconds"] = round(time.monotonic() - started, 3)
+            print(f"job {job_id}: done in {result['info']['seconds']} s: {result['files']}", file=sys.stderr, flush=True)
             self.channel.send("result", id=job_id, **result)
         except Cancelled:
             self.channel.send("cancelled", id=job_id)
@@ -150,6 +156,7 @@ class Worker:
 
 
 def main() -> int:
+    print(f"TRELLIS worker pid {os.getpid()}, Python {sys.version.split()[0]}", file=sys.stderr, flush=True)
     channel = Channel(_take_protocol_channel())
     worker = Worker(channel)
     channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(),

@@ -206,7 +206,11 @@ class Job:
         }
 
     def save_record(self) -> None:
-        _io.submit(write_json_atomic, os.path.join(self.output_dir, "job.json"), self.record())
+        path = os.path.join(self.output_dir, "job.json")
+        try:
+            _io.submit(write_json_atomic, path, self.record())
+        except RuntimeError:  # interpreter shutting down: write now
+            write_json_atomic(path, self.record())
 
 
 def _signal_group(proc: subprocess.Popen, sig) -> None:
