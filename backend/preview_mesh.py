@@ -81,7 +81,7 @@ def _distance(mask: np.ndarray) -> np.ndarray:
     while current.any():
         dist += current
         current = _shift_all(current)
-    for _ in range(2):
+    for _ in range(4):
         dist = _blur(dist) * mask
     return dist
 
@@ -246,7 +246,7 @@ def generate(rgba: np.ndarray, *, resolution: int, texture_size: int, decimation
     rng = np.random.default_rng(seed)
     back_ratio = float(rng.uniform(0.55, 0.85))
     phases = rng.uniform(0, 2 * np.pi, 3)
-    freqs = rng.uniform(1.5, 3.5, 3)
+    freqs = rng.uniform(0.8, 1.8, 3)
     ch, cw = crop_mask.shape
     cells_long = max(64, resolution // 4)
     progress("shape", 0, 3)
@@ -267,8 +267,8 @@ def generate(rgba: np.ndarray, *, resolution: int, texture_size: int, decimation
     height = np.sqrt(np.clip(2 * radius * dist - dist * dist, 0, None))  # a disc becomes a hemisphere
     yy, xx = np.mgrid[:rows, :cols] / max(rows, cols)
     bumps = sum(np.sin(2 * np.pi * f * (xx * np.cos(p) + yy * np.sin(p)) + p) for f, p in zip(freqs, phases))
-    height *= 1 + 0.04 * bumps * (dist / radius)  # seed-dependent relief, none at the silhouette
-    for _ in range(3 if remesh else 1):  # remesh: a smoother, more even surface
+    height *= 1 + 0.03 * bumps * (dist / radius)  # seed-dependent relief, none at the silhouette
+    for _ in range(6 if remesh else 2):  # remesh: a smoother, more even surface
         height = _blur(height) * cells
     progress("shape", 2, 3)
     grid_r, grid_c, z, tris = _build(cells, height, back_ratio)

@@ -20,7 +20,7 @@ def parse_args():
     parser.add_argument("--out", default=os.path.join(ROOT, "out"))
     parser.add_argument("--backend", default="preview")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--samples", type=int, default=24, help="Cycles samples of the preview render")
+    parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the preview render")
     return parser.parse_args()
 
 
@@ -51,7 +51,7 @@ def stage_scene(bpy, obj) -> None:
         light.data.energy = energy
         light.rotation_euler = tuple(math.radians(a) for a in rot)
         scene.collection.objects.link(light)
-    bpy.ops.mesh.primitive_plane_add(size=size * 20, location=(center.x, center.y, lo.z))
+    bpy.ops.mesh.primitive_plane_add(size=size * 60, location=(center.x, center.y, lo.z))
     world = bpy.data.worlds.new("World")
     world.color = (0.6, 0.62, 0.66)
     scene.world = world
@@ -61,7 +61,7 @@ def render(bpy, path: str, samples: int) -> None:
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"  # runs on the CPU with no display, unlike Eevee/Workbench
     scene.cycles.samples = samples
-    scene.cycles.use_denoising = False
+    scene.cycles.use_denoising = True
     scene.render.resolution_x = scene.render.resolution_y = 640
     scene.render.filepath = path
     bpy.ops.render.render(write_still=True)
