@@ -107,7 +107,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         job = self._job
         if event.type == "ESC" and event.value == "PRESS":
             job.cancel()
-        elif event.type != "TIMER" or event.timer is not self._timer:
+        elif event.type != "TIMER":
             return {"PASS_THROUGH"}
         started = time.perf_counter()
         changed = job.poll()

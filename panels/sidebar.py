@@ -44,7 +44,7 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         col = layout.column()
         col.use_property_split = True
         col.use_property_decorate = False
-        col.prop(s, "resolution", expand=True)
+        col.row(align=True).prop(s, "resolution", expand=True)
         col.prop(s, "texture_size")
         col.prop(s, "decimation_target")
         col.prop(s, "remesh")

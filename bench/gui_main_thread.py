@@ -1,0 +1,40 @@
+"""Main-thread cost during a job in a real Blender window (Debian's blender under Xvfb).
+
+Runs the GUI smoke test with a full-size job (Standard settings, no artificial delay) and reports
+the longest and 99th-percentile time Blender's main thread spent in our modal callback while the job
+ran (the final import is measured separately by bench/import_ratio.py). Goal: max <= 5 ms.
+
+    python bench/gui_main_thread.py [ZIP]      (as root; builds the chroot on first use)
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> int:
+    out = tempfile.mkdtemp(prefix="trellis-gui-bench-")
+    zip_path = sys.argv[1] if len(sys.argv) > 1 else subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"), "--output-dir", out],
+        check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    run = subprocess.run(["bash", os.path.join(ROOT, "tests", "gui", "run_gui_smoke.sh"), zip_path, out],
+                         env=dict(os.environ, TRELLIS_GUI_BENCH="1"), text=True, capture_output=True)
+    print(run.stdout.strip())
+    result_path = os.path.join(out, "result.json")
+    if not os.path.exists(result_path):
+        print("no result: the GUI run was skipped or failed", file=sys.stderr)
+        return 1
+    modal = json.load(open(result_path)).get("modal")
+    if not modal:
+        print("the job did not finish", file=sys.stderr)
+        return 1
+    print(f"modal callback over {modal['calls']} calls during a {modal['job_seconds']} s job "
+          f"({modal['settings']}): max {modal['max_ms']} ms, p99 {modal['p99_ms']} ms (goal: max <= 5 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

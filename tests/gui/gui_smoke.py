@@ -1,0 +1,205 @@
+"""GUI smoke test, run inside a real Blender window:
+
+    blender --factory-startup --python tests/gui/gui_smoke.py -- ZIP OUTDIR IMAGE
+
+Installs the extension zip, shows the TRELLIS sidebar, generates through the modal operator (as the
+Generate button does), cancels a job with a real Esc key press, checks the result and undo, and saves
+screenshots (ImageMagick's `import -window root`; Blender's own screenshot is black under Xvfb).
+Writes OUTDIR/result.json and quits with exit code 0 on success. Every step runs from a
+bpy.app.timers callback, so the window keeps drawing between steps.
+"""
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+import bpy
+
+ZIP, OUT, IMAGE = sys.argv[sys.argv.index("--") + 1:][:3]
+PKG = "bl_ext.user_default.trellis2"
+STEP_TIMEOUT = 120
+BENCH = os.environ.get("TRELLIS_GUI_BENCH") == "1"  # bench/gui_main_thread.py: a full-size job, no delay
+result = {"ok": False, "steps": [], "errors": [], "screenshots": []}
+
+
+def screenshot(name):
+    path = os.path.join(OUT, name)
+    subprocess.run(["import", "-window", "root", path], check=True, timeout=30)
+    result["screenshots"].append(name)
+
+
+def view3d():
+    window = bpy.context.window_manager.windows[0]
+    area = max((a for a in window.screen.areas if a.type == "VIEW_3D"), key=lambda a: a.width * a.height)
+    region = next(r for r in area.regions if r.type == "WINDOW")
+    return window, area, region
+
+
+def jobs():
+    return importlib.import_module(f"{PKG}.trellis_addon.jobs")
+
+
+def finish(ok):
+    result["ok"] = ok
+    with open(os.path.join(OUT, "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print("GUI SMOKE", "OK" if ok else "FAILED", json.dumps(result), flush=True)
+    os._exit(0 if ok else 1)
+
+
+def install():
+    bpy.ops.extensions.package_install_files(filepath=ZIP, repo="user_default", enable_on_install=True)
+    assert PKG in bpy.context.preferences.addons, "extension not enabled after install"
+    bpy.context.preferences.addons[PKG].preferences.output_dir = os.path.join(OUT, "jobs")
+    window, area, region = view3d()
+    area.spaces.active.show_region_ui = True
+    ui = next(r for r in area.regions if r.type == "UI")
+    settings = bpy.context.scene.trellis2
+    settings.image = bpy.data.images.load(IMAGE)
+    if not BENCH:  # the benchmark keeps the Standard settings: a real-size job
+        settings.resolution, settings.texture_size, settings.decimation_target = "512", "1024", 100000
+    for obj in list(bpy.data.objects):  # the factory cube would hide the result
+        bpy.data.objects.remove(obj)
+    area.tag_redraw()
+
+
+def xdotool(*args):
+    subprocess.run(["xdotool", *args], check=False, timeout=20)
+
+
+def close_splash():
+    xdotool("search", "--onlyvisible", "--class", "blender", "windowactivate", "--sync")
+    xdotool("mousemove", "800", "500", "key", "Escape")
+
+
+def on_trellis_tab():
+    """Wait condition: click down the sidebar's tab strip, as a user would, until TRELLIS is active."""
+    window, area, _ = view3d()
+    ui = next(r for r in area.regions if r.type == "UI")
+    if ui.active_panel_category == "TRELLIS":
+        return True
+    tries = state.setdefault("tab_clicks", 0)
+    state["tab_clicks"] += 1
+    if tries * 12 > ui.height:
+        raise AssertionError("no TRELLIS tab in the sidebar")
+    x = ui.x + ui.width - 10  # the tabs run down the sidebar's right edge
+    y = window.height - (ui.y + ui.height) + 20 + tries * 12
+    xdotool("mousemove", str(x), str(y), "click", "1")
+    return False
+
+
+def generate(delay):
+    os.environ["TRELLIS_PREVIEW_DELAY"] = str(delay)  # inherited by the worker: progress stays visible
+    window, area, region = view3d()
+    ui = next(r for r in area.regions if r.type == "UI")
+    with bpy.context.temp_override(window=window, area=area, region=ui):
+        assert bpy.ops.trellis.generate("INVOKE_DEFAULT") == {"RUNNING_MODAL"}
+
+
+def last_job():
+    return jobs().manager.jobs[-1]
+
+
+def press_escape():
+    window, area, region = view3d()  # over the viewport, where the modal operator listens
+    xdotool("mousemove", str(region.x + region.width // 2), str(window.height - region.y - region.height // 2),
+            "key", "Escape")
+
+
+def frame_result():
+    window, area, region = view3d()
+    area.spaces.active.shading.color_type = "TEXTURE"  # show the base-colour texture in Solid mode
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.view3d.view_selected()
+
+
+def undo_removes_result():
+    window, area, region = view3d()
+    names = list(last_job().objects)
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.ed.undo()
+    gone = all(n not in bpy.data.objects for n in names)
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.ed.redo()
+    back = all(n in bpy.data.objects for n in names)
+    assert gone and back, f"one undo step removes the result (gone={gone}) and redo restores it (back={back})"
+
+
+def check_result():
+    job = last_job()
+    assert job.state == "done", f"job {job.state}: {job.error}"
+    obj = bpy.data.objects[job.objects[0]]
+    assert obj.type == "MESH" and len(obj.data.polygons) > 1000
+    assert obj.users_collection[0].name == "TRELLIS"
+    nodes = obj.active_material.node_tree.nodes
+    assert any(n.type == "TEX_IMAGE" for n in nodes), "PBR textures imported"
+    result["faces"] = len(obj.data.polygons)
+    timings = sorted(jobs().manager.modal_timings)  # main-thread time per modal callback, this job
+    result["modal"] = {"calls": len(timings), "max_ms": round(timings[-1] * 1000, 3),
+                       "p99_ms": round(timings[int(0.99 * (len(timings) - 1))] * 1000, 3),
+                       "job_seconds": round(job.elapsed, 2), "settings": {
+                           k: job.settings[k] for k in ("resolution", "texture_size", "decimation_target")}}
+
+
+# (name, action, wait condition before the next step)
+STEPS = [
+    ("close splash", close_splash, None),
+    ("install", install, on_trellis_tab),
+    ("sidebar screenshot", lambda: screenshot("01_sidebar.png"), None),
+    ("generate (modal)", lambda: generate(0 if BENCH else 1.0), lambda: last_job().stage in ("shape", "texture")),
+    ("progress screenshot", lambda: screenshot("02_progress.png"), lambda: last_job().is_finished),
+    ("result", check_result, None),
+    ("frame", frame_result, None),
+    ("result screenshot", lambda: screenshot("03_result.png"), None),
+    ("undo is one step", undo_removes_result, None),
+    ("generate to cancel", lambda: generate(5.0), lambda: last_job().stage == "mask"),
+    ("cancel screenshot", lambda: screenshot("04_before_esc.png"), None),
+    ("press Esc", press_escape, lambda: last_job().is_finished),
+    ("cancelled", lambda: (assert_cancelled(), screenshot("05_cancelled.png")), None),
+]
+
+
+def assert_cancelled():
+    job = last_job()
+    assert job.state == "cancelled", f"Esc should cancel, job is {job.state}"
+    deadline = time.monotonic() + 5
+    while job.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.proc.poll() is not None, "worker still running after Esc"
+
+
+state = {"index": 0, "waiting_since": None}
+
+
+def tick():
+    try:
+        index = state["index"]
+        if index >= len(STEPS):
+            finish(not result["errors"])
+            return None
+        name, action, wait = STEPS[index]
+        if state["waiting_since"] is None:
+            action()
+            result["steps"].append(name)
+            state["waiting_since"] = time.monotonic()
+        if wait is not None and not wait():
+            if time.monotonic() - state["waiting_since"] > STEP_TIMEOUT:
+                raise TimeoutError(f"step {name!r} waited more than {STEP_TIMEOUT} s")
+            return 0.1
+        state["index"], state["waiting_since"] = index + 1, None
+        return 0.5  # let the window redraw before the next step
+    except Exception:
+        result["errors"].append(traceback.format_exc())
+        try:
+            screenshot("99_failure.png")
+        except Exception:
+            pass
+        finish(False)
+        return None
+
+
+os.makedirs(OUT, exist_ok=True)
+bpy.app.timers.register(tick, first_interval=2.0, persistent=True)
