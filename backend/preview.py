@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
-from . import preview_mesh, protocol
+from . import inputs, preview_mesh, protocol
 from .worker import Cancelled, JobError
 
 STAGES = ("mask", "shape", "texture", "export")
@@ -18,19 +16,9 @@ STAGE_TEXT = {"mask": "Finding foreground", "shape": "Inflating shape",
               "texture": "Baking textures", "export": "Writing GLB"}
 
 
-def load_rgba(path: str) -> np.ndarray:
-    try:
-        rgba = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise JobError(protocol.BAD_INPUT, f"cannot read the prepared image {os.path.basename(path)}: {exc}") from None
-    if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise JobError(protocol.BAD_INPUT, f"prepared image must be uint8 HxWx4, got {rgba.dtype} {rgba.shape}")
-    return rgba
-
-
 def run(job: dict, ctx) -> dict:
     settings = job["settings"]
-    rgba = load_rgba(job["input"]["rgba"])
+    rgba = inputs.load_rgba(job["input"]["rgba"])
     count = settings["number_results"]
     delay = float(os.environ.get("TRELLIS_PREVIEW_DELAY", "0") or 0)
     files, seeds, faces = [], [], []

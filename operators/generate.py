@@ -87,7 +87,9 @@ class TRELLIS_OT_generate(bpy.types.Operator):
                 time.sleep(0.05)
         except KeyboardInterrupt:
             job.cancel()
-        return self._finish(context, job)
+        result = self._finish(context, job)
+        jobs.flush_records()  # a script may read job.json as soon as the operator returns
+        return result
 
     # --- modal: the UI stays responsive -----------------------------------------------------------
     def invoke(self, context, event):

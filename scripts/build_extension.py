@@ -1,6 +1,8 @@
 """Validate and build the extension zip with Blender's own extension tool (bl_pkg's blender_ext.py).
 
-Usage: python scripts/build_extension.py [--output-dir dist]   (run with a Python that has `bpy`)
+Usage: python scripts/build_extension.py [--output-dir dist]
+Run with a Python that has the `bpy` package, or set BLENDER_EXT_TOOL to a Blender's
+scripts/addons_core/bl_pkg/cli/blender_ext.py.
 Prints the zip's path on the last line.
 """
 import argparse
@@ -14,6 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def blender_ext_tool() -> str:
+    """bl_pkg's blender_ext.py: $BLENDER_EXT_TOOL, else the one inside the installed `bpy` package."""
+    if os.environ.get("BLENDER_EXT_TOOL"):
+        return os.environ["BLENDER_EXT_TOOL"]
     spec = importlib.util.find_spec("bpy")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("build_extension: the `bpy` package is not installed in this Python")

@@ -28,9 +28,12 @@ def extension_zip():
     path = os.environ.get("TRELLIS_ZIP")
     if path:
         return path
+    import bpy  # the running Blender's own extension tool builds the zip (bpy module or binary)
+    tool = os.path.join(bpy.utils.system_resource("SCRIPTS"), "addons_core", "bl_pkg", "cli", "blender_ext.py")
+    env = dict(os.environ, BLENDER_EXT_TOOL=tool)
     out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"),
                           "--output-dir", tempfile.mkdtemp(prefix="trellis-zip-")],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     return out.stdout.strip().splitlines()[-1]
 
 

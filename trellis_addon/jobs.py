@@ -31,6 +31,14 @@ FINISHED_STATES = (DONE, FAILED, CANCELLED)
 _io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trellis-io")
 
 
+def flush_records(timeout: float = 10.0) -> None:
+    """Wait until every queued record write is on disk (blocking runs and tests)."""
+    try:
+        _io.submit(lambda: None).result(timeout)
+    except RuntimeError:
+        pass  # executor already shut down: nothing queued
+
+
 def write_json_atomic(path: str, data: dict) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

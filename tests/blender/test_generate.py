@@ -38,7 +38,7 @@ def test_generate_from_script_places_a_pbr_mesh_at_the_cursor(scene):
     assert hi.z - lo.z > hi.y - lo.y, "upright: the picture's up is Blender's +Z"
     links = material_links(obj)
     assert links["Base Color"] == "TEX_IMAGE"
-    assert links.get("Metallic") and links.get("Roughness"), links
+    assert links.get("Metallic") and links.get("Roughness") and links.get("Alpha"), links
     images = [n.image for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE"]
     assert all(img.size[0] == 1024 for img in images)
     record = json.loads(obj["trellis2"])
