@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: pytest inside real Blender (bpy 5.0.1 and bpy 4.2 LTS), each run against the
 # extension zip built by Blender's own tool and installed with package_install_files; then the GUI
-# smoke test in a real Blender window (it skips, with the reason, where no such Blender can be had).
+# smoke test in a real Blender window and the same suite inside that Blender binary via pytest-blender
+# (both skip, with the reason, where no such Blender can be had).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k presets
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ if [ -z "${TRELLIS_SKIP_GUI:-}" ]; then
   echo "=== GUI smoke test in a real Blender window"
   zip=$(.venv/bin/python scripts/build_extension.py --output-dir "$OUT/dist" | tail -n 1)
   bash tests/gui/run_gui_smoke.sh "$zip" "$OUT/gui" || status=1
+  echo "=== pytest inside a Blender binary (pytest-blender)"
+  bash tests/gui/run_in_blender_binary.sh "$OUT/pytest-binary.xml" || status=1
 fi
 .venv/bin/python scripts/junit_total.py "$OUT"/pytest-*.xml
 exit $status

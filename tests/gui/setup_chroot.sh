@@ -32,8 +32,10 @@ echo "== apt-get install $PACKAGES"
 chroot "$DIR" "${APT[@]}" update
 chroot "$DIR" env DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends $PACKAGES
 # Blender's bundled extension manager needs cattrs and attrs (and cattrs typing_extensions); Debian's blender uses the system Python.
+# pytest and pytest-blender let the test suite run inside this Blender binary (run_in_blender_binary.sh).
 WHEELS=$(mktemp -d)
-python3 -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" cattrs==25.1.1 attrs==25.3.0 typing_extensions==4.15.0
+python3 -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" cattrs==25.1.1 attrs==25.3.0 \
+  typing_extensions==4.15.0 pytest==8.3.4 pluggy==1.7.0 iniconfig==2.3.1 pytest-blender==3.0.8
 mkdir -p "$DIR/tmp/wheels" && cp "$WHEELS"/*.whl "$DIR/tmp/wheels/"
 chroot "$DIR" sh -c 'python3 -m pip install -q --no-deps --break-system-packages /tmp/wheels/*.whl'
 chroot "$DIR" blender --version | head -n 1
