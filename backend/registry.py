@@ -19,6 +19,9 @@ BACKENDS = (
     BackendInfo("preview", "Preview (no AI)",
                 "Offline stand-in, not TRELLIS.2: inflates the image's foreground into a textured "
                 "2.5-D mesh. Needs no GPU, network or key", "preview", False, False),
+    BackendInfo("runware", "Runware (cloud)",
+                "TRELLIS.2 on Runware's hosted API, about $0.03 per model at 1024. Needs an API key "
+                "and online access; a submitted task is billed even if cancelled", "runware", True, True),
 )
 BY_ID = {b.id: b for b in BACKENDS}
 

@@ -16,6 +16,8 @@ EXAMPLE_IMAGE = os.path.join(ROOT, "examples", "mushroom.png")
 PKG = "bl_ext.user_default.trellis2"
 
 sys.path.insert(0, ROOT)  # `import backend` for the pure-Python tests
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # `import servers`
+sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))  # shared worker helpers
 
 # Keep Blender's user folders (prefs, extensions, presets) away from the real ones. Must be set
 # before bpy is imported; a Blender binary started by pytest-blender gets it from the environment.
