@@ -13,6 +13,12 @@ class BackendInfo:
     module: str  # module in this package with run(job, ctx) -> dict
     is_ai: bool  # False for the offline stand-in
     needs_network: bool
+    price_per_result: dict | None = None  # resolution -> rough USD estimate, for the spending guard
+
+    def estimate_cost(self, settings: dict) -> float:
+        if not self.price_per_result:
+            return 0.0
+        return self.price_per_result[settings["resolution"]] * settings["number_results"]
 
 
 BACKENDS = (
@@ -21,7 +27,9 @@ BACKENDS = (
                 "2.5-D mesh. Needs no GPU, network or key", "preview", False, False),
     BackendInfo("runware", "Runware (cloud)",
                 "TRELLIS.2 on Runware's hosted API, about $0.03 per model at 1024. Needs an API key "
-                "and online access; a submitted task is billed even if cancelled", "runware", True, True),
+                "and online access; a submitted task is billed even if cancelled", "runware", True, True,
+                # Runware bills by processing time: $0.0256 listed for 1024, $0.02-0.055 in its examples.
+                {512: 0.02, 1024: 0.03, 1536: 0.05}),
 )
 BY_ID = {b.id: b for b in BACKENDS}
 

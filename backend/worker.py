@@ -17,6 +17,11 @@ class Cancelled(Exception):
     pass
 
 
+def _log(text: str) -> None:
+    """A line for the worker log (stderr); never the protocol channel, never secrets."""
+    print(text, file=sys.stderr, flush=True)
+
+
 class JobError(Exception):
     """A failure with a message the user can act on."""
 
@@ -53,12 +58,12 @@ class JobContext:
     def progress(self, stage: str, step: int, total: int, fraction: float, text: str = "") -> None:
         if stage != self._stage:
             self._stage = stage
-            print(f"[{time.strftime('%H:%M:%S')}] job {self.id}: {text or stage}", file=sys.stderr, flush=True)
+            _log(f"[{time.strftime('%H:%M:%S')}] job {self.id}: {text or stage}")
         self._channel.send("progress", id=self.id, stage=stage, step=int(step), total=int(total),
                            fraction=round(min(max(fraction, 0.0), 1.0), 4), text=text)
 
     def log(self, text: str, level: str = "info") -> None:
-        print(f"[{level}] {text}", file=sys.stderr, flush=True)
+        _log(f"[{level}] {text}")
         self._channel.send("log", id=self.id, level=level, text=text)
 
     def remote_task(self, provider: str, task_id: str, **fields) -> None:
@@ -131,7 +136,7 @@ class Worker:
         self.cancel_event.clear()
         ctx = JobContext(job, self.channel, self.cancel_event)
         started = time.monotonic()
-        print(f"job {job_id}: backend {job.get('backend')}, settings {job.get('settings')}", file=sys.stderr, flush=True)
+        _log(f"job {job_id}: backend {job.get('backend')}, settings {job.get('settings')}")
         try:
             backend = registry.load(job.get("backend", ""))
             job["settings"] = schema.validate(job.get("settings", {}))
@@ -140,7 +145,7 @@ class Worker:
             result.setdefault("cost", None)
             result.setdefault("info", {})
             result["info"]["seconds"] = round(time.monotonic() - started, 3)
-            print(f"job {job_id}: done in {result['info']['seconds']} s: {result['files']}", file=sys.stderr, flush=True)
+            _log(f"job {job_id}: done in {result['info']['seconds']} s: {result['files']}")
             self.channel.send("result", id=job_id, **result)
         except Cancelled:
             self.channel.send("cancelled", id=job_id)
@@ -156,7 +161,7 @@ class Worker:
 
 
 def main() -> int:
-    print(f"TRELLIS worker pid {os.getpid()}, Python {sys.version.split()[0]}", file=sys.stderr, flush=True)
+    _log(f"TRELLIS worker pid {os.getpid()}, Python {sys.version.split()[0]}")
     channel = Channel(_take_protocol_channel())
     worker = Worker(channel)
     channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(),

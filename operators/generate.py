@@ -34,20 +34,23 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         target_size=bpy.props.FloatProperty(
             name="Target Size", default=0.0, options={"SKIP_SAVE"},
             description="Longest side of the result in metres; 0 keeps the model's size"),
+        cost_confirmed=bpy.props.BoolProperty(options={"SKIP_SAVE", "HIDDEN"}),
     )
 
     # --- shared -----------------------------------------------------------------------------------
-    def _start(self, context) -> jobs.Job | None:
+    def _request(self, context) -> dict:
+        """The scene's settings with this call's keywords on top; raises RequestError."""
         scene = context.scene.trellis2
         is_set = self.properties.is_property_set
         overrides = {p.name: getattr(self, p.name) for p in schema.PARAMS if is_set(p.name)}
+        return dict(settings=generation.resolve_settings(scene.to_settings(), overrides),
+                    image=self.image if is_set("image") else scene.image,
+                    backend=self.backend if is_set("backend") else scene.backend,
+                    target_size=self.target_size if is_set("target_size") else scene.target_size)
+
+    def _start(self, context, request: dict | None = None) -> jobs.Job | None:
         try:
-            settings = generation.resolve_settings(scene.to_settings(), overrides)
-            job = generation.prepare_job(
-                image=self.image if is_set("image") else scene.image,
-                backend=self.backend if is_set("backend") else scene.backend,
-                settings=settings,
-                target_size=self.target_size if is_set("target_size") else scene.target_size)
+            job = generation.prepare_job(**(request or self._request(context)))
             job.start()
         except (generation.RequestError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -95,7 +98,16 @@ class TRELLIS_OT_generate(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        self._job = self._start(context)
+        try:
+            request = self._request(context)
+        except generation.RequestError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        estimate = generation.needs_cost_confirmation(request["backend"], request["settings"])
+        if estimate and not self.cost_confirmed:
+            bpy.ops.trellis.confirm_cost("INVOKE_DEFAULT", estimate=estimate)
+            return {"CANCELLED"}
+        self._job = self._start(context, request)
         if self._job is None:
             return {"CANCELLED"}
         jobs.manager.modal_timings = []
@@ -151,4 +163,23 @@ class TRELLIS_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (TRELLIS_OT_generate, TRELLIS_OT_cancel)
+class TRELLIS_OT_confirm_cost(bpy.types.Operator):
+    """Confirm a hosted generation whose estimated cost is above your threshold"""
+
+    bl_idname = "trellis.confirm_cost"
+    bl_label = "Confirm Cost"
+    bl_options = {"INTERNAL"}
+
+    estimate: bpy.props.FloatProperty(options={"SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(
+            self, event, title="Generate with a paid service?",
+            message=f"Estimated cost about ${self.estimate:.2f} (threshold in the add-on preferences)",
+            confirm_text="Generate")
+
+    def execute(self, context):
+        return bpy.ops.trellis.generate("INVOKE_DEFAULT", cost_confirmed=True)
+
+
+classes = (TRELLIS_OT_generate, TRELLIS_OT_cancel, TRELLIS_OT_confirm_cost)

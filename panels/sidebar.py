@@ -19,6 +19,8 @@ def draw_job(layout, job: jobs.Job) -> None:
     row = layout.row(align=True)
     row.progress(factor=job.fraction, type="BAR", text=f"{job.text} · {job.elapsed:.0f} s")
     row.operator("trellis.cancel", text="", icon="CANCEL").job_id = job.id
+    if job.remote:
+        layout.label(text="Submitted: cancelling may still be billed", icon="INFO")
 
 
 class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
@@ -40,6 +42,10 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
             box = layout.box()
             box.label(text="Not TRELLIS.2: an offline stand-in", icon="INFO")
             box.label(text="for trying the workflow (no AI)")
+        if info.needs_network and not bpy.app.online_access:
+            box = layout.box()
+            box.label(text="Online access is off", icon="ERROR")
+            box.label(text="Preferences ▸ System ▸ Allow Online Access")
 
         col = layout.column()
         col.use_property_split = True
@@ -67,6 +73,9 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         if last is not None and last.is_finished and not active:
             icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(last.state, "INFO")
             layout.label(text=last.text, icon=icon)
+            if last.cost is not None:
+                layout.label(text=f"Cost ${last.cost:.4f} · session ${jobs.manager.session_cost:.4f}",
+                             icon="FUND")
 
 
 def _stage_panel(stage: schema.Stage, order: int) -> type:

@@ -42,6 +42,14 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
         raise RequestError(f"Unknown backend {backend!r} (available: {', '.join(registry.BY_ID)})")
     if target_size < 0:
         raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
+    info = registry.BY_ID[backend]
+    options, secrets = {}, {}
+    if info.needs_network:
+        try:
+            options, secrets = prefs.remote_access(backend)
+        except prefs.AccessError as exc:
+            raise RequestError(f"{info.label}: {exc}") from None
+        check_session_cap(info.estimate_cost(settings))
     try:
         img = image_input.resolve(image)
         name = image_input.display_name(img)
@@ -57,7 +65,23 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     np.save(rgba_path, rgba)
     image_ref = bpy.path.abspath(img.filepath) if img.filepath else img.name
     return jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
-                    image_ref=image_ref, target_size=target_size)
+                    image_ref=image_ref, target_size=target_size, options=options, secrets=secrets)
+
+
+def check_session_cap(estimate: float) -> None:
+    cap = prefs.get().session_cap if prefs.get() else 0.0
+    spent = jobs.manager.session_cost
+    if cap and spent + estimate > cap:
+        raise RequestError(f"Session spending cap ${cap:.2f} reached (spent ${spent:.2f}, this job about "
+                           f"${estimate:.2f}): raise it in the add-on preferences")
+
+
+def needs_cost_confirmation(backend: str, settings: dict) -> float:
+    """The estimated cost when it is above the preference's threshold, else 0."""
+    info = registry.BY_ID.get(backend.lower())
+    estimate = info.estimate_cost(settings) if info else 0.0
+    threshold = prefs.get().confirm_above if prefs.get() else 0.0
+    return estimate if estimate and estimate > threshold else 0.0
 
 
 def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:

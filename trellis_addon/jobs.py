@@ -64,7 +64,8 @@ def _log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
 
 class Job:
     def __init__(self, *, name: str, backend: str, settings: dict, rgba_path: str, output_dir: str,
-                 image_ref: str, target_size: float = 0.0):
+                 image_ref: str, target_size: float = 0.0, options: dict | None = None,
+                 secrets: dict | None = None):
         self.id = uuid.uuid4().hex[:12]
         self.name = name
         self.backend = backend
@@ -73,6 +74,9 @@ class Job:
         self.output_dir = output_dir
         self.image_ref = image_ref
         self.target_size = target_size
+        self.options = options or {}
+        self._secrets = secrets or {}  # sent to the worker over its stdin only; never recorded
+        self.remote: dict | None = None  # the submitted remote task, recorded at once
         self.log_path = os.path.join(output_dir, "worker.log")
         self.state = STARTING
         self.stage = ""
@@ -101,7 +105,8 @@ class Job:
         threading.Thread(target=self._read, name=f"trellis-job-{self.id}", daemon=True).start()
         self._send(protocol.encode("job", id=self.id, backend=self.backend,
                                    input={"rgba": self.rgba_path, "name": self.name},
-                                   settings=self.settings, output_dir=self.output_dir))
+                                   settings=self.settings, output_dir=self.output_dir,
+                                   options=self.options, secrets=self._secrets))
         self.save_record()
 
     def _send(self, line: str) -> None:
@@ -143,6 +148,10 @@ class Job:
 
     # --- state ---------------------------------------------------------------------------------
     @property
+    def cost(self) -> float | None:
+        return (self.result or {}).get("cost")
+
+    @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
 
@@ -174,8 +183,12 @@ class Job:
             self.text = msg.get("text") or self.stage
         elif kind == "log":
             self.messages.append(msg.get("text", ""))
+        elif kind == "remote_task":
+            self.remote = {k: v for k, v in msg.items() if k not in ("type", "id")}
+            self.save_record()  # a paid task id is on disk before anything else can go wrong
         elif kind == "result":
             self.result = msg
+            manager.session_cost += float(msg.get("cost") or 0.0)
             self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
             self._close_stdin()  # worker exits once stdin closes
         elif kind == "error":
@@ -210,7 +223,7 @@ class Job:
             "settings": self.settings, "state": self.state, "error": self.error,
             "created": self.created, "seconds": round(self.elapsed, 3),
             "files": result.get("files", []), "seeds": result.get("seeds", []), "cost": result.get("cost"),
-            "objects": self.objects, "log": self.log_path,
+            "remote": self.remote, "objects": self.objects, "log": self.log_path,
         }
 
     def save_record(self) -> None:
@@ -234,6 +247,7 @@ def _signal_group(proc: subprocess.Popen, sig) -> None:
 class JobManager:
     def __init__(self):
         self.jobs: list[Job] = []
+        self.session_cost = 0.0  # USD reported by hosted backends this session
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
 
     def add(self, job: Job) -> Job:

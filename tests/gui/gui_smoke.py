@@ -56,7 +56,6 @@ def install():
     bpy.context.preferences.addons[PKG].preferences.output_dir = os.path.join(OUT, "jobs")
     window, area, region = view3d()
     area.spaces.active.show_region_ui = True
-    ui = next(r for r in area.regions if r.type == "UI")
     settings = bpy.context.scene.trellis2
     settings.image = bpy.data.images.load(IMAGE)
     if not BENCH:  # the benchmark keeps the Standard settings: a real-size job

@@ -62,7 +62,8 @@ def test_four_results_and_sampler_overrides(tmp_path, server):
     assert result["type"] == "result" and len(result["files"]) == 4 and result["seeds"] == [42, 43, 44, 45]
     assert result["cost"] == pytest.approx(4 * 0.0125)
     sent = next(iter(server.tasks.values()))["task"]
-    assert sent["settings"]["texSlat"] == {"steps": 30, "guidanceStrength": 1.0, "guidanceRescale": 0.0, "rescaleT": 3.0}
+    assert sent["settings"]["texSlat"] == {"steps": 30, "guidanceStrength": 1.0, "guidanceRescale": 0.0,
+                                           "rescaleT": 3.0}
     assert "shapeSlat" not in sent["settings"]
 
 
