@@ -39,6 +39,17 @@ def foreground_fraction(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else 0.0
 
 
+MIN_FOREGROUND = 0.002  # fraction of pixels
+
+
+def has_content(rgba: np.ndarray) -> bool:
+    """False for a blank picture: (almost) fully transparent, or a single colour."""
+    alpha = rgba[..., 3]
+    if alpha.min() < 250:
+        return foreground_fraction(alpha >= 128) >= MIN_FOREGROUND
+    return int(np.ptp(rgba[..., :3].reshape(-1, 3), axis=0).max()) > 8
+
+
 # --- small morphology on boolean grids -----------------------------------------------------------
 def _shift_any(mask: np.ndarray) -> np.ndarray:
     """True where the cell or a 4-neighbour is True."""
@@ -231,9 +242,11 @@ def generate(rgba: np.ndarray, *, resolution: int, texture_size: int, decimation
             raise Cancelled()
 
     progress("mask", 0, 2)
-    mask = foreground_mask(rgba)
-    if foreground_fraction(mask) < 0.002:
+    if not has_content(rgba):
         raise ValueError("image has no foreground: it is blank, a single colour or fully transparent")
+    mask = foreground_mask(rgba)
+    if foreground_fraction(mask) < MIN_FOREGROUND:  # a photo with no plain background: use the frame
+        mask = np.ones(mask.shape, bool)
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
     margin = max(2, int(0.02 * max(h, w)))

@@ -12,7 +12,6 @@ import numpy as np
 from ..backend import preview_mesh
 
 MAX_SIDE = 1024  # TRELLIS.2 conditions on at most 1024 px on the long side
-MIN_FOREGROUND = 0.002  # fraction of pixels
 
 
 class InputError(ValueError):
@@ -79,6 +78,6 @@ def to_rgba8(image: bpy.types.Image) -> np.ndarray:
 
 
 def check_foreground(rgba: np.ndarray, name: str) -> None:
-    fraction = preview_mesh.foreground_fraction(preview_mesh.foreground_mask(rgba))
-    if fraction < MIN_FOREGROUND:
+    """Reject blank pictures; photos without a plain background pass (the model cuts them out)."""
+    if not preview_mesh.has_content(rgba):
         raise InputError(f"Image {name!r} has no foreground: it is blank, a single colour or fully transparent")

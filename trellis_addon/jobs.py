@@ -213,6 +213,7 @@ class Job:
     def set_finished(self, state: str, text: str) -> None:
         self.state, self.text = state, text
         self.finished = time.monotonic()
+        self.finished_wall = time.time()
         self.save_record()
 
     # --- record --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -61,6 +62,7 @@ class RunwareServer:
         self.submits = self.polls = self.uploads = self.downloads = 0
         self.requests: list[dict] = []  # {"path", "bytes", "auth", "types"}
         self.uploaded: dict[str, str] = {}
+        self.success_served_at: float | None = None  # wall time of the first success item
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self):
@@ -171,6 +173,7 @@ class RunwareServer:
             progress = min(99, int(100 * entry["polls"] / (self.polls_to_finish + 1)))
             return [dict(base, status="processing", progress=progress) for _ in range(count)]
         seed = task.get("seed", 1234)
+        self.success_served_at = self.success_served_at or time.time()
         return [dict(base, status="success", seed=seed + i, cost=self.cost,
                      outputs={"files": [{"uuid": f"{task['taskUUID']}-{i}",
                                          "url": f"{self.url}/files/{task['taskUUID']}_{i}.glb"}]})

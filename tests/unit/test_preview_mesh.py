@@ -130,6 +130,15 @@ def test_blank_image_has_no_foreground(tmp_path):
         gen(tmp_path, blank)
 
 
+def test_photo_without_plain_background_uses_the_frame(tmp_path):
+    yy, xx = np.mgrid[:96, :128]
+    photo = np.full((96, 128, 4), 255, np.uint8)
+    photo[..., 0], photo[..., 1], photo[..., 2] = xx * 2, yy * 2, (xx * yy) % 256
+    assert preview_mesh.has_content(photo)
+    info, path = gen(tmp_path, photo)
+    assert (edge_use_counts(read_glb(path)[2]) == 2).all() and info["faces"] > 1000
+
+
 def test_background_colour_is_estimated_from_the_border():
     mask = preview_mesh.foreground_mask(disc(alpha=False, background=(240, 240, 235)))
     assert preview_mesh.foreground_fraction(mask) == pytest.approx(np.pi / 9, abs=0.02)

@@ -1,0 +1,83 @@
+"""Runware path figures, one run, against the local Runware server (tests/servers):
+
+1. Bytes sent for a 4096² photo-like PNG vs the PNG's own size (goal: at most 1/8).
+2. Time from the server's success item to the object in the scene (download + check + import +
+   placement) vs bare bpy.ops.import_scene.gltf of the same 500 000-face GLB with 2048² textures.
+
+    .venv/bin/python bench/runware_bytes.py
+"""
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = "bl_ext.user_default.trellis2"
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "bench")]
+
+
+def photo_png(path: str) -> None:
+    """A 4096² RGB picture with smooth shading and fine grain, saved by Blender as PNG."""
+    import bpy
+    import numpy as np
+    size = 4096
+    yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
+    rng = np.random.default_rng(0)
+    grain = rng.normal(0, 0.02, (size, size)).astype(np.float32)
+    px = np.ones((size, size, 4), np.float32)
+    px[..., 0] = 0.5 + 0.4 * np.sin(6 * xx + 2 * yy) + grain
+    px[..., 1] = 0.4 + 0.3 * np.cos(5 * yy) * xx + grain
+    px[..., 2] = 0.3 + 0.2 * yy + grain
+    img = bpy.data.images.new("photo", size, size)
+    img.pixels.foreach_set(np.clip(px, 0, 1).ravel())
+    img.filepath_raw, img.file_format = path, "PNG"
+    img.save()
+    bpy.data.images.remove(img)
+
+
+def main() -> int:
+    work = tempfile.mkdtemp(prefix="trellis-rw-bench-")
+    os.environ["BLENDER_USER_RESOURCES"] = os.path.join(work, "user")
+    from import_ratio import write_test_glb
+    from servers.runware_server import RunwareServer
+    glb_path = os.path.join(work, "big.glb")
+    faces = write_test_glb(glb_path, 500000, 2048)
+    import bpy
+    zip_path = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"),
+                               "--output-dir", work], check=True, capture_output=True, text=True
+                              ).stdout.strip().splitlines()[-1]
+    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    jobs = importlib.import_module(f"{PKG}.trellis_addon.jobs")
+    photo = os.path.join(work, "photo.png")
+    photo_png(photo)
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    bpy.context.preferences.system.use_online_access = True
+    with RunwareServer(api_key="bench-key", glb=open(glb_path, "rb").read()) as server:
+        server.polls_to_finish = 0
+        prefs.runware_api_key, prefs.runware_url, prefs.session_cap = "bench-key", server.url, 0.0
+        bpy.ops.wm.read_homefile(use_empty=True)
+        bpy.ops.trellis.generate(image=photo, backend="RUNWARE", seed=1)
+        sent = sum(r["bytes"] for r in server.requests)
+        job = jobs.manager.jobs[-1]
+        poll_done = server.success_served_at
+        to_scene = job.finished_wall - poll_done
+    png_size = os.path.getsize(photo)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    for block in (bpy.data.meshes, bpy.data.materials, bpy.data.images):
+        for item in list(block):
+            block.remove(item)
+    started = time.perf_counter()
+    bpy.ops.import_scene.gltf(filepath=glb_path)
+    bare = time.perf_counter() - started
+    print(f"4096² PNG photo: {png_size / 1e6:.2f} MB; sent to Runware in all requests: {sent / 1e6:.3f} MB "
+          f"= 1/{png_size / sent:.1f} of the file (goal: at most 1/8)")
+    print(f"success item -> object in scene: {to_scene:.3f} s (download {os.path.getsize(glb_path) / 1e6:.1f} MB, "
+          f"check, import, place); bare import_scene.gltf: {bare:.3f} s; ratio {to_scene / bare:.2f} "
+          f"({faces} faces, 2048² textures)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
