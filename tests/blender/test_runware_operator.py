@@ -127,3 +127,10 @@ def test_cancel_mid_poll_leaves_no_process_and_no_object(runware):
     jobs.flush_records()
     record = json.load(open(os.path.join(job.output_dir, "job.json")))
     assert record["state"] == "cancelled" and record["remote"]["task_id"] == job.remote["task_id"]
+
+
+def test_truncated_download_is_an_error_not_an_importer_crash(runware):
+    runware.truncate_glb = True
+    with pytest.raises(RuntimeError, match=r"_0\.glb is not a complete GLB"):
+        generate()
+    assert "TRELLIS" not in bpy.data.collections or not bpy.data.collections["TRELLIS"].objects
