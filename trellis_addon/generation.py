@@ -5,6 +5,7 @@ import os
 import random
 import re
 import time
+import tomllib
 import uuid
 
 import bpy
@@ -13,7 +14,10 @@ import numpy as np
 from ..backend import registry, schema
 from . import image_input, importer, jobs, prefs
 
-ADDON_VERSION = "0.1.0"
+
+def addon_version() -> str:
+    with open(os.path.join(jobs.EXTENSION_ROOT, "blender_manifest.toml"), "rb") as f:
+        return tomllib.load(f)["version"]
 
 
 class RequestError(ValueError):
@@ -93,7 +97,7 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
             objects = importer.import_glb(context, path)
             created.extend(objects)
             groups.append(objects)
-        record = {"addon_version": ADDON_VERSION, "backend": job.backend, "settings": job.settings,
+        record = {"addon_version": addon_version(), "backend": job.backend, "settings": job.settings,
                   "seeds": job.result.get("seeds", []), "files": job.result["files"], "cost": job.result.get("cost"),
                   "image": job.image_ref, "job": job.id, "job_folder": job.output_dir}
         roots = importer.place_results(context, groups, job.name, record, job.target_size)

@@ -42,7 +42,7 @@ def test_generate_from_script_places_a_pbr_mesh_at_the_cursor(scene):
     images = [n.image for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE"]
     assert all(img.size[0] == 1024 for img in images)
     record = json.loads(obj["trellis2"])
-    assert record["backend"] == "preview" and record["seed"] == 1234
+    assert record["backend"] == "preview" and record["seed"] == 1234 and record["addon_version"] == "0.1.0"
     assert record["settings"]["resolution"] == 512 and record["settings"]["random_seed"] is False
     assert os.path.isfile(record["image"]) and os.path.isdir(record["job_folder"])
     job = json.load(open(os.path.join(record["job_folder"], "job.json")))
