@@ -30,6 +30,9 @@ BACKENDS = (
                 "and online access; a submitted task is billed even if cancelled", "runware", True, True,
                 # Runware bills by processing time: $0.0256 listed for 1024, $0.02-0.055 in its examples.
                 {512: 0.02, 1024: 0.03, 1536: 0.05}),
+    BackendInfo("local", "Local GPU (TRELLIS.2)",
+                "TRELLIS.2 on your NVIDIA GPU (24 GB+), in your TRELLIS.2 environment's Python: free, private, "
+                "no upload. The model stays loaded between jobs", "local_trellis2", True, False),
 )
 BY_ID = {b.id: b for b in BACKENDS}
 

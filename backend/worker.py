@@ -125,10 +125,16 @@ class Worker:
         watchdog.daemon = True  # a job that ignores the cancel flag is cut off
         watchdog.start()
 
-    def next_job(self) -> dict | None:
+    def next_job(self, idle_exit: float | None = None) -> dict | None:
+        """The next job; None when closed, or after idle_exit seconds without one (frees the GPU)."""
+        deadline = time.monotonic() + idle_exit if idle_exit else None
         with self.cond:
             while not self.jobs and not self.closed:
-                self.cond.wait()
+                left = deadline - time.monotonic() if deadline else None
+                if left is not None and left <= 0:
+                    _log(f"idle for {idle_exit:g} s: exiting to free memory")
+                    return None
+                self.cond.wait(left)
             return self.jobs.pop(0) if self.jobs else None
 
     def run_job(self, job: dict) -> None:
@@ -160,7 +166,12 @@ class Worker:
                               message=f"{type(exc).__name__}: {exc}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m backend", description="TRELLIS.2 for Blender worker")
+    parser.add_argument("--idle-exit", type=float, default=0.0,
+                        help="exit after this many seconds without a job (0: never)")
+    args = parser.parse_args(argv)
     _log(f"TRELLIS worker pid {os.getpid()}, Python {sys.version.split()[0]}")
     channel = Channel(_take_protocol_channel())
     worker = Worker(channel)
@@ -168,7 +179,7 @@ def main() -> int:
                  python=sys.version.split()[0], backends=[b.id for b in registry.BACKENDS])
     threading.Thread(target=worker.read_stdin, name="stdin", daemon=True).start()
     while True:
-        job = worker.next_job()
+        job = worker.next_job(args.idle_exit or None)
         if job is None:
             return 0
         worker.run_job(job)

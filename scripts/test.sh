@@ -10,6 +10,16 @@ PYTHON=${PYTHON:-python3.11}
 OUT=test-output
 mkdir -p "$OUT"
 status=0
+# Python 3.10 (TRELLIS.2's) for the local backend's stand-in test; that test skips without it.
+if [ ! -x .venv-py310/bin/python ]; then
+  for py in python3.10 /usr/bin/python3.10 "$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python3.10; do
+    if "$py" -c "import sys" 2>/dev/null; then
+      "$py" -m venv .venv-py310 && .venv-py310/bin/python -m pip install -q --disable-pip-version-check \
+        -r requirements/trellis-standin-py310.txt || rm -rf .venv-py310
+      break
+    fi
+  done
+fi
 for version in 5.0 4.2; do
   venv=.venv
   [ "$version" = 4.2 ] && venv=.venv-4.2

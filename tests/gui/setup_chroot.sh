@@ -7,7 +7,7 @@ DIR=${1:-${TRELLIS_GUI_CHROOT:-/var/cache/trellis2-gui/sid}}
 MARK="$DIR/.trellis-gui-ready"
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 APT=(apt-get -y -q -o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0)
-PACKAGES="blender python3-numpy python3-requests python3-jsonschema xvfb xauth imagemagick xdotool python3-pip fonts-dejavu-core libgl1-mesa-dri mesa-utils ca-certificates"
+PACKAGES="blender python3-numpy python3-requests python3-jsonschema python3-tqdm python3-pil xvfb xauth imagemagick xdotool python3-pip fonts-dejavu-core libgl1-mesa-dri mesa-utils ca-certificates"
 
 if [ -f "$MARK" ]; then echo "GUI chroot ready: $DIR"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "setup_chroot: needs root (debootstrap, chroot)" >&2; exit 1; }

@@ -1,0 +1,240 @@
+"""Backend "Local GPU": microsoft/TRELLIS.2 on the user's CUDA GPU, in the TRELLIS.2 environment's Python.
+
+The worker keeps the loaded pipeline between jobs, so only the first job pays for loading the weights.
+The calls follow microsoft/TRELLIS.2 (app.py and trellis2/pipelines/trellis2_image_to_3d.py):
+Trellis2ImageTo3DPipeline.from_pretrained(model) -> .cuda() -> .run(...) -> o_voxel.postprocess.to_glb
+-> .export(path). Runs on Python 3.10+. ATTN_BACKEND / SPARSE_ATTN_BACKEND are set by the add-on in
+the worker's environment before anything imports trellis2.
+
+Options (job["options"]): model (hub id or local folder), low_vram (bool), gpu (int), webp (bool),
+advanced: {"<stage>_guidance_interval": [a, b], "max_num_tokens", "preprocess_image", "remesh_band",
+"remesh_project"}.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+from . import glb, inputs, schema
+from .worker import Cancelled, JobError
+
+DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
+PIPELINE_TYPES = {512: "512", 1024: "1024_cascade", 1536: "1536_cascade"}
+STAGE_LABELS = {"sparse_structure": "Sparse structure", "shape_slat": "Shape", "tex_slat": "Texture",
+                "export": "Export"}
+# Share of one result's progress bar per stage (sampling dominates).
+WEIGHTS = {"sparse_structure": 0.15, "shape_slat": 0.45, "tex_slat": 0.25, "export": 0.15}
+MISSING, OOM, NO_CUDA, WEIGHTS_ERROR, PYTHON = "missing_package", "cuda_oom", "no_cuda", "weights", "python"
+
+_loaded: dict = {}  # {"key": (model, low_vram, gpu), "pipeline": ...}: survives between jobs
+
+
+def _require_python() -> None:
+    if sys.version_info < (3, 10):
+        raise JobError(PYTHON, f"The TRELLIS.2 environment runs Python {sys.version.split()[0]}; "
+                               "TRELLIS.2 needs Python 3.10 or newer")
+
+
+def _import(name: str):
+    try:
+        return __import__(name, fromlist=["_"])
+    except ImportError as exc:
+        missing = exc.name or name
+        raise JobError(MISSING, f"The TRELLIS.2 environment lacks the package {missing!r} (needed by {name}); "
+                                "install it there (see TRELLIS.2's setup.sh)") from None
+
+
+def load_pipeline(options: dict, ctx):
+    """The cached pipeline, or a new one loaded once and moved to the GPU."""
+    model = options.get("model") or DEFAULT_MODEL
+    low_vram = bool(options.get("low_vram", True))
+    gpu = int(options.get("gpu", 0))
+    key = (model, low_vram, gpu)
+    if _loaded.get("key") == key:
+        return _loaded["pipeline"]
+    unload()
+    torch = _import("torch")
+    if not torch.cuda.is_available():
+        raise JobError(NO_CUDA, "No CUDA GPU is visible to the TRELLIS.2 environment (torch.cuda.is_available() "
+                                "is False): check the NVIDIA driver and that torch is a CUDA build")
+    torch.cuda.set_device(gpu)
+    pipelines = _import("trellis2.pipelines")
+    ctx.progress("load", 0, 1, 0.0, f"Loading TRELLIS.2 ({model})")
+    try:
+        pipeline = pipelines.Trellis2ImageTo3DPipeline.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        text = str(exc)
+        if "gated" in text.lower() or "401" in text or "403" in text:
+            raise JobError(WEIGHTS_ERROR, f"The weights of {model} (or a model it uses) are gated: accept the "
+                                          "licence on huggingface.co and log in (huggingface-cli login)") from None
+        first_line = text.splitlines()[0] if text else type(exc).__name__
+        raise JobError(WEIGHTS_ERROR, f"Could not load the weights from {model}: {first_line}") from None
+    pipeline.low_vram = low_vram  # before .cuda(): off keeps every model on the GPU
+    pipeline.cuda()
+    _loaded.update(key=key, pipeline=pipeline)
+    ctx.log(f"loaded {model} (low_vram={low_vram}, gpu {gpu})")
+    return pipeline
+
+
+def unload() -> None:
+    if _loaded.pop("pipeline", None) is not None:
+        _loaded.clear()
+        gc.collect()
+        try:
+            __import__("torch").cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def sampler_params(settings: dict, advanced: dict, stage: schema.Stage) -> dict:
+    """The stage's sampler dict: the user's overrides (if any) plus a custom guidance interval.
+    Never verbose/tqdm_desc: the pipeline passes those itself."""
+    params = schema.sampler_params(settings, stage) or {}
+    interval = advanced.get(f"{stage.name}_guidance_interval")
+    if interval:
+        params["guidance_interval"] = [float(interval[0]), float(interval[1])]
+    return params
+
+
+class Progress:
+    """Per-step progress from the pipeline's sampler instances and o_voxel's tqdm, cancel between steps."""
+
+    def __init__(self, ctx, index: int, count: int, shape_passes: int):
+        self.ctx, self.index, self.count = ctx, index, count
+        self.shape_passes, self.shape_pass = shape_passes, 0
+        self.stage, self.step, self.total = "", 0, 0
+
+    def fraction(self) -> float:
+        order = list(WEIGHTS)
+        done = sum(WEIGHTS[s] for s in order[:order.index(self.stage)]) if self.stage in WEIGHTS else 0.0
+        share = self.step / self.total if self.total else 0.0
+        if self.stage == "shape_slat":
+            share = (self.shape_pass - 1 + share) / self.shape_passes
+        return (self.index + done + WEIGHTS.get(self.stage, 0) * share) / self.count
+
+    def report(self) -> None:
+        label = STAGE_LABELS[self.stage]
+        if self.stage == "shape_slat" and self.shape_passes > 1:
+            label += f" ({self.shape_pass}/{self.shape_passes})"
+        prefix = f"Result {self.index + 1}/{self.count} · " if self.count > 1 else ""
+        self.ctx.progress(self.stage, self.step, self.total, self.fraction(), prefix + label)
+
+    def wrap(self, pipeline) -> list:
+        """Instance attributes shadowing each sampler's sample/sample_once; returns what to undo."""
+        patched = []
+        for stage in ("sparse_structure", "shape_slat", "tex_slat"):
+            sampler = getattr(pipeline, f"{stage}_sampler")
+            sample, sample_once = sampler.sample, sampler.sample_once
+
+            def sample_hook(*args, _stage=stage, _sample=sample, **kwargs):
+                self.ctx.check_cancel()
+                self.stage, self.step, self.total = _stage, 0, int(kwargs.get("steps") or 0)
+                if _stage == "shape_slat":
+                    self.shape_pass += 1
+                self.report()
+                return _sample(*args, **kwargs)
+
+            def sample_once_hook(*args, _once=sample_once, **kwargs):
+                self.ctx.check_cancel()
+                out = _once(*args, **kwargs)
+                self.step += 1
+                self.report()
+                return out
+
+            sampler.sample, sampler.sample_once = sample_hook, sample_once_hook
+            patched.append(sampler)
+        return patched
+
+    def tqdm_class(self):
+        """A tqdm look-alike for o_voxel.postprocess: its six GLB steps become export progress."""
+        progress = self
+
+        class ExportBar:
+            def __init__(self, total=None, desc="", **kwargs):
+                progress.stage, progress.step, progress.total = "export", 0, int(total or 6)
+                progress.report()
+
+            def update(self, n=1):
+                progress.ctx.check_cancel()
+                progress.step = min(progress.step + n, progress.total)
+                progress.report()
+
+            def set_description(self, desc=None, refresh=True):
+                pass
+
+            def close(self):
+                pass
+
+        return ExportBar
+
+
+def _unwrap(samplers: list) -> None:
+    for sampler in samplers:
+        for name in ("sample", "sample_once"):
+            sampler.__dict__.pop(name, None)
+
+
+def _is_oom(exc: BaseException, torch) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (oom and isinstance(exc, oom)) or "CUDA out of memory" in str(exc)
+
+
+def run(job: dict, ctx) -> dict:
+    _require_python()
+    options = job.get("options") or {}
+    advanced = options.get("advanced") or {}
+    settings = job["settings"]
+    pipeline = load_pipeline(options, ctx)
+    torch = _import("torch")
+    postprocess = _import("o_voxel.postprocess")
+    image_module = _import("PIL.Image")
+    image = image_module.fromarray(inputs.load_rgba(job["input"]["rgba"]), "RGBA")
+    pipeline_type = PIPELINE_TYPES[settings["resolution"]]
+    stage_params = {s.name: sampler_params(settings, advanced, s) for s in schema.STAGES}
+    count = settings["number_results"]
+    files, seeds = [], []
+    for index in range(count):
+        seed = (settings["seed"] + index) % 2**31  # one run per seed: num_samples > 1 is not safe
+        progress = Progress(ctx, index, count, 2 if pipeline_type.endswith("cascade") else 1)
+        patched = progress.wrap(pipeline)
+        original_tqdm = getattr(postprocess, "tqdm", None)
+        postprocess.tqdm = progress.tqdm_class()
+        try:
+            mesh = pipeline.run(
+                image, num_samples=1, seed=seed,
+                sparse_structure_sampler_params=stage_params["sparse_structure"],
+                shape_slat_sampler_params=stage_params["shape_slat"],
+                tex_slat_sampler_params=stage_params["tex_slat"],
+                preprocess_image=bool(advanced.get("preprocess_image", True)),
+                pipeline_type=pipeline_type,
+                max_num_tokens=int(advanced.get("max_num_tokens", 49152)))[0]
+            mesh_out = postprocess.to_glb(
+                vertices=mesh.vertices, faces=mesh.faces, attr_volume=mesh.attrs, coords=mesh.coords,
+                attr_layout=mesh.layout, voxel_size=mesh.voxel_size, aabb=[[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]],
+                decimation_target=int(settings["decimation_target"]), texture_size=int(settings["texture_size"]),
+                remesh=bool(settings["remesh"]), remesh_band=float(advanced.get("remesh_band", 1.0)),
+                remesh_project=float(advanced.get("remesh_project", 0.9)), use_tqdm=True)
+            path = os.path.join(ctx.output_dir, f"result_{index}.glb")
+            mesh_out.export(path, extension_webp=True) if options.get("webp") else mesh_out.export(path)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            if _is_oom(exc, torch):
+                gc.collect()
+                torch.cuda.empty_cache()  # the worker stays up for the next job
+                raise JobError(OOM, f"CUDA out of memory at resolution {settings['resolution']}: turn on Low VRAM, "
+                                    "choose a lower resolution or fewer max tokens") from None
+            raise
+        finally:
+            _unwrap(patched)
+            if original_tqdm is not None:
+                postprocess.tqdm = original_tqdm
+        try:
+            glb.validate_glb(path)
+        except ValueError as exc:
+            raise JobError("bad_output", f"TRELLIS.2 wrote an unreadable GLB: {exc}") from None
+        files.append(path)
+        seeds.append(seed)
+        ctx.log(f"result {index + 1}: seed {seed}, {pipeline_type}")
+    return {"files": files, "seeds": seeds, "cost": None, "info": {"pipeline_type": pipeline_type}}
