@@ -48,6 +48,11 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
         raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
     info = registry.BY_ID[backend]
     options, secrets = {}, {}
+    if backend == "local":
+        try:
+            _, options = prefs.local_setup()
+        except prefs.AccessError as exc:
+            raise RequestError(f"{info.label}: {exc}") from None
     if info.needs_network:
         try:
             options, secrets = prefs.remote_access(backend)
@@ -115,3 +120,15 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
 def progress_line(job: jobs.Job) -> str:
     step = f" {job.step}/{job.total}" if job.total else ""
     return f"TRELLIS {job.name}: {job.fraction * 100:5.1f}% {job.text}{step} [{job.elapsed:.1f}s]"
+
+
+def worker_for(job: jobs.Job) -> jobs.WorkerProcess | None:
+    """The warm local worker for local jobs (one model load for many jobs); None: a worker of its own."""
+    if job.backend != "local":
+        return None
+    setup, _ = prefs.local_setup()
+    log = os.path.join(prefs.jobs_root(), "local-worker.log")
+    key = (setup["python"], tuple(sorted(setup["env"].items())), setup["idle_exit"])
+    return jobs.manager.persistent_worker(key, lambda: jobs.WorkerProcess(
+        python=setup["python"], env=setup["env"], isolated=False, log_path=log, persistent=True,
+        idle_exit=setup["idle_exit"], key=key))

@@ -22,6 +22,7 @@ from ..backend import protocol
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_TAIL_LINES = 12
 KILL_GRACE_SECONDS = 2.0
+CANCEL_GRACE_SECONDS = 10.0  # a persistent worker gets this long to stop a job before it is killed
 
 # Job states
 STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
@@ -46,11 +47,6 @@ def write_json_atomic(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def worker_command(python: str | None = None) -> list[str]:
-    """The worker is this extension's backend package, run by Blender's own Python."""
-    return [python or sys.executable, "-s", "-E", "-u", "-m", "backend"]
-
-
 def _log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(path, "rb") as f:
@@ -60,6 +56,113 @@ def _log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+class WorkerProcess:
+    """One `python -m backend` process in its own process group. A reader thread routes its protocol
+    messages to the jobs it serves, by job id. Per-job workers end when their job does; a persistent
+    worker (local GPU) serves job after job with the model kept loaded."""
+
+    def __init__(self, *, python: str | None = None, env: dict | None = None, isolated: bool = True,
+                 log_path: str, persistent: bool = False, idle_exit: float = 0.0, key=None):
+        self.python = python or sys.executable  # Blender's own Python unless told otherwise
+        self.env = dict(os.environ, PYTHONIOENCODING="utf-8", **(env or {}))
+        self.isolated, self.log_path, self.persistent, self.key = isolated, log_path, persistent, key
+        self.idle_exit = idle_exit
+        self.jobs: dict[str, Job] = {}
+        self.busy: set[str] = set()
+        self.proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def command(self) -> list[str]:
+        flags = ["-s", "-E"] if self.isolated else ["-s"]  # -E drops PYTHONPATH: not for TRELLIS.2 checkouts
+        extra = ["--idle-exit", f"{self.idle_exit:g}"] if self.idle_exit else []
+        return [self.python, *flags, "-u", "-m", "backend", *extra]
+
+    def start(self) -> "WorkerProcess":
+        popen_extra = ({"start_new_session": True} if os.name == "posix"
+                       else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP})
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), cwd=EXTENSION_ROOT, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=log, env=self.env, **popen_extra)
+        threading.Thread(target=self._read, name="trellis-worker", daemon=True).start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def submit(self, job: "Job", line: str) -> None:
+        with self._lock:
+            self.jobs[job.id] = job
+            self.busy.add(job.id)
+        self.send(line)
+
+    def send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line.encode("utf-8"))
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the worker is gone; the reader thread reports how it ended
+
+    def close_stdin(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            try:
+                msg = protocol.decode(raw)
+            except ValueError:
+                msg = {"type": "log", "level": "warning", "text": raw.decode("utf-8", "replace")}
+            with self._lock:
+                if msg["type"] in ("result", "error", "cancelled"):
+                    self.busy.discard(msg.get("id"))
+                targets = [self.jobs[msg["id"]]] if msg.get("id") in self.jobs else list(self.jobs.values())
+            for job in targets:
+                job._queue.put(msg)
+        code = self.proc.wait()
+        exit_msg = {"type": "exit", "code": code, "log_tail": _log_tail(self.log_path)}
+        with self._lock:
+            targets = list(self.jobs.values())
+        for job in targets:
+            job._queue.put(exit_msg)
+
+    def stop_job(self, job_id: str) -> None:
+        """Cancel one job. A persistent worker is asked first (the model stays loaded) and killed only
+        if it does not stop within the grace period; a per-job worker is stopped at once."""
+        if not self.alive:
+            return
+        if not self.persistent:
+            self.kill()
+            return
+        self.send(protocol.encode("cancel", id=job_id))
+
+        def enforce():
+            end = time.monotonic() + CANCEL_GRACE_SECONDS
+            while time.monotonic() < end and job_id in self.busy and self.alive:
+                time.sleep(0.05)
+            if job_id in self.busy:
+                self.kill()
+        threading.Thread(target=enforce, daemon=True).start()
+
+    def kill(self) -> None:
+        """Stop the whole process group: TERM, then KILL after a grace period."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        self.close_stdin()
+        _signal_group(proc, getattr(signal, "SIGTERM", None))
+
+        def finish_off():
+            try:
+                proc.wait(KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, getattr(signal, "SIGKILL", None))
+        threading.Thread(target=finish_off, daemon=True).start()
 
 
 class Job:
@@ -90,61 +193,31 @@ class Job:
         self.error: str | None = None
         self.objects: list[str] = []
         self.messages = collections.deque(maxlen=50)
-        self.proc: subprocess.Popen | None = None
+        self.worker: WorkerProcess | None = None
         self._queue: queue.Queue = queue.Queue()
 
     # --- process -------------------------------------------------------------------------------
-    def start(self, python: str | None = None) -> None:
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.worker.proc if self.worker else None
+
+    def start(self, worker: WorkerProcess | None = None) -> None:
+        """Send the job to a worker: the given persistent one, or a new one of its own."""
         os.makedirs(self.output_dir, exist_ok=True)
-        popen_extra = ({"start_new_session": True} if os.name == "posix"
-                       else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP})
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                worker_command(python), cwd=EXTENSION_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log, env=dict(os.environ, PYTHONIOENCODING="utf-8"), **popen_extra)
-        threading.Thread(target=self._read, name=f"trellis-job-{self.id}", daemon=True).start()
-        self._send(protocol.encode("job", id=self.id, backend=self.backend,
-                                   input={"rgba": self.rgba_path, "name": self.name},
-                                   settings=self.settings, output_dir=self.output_dir,
-                                   options=self.options, secrets=self._secrets))
+        self.worker = worker or WorkerProcess(log_path=self.log_path).start()
+        self.log_path = self.worker.log_path
+        self.worker.submit(self, protocol.encode(
+            "job", id=self.id, backend=self.backend, input={"rgba": self.rgba_path, "name": self.name},
+            settings=self.settings, output_dir=self.output_dir, options=self.options, secrets=self._secrets))
         self.save_record()
 
-    def _send(self, line: str) -> None:
-        try:
-            self.proc.stdin.write(line.encode("utf-8"))
-            self.proc.stdin.flush()
-        except (OSError, ValueError):
-            pass  # the worker is gone; the reader thread reports how it ended
-
-    def _read(self) -> None:
-        for raw in self.proc.stdout:
-            try:
-                self._queue.put(protocol.decode(raw))
-            except ValueError:
-                self._queue.put({"type": "log", "level": "warning", "text": raw.decode("utf-8", "replace")})
-        code = self.proc.wait()
-        self._queue.put({"type": "exit", "code": code, "log_tail": _log_tail(self.log_path)})
-
-    def _close_stdin(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
+    def _release_worker(self) -> None:
+        if self.worker and not self.worker.persistent:
+            self.worker.close_stdin()  # a per-job worker exits once its stdin closes
 
     def kill(self) -> None:
-        """Stop the worker's whole process group: TERM, then KILL after a grace period."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        self._close_stdin()
-        _signal_group(proc, getattr(signal, "SIGTERM", None))
-
-        def finish_off():
-            try:
-                proc.wait(KILL_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, getattr(signal, "SIGKILL", None))
-        threading.Thread(target=finish_off, daemon=True).start()
+        if self.worker:
+            self.worker.stop_job(self.id)
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -190,7 +263,7 @@ class Job:
             self.result = msg
             manager.session_cost += float(msg.get("cost") or 0.0)
             self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
-            self._close_stdin()  # worker exits once stdin closes
+            self._release_worker()
         elif kind == "error":
             self.fail(msg.get("message", "unknown error"))
         elif kind == "cancelled":
@@ -250,6 +323,7 @@ class JobManager:
         self.jobs: list[Job] = []
         self.session_cost = 0.0  # USD reported by hosted backends this session
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
+        self._persistent: WorkerProcess | None = None
 
     def add(self, job: Job) -> Job:
         self.jobs.append(job)
@@ -266,8 +340,27 @@ class JobManager:
         for job in self.active():
             job.cancel()
 
+    def persistent_worker(self, key, make) -> WorkerProcess:
+        """The warm worker for `key` (backend and its configuration), started by make() when there is
+        none, it died, or the configuration changed."""
+        worker = self._persistent
+        if worker is None or not worker.alive or worker.key != key:
+            if worker is not None and worker.alive:
+                worker.close_stdin()  # configuration changed: the old one exits
+            self._persistent = worker = make().start()
+        return worker
+
+    def unload(self) -> bool:
+        """Stop the warm worker (frees GPU memory); True if one was running."""
+        worker, self._persistent = self._persistent, None
+        if worker is None or not worker.alive:
+            return False
+        worker.close_stdin()  # EOF: it cancels what it runs and exits
+        return True
+
     def shutdown(self) -> None:
         self.cancel_all()
+        self.unload()
         self.jobs.clear()
 
 

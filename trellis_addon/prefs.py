@@ -32,6 +32,35 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         name="Session Cap", default=5.0, min=0.0, precision=2,
         description="Refuse hosted jobs once this session's spending (USD) would pass this. 0: no cap")
 
+    local_python: bpy.props.StringProperty(
+        name="TRELLIS.2 Python", subtype="FILE_PATH",
+        description="The python executable of your TRELLIS.2 environment (e.g. ~/miniconda3/envs/trellis2/bin/"
+                    "python). Empty: the TRELLIS2_PYTHON environment variable")
+    local_repo: bpy.props.StringProperty(
+        name="TRELLIS.2 Folder", subtype="DIR_PATH",
+        description="Your clone of microsoft/TRELLIS.2, put on the worker's import path. Empty: trellis2 is "
+                    "importable in that environment already")
+    local_model: bpy.props.StringProperty(
+        name="Model", description="Hugging Face id or a local folder with pipeline.json (offline use). "
+                                  "Empty: TRELLIS2_MODEL or microsoft/TRELLIS.2-4B")
+    local_gpu: bpy.props.IntProperty(name="GPU", min=0, max=15, description="CUDA device index")
+    local_low_vram: bpy.props.BoolProperty(
+        name="Low VRAM", default=True,
+        description="Move each sub-model to the GPU only for its stage (the pipeline's low_vram). Off: faster, "
+                    "far more VRAM")
+    local_attention: bpy.props.EnumProperty(
+        name="Attention", default="flash_attn",
+        items=[("flash_attn", "flash-attn", "ATTN_BACKEND=flash_attn (TRELLIS.2's default)"),
+               ("xformers", "xFormers", "ATTN_BACKEND=xformers, for GPUs flash-attn does not support"),
+               ("flash_attn_3", "flash-attn 3", "ATTN_BACKEND=flash_attn_3 (Hopper)"),
+               ("sdpa", "PyTorch SDPA", "ATTN_BACKEND=sdpa (dense attention only; sparse stays default)"),
+               ("naive", "Naive", "ATTN_BACKEND=naive (slow; debugging)")])
+    local_keep_minutes: bpy.props.FloatProperty(
+        name="Keep Model Loaded", default=10.0, min=0.0, max=1440.0,
+        description="Minutes the model stays in GPU memory after the last local job. 0: until Blender quits")
+    local_webp: bpy.props.BoolProperty(
+        name="WebP Textures", description="Smaller GLBs with lossy WebP textures (EXT_texture_webp). Off: PNG")
+
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "output_dir")
@@ -50,6 +79,12 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         if not bpy.app.online_access:
             box.label(text="Online access is off: Preferences ▸ System ▸ Network ▸ Allow Online Access",
                       icon="ERROR")
+        box = layout.box()
+        box.label(text="Local GPU (your TRELLIS.2 environment)", icon="DESKTOP")
+        for name in ("local_python", "local_repo", "local_model", "local_gpu", "local_low_vram",
+                     "local_attention", "local_keep_minutes", "local_webp"):
+            box.prop(self, name)
+        box.operator("trellis.unload_model", icon="X")
 
 
 def get() -> TRELLIS_AP_preferences | None:
@@ -93,3 +128,31 @@ def remote_access(backend_id: str) -> tuple[dict, dict]:
     url = (getattr(prefs, url_pref, "") if prefs else "") or os.environ.get(url_env, "")
     minutes = prefs.poll_timeout_minutes if prefs else 20.0
     return {"base_url": url, "poll_timeout": minutes * 60}, {"api_key": key}
+
+
+SPARSE_ATTENTION = ("xformers", "flash_attn", "flash_attn_3")  # what SPARSE_ATTN_BACKEND accepts
+
+
+def local_setup() -> tuple[dict, dict]:
+    """(worker settings, job options) for the local GPU backend; AccessError without a Python."""
+    prefs = get()
+    python = (prefs.local_python if prefs else "") or os.environ.get("TRELLIS2_PYTHON", "")
+    python = bpy.path.abspath(python) if python else ""
+    if not python:
+        raise AccessError("Set the TRELLIS.2 Python in the add-on preferences (or TRELLIS2_PYTHON): the python "
+                          "of the environment where TRELLIS.2 is installed")
+    if not os.path.isfile(python):
+        raise AccessError(f"TRELLIS.2 Python not found: {python}")
+    env = {"ATTN_BACKEND": prefs.local_attention if prefs else "flash_attn",
+           "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    if env["ATTN_BACKEND"] in SPARSE_ATTENTION:
+        env["SPARSE_ATTN_BACKEND"] = env["ATTN_BACKEND"]
+    repo = bpy.path.abspath(prefs.local_repo) if prefs and prefs.local_repo else ""
+    if repo:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH", "")]))
+    model = (prefs.local_model if prefs else "") or os.environ.get("TRELLIS2_MODEL", "") or "microsoft/TRELLIS.2-4B"
+    options = {"model": bpy.path.abspath(model) if os.path.isdir(bpy.path.abspath(model)) else model,
+               "low_vram": prefs.local_low_vram if prefs else True, "gpu": prefs.local_gpu if prefs else 0,
+               "webp": prefs.local_webp if prefs else False}
+    keep = (prefs.local_keep_minutes if prefs else 10.0) * 60
+    return {"python": python, "env": env, "idle_exit": keep}, options
