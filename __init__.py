@@ -15,5 +15,6 @@ def register():
 
 def unregister():
     jobs.manager.shutdown()
+    operators.local.unregister_timers()
     props.unregister()
     _unregister_classes()

@@ -32,8 +32,8 @@ _loaded: dict = {}  # {"key": (model, low_vram, gpu), "pipeline": ...}: survives
 
 def _require_python() -> None:
     if sys.version_info < (3, 10):
-        raise JobError(PYTHON, f"The TRELLIS.2 environment runs Python {sys.version.split()[0]}; "
-                               "TRELLIS.2 needs Python 3.10 or newer")
+        raise JobError(PYTHON, f"The TRELLIS.2 environment runs Python {sys.version.split()[0]}; the worker "
+                               "needs Python 3.10 or newer (TRELLIS.2's setup.sh makes a 3.10 environment)")
 
 
 def _import(name: str):

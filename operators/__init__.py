@@ -1,4 +1,4 @@
 """Operators: thin wrappers that hand work to trellis_addon."""
-from . import generate, presets
+from . import generate, local, presets
 
-classes = generate.classes + presets.classes
+classes = generate.classes + presets.classes + local.classes

@@ -163,18 +163,6 @@ class TRELLIS_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class TRELLIS_OT_unload_model(bpy.types.Operator):
-    """Stop the local TRELLIS.2 worker and free its GPU memory (the next local job loads the model again)"""
-
-    bl_idname = "trellis.unload_model"
-    bl_label = "Unload Model"
-
-    def execute(self, context):
-        stopped = jobs.manager.unload()
-        self.report({"INFO"}, "TRELLIS.2 model unloaded" if stopped else "No model was loaded")
-        return {"FINISHED"}
-
-
 class TRELLIS_OT_confirm_cost(bpy.types.Operator):
     """Confirm a hosted generation whose estimated cost is above your threshold"""
 
@@ -194,4 +182,4 @@ class TRELLIS_OT_confirm_cost(bpy.types.Operator):
         return bpy.ops.trellis.generate("INVOKE_DEFAULT", cost_confirmed=True)
 
 
-classes = (TRELLIS_OT_generate, TRELLIS_OT_cancel, TRELLIS_OT_unload_model, TRELLIS_OT_confirm_cost)
+classes = (TRELLIS_OT_generate, TRELLIS_OT_cancel, TRELLIS_OT_confirm_cost)

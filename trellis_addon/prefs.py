@@ -84,7 +84,11 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         for name in ("local_python", "local_repo", "local_model", "local_gpu", "local_low_vram",
                      "local_attention", "local_keep_minutes", "local_webp"):
             box.prop(self, name)
-        box.operator("trellis.unload_model", icon="X")
+        row = box.row()
+        row.operator("trellis.check_local_setup", icon="CHECKMARK")
+        row.operator("trellis.unload_model", icon="X")
+        from . import doctor  # here: doctor imports this module
+        doctor.draw(box)
 
 
 def get() -> TRELLIS_AP_preferences | None:

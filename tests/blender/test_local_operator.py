@@ -114,3 +114,15 @@ def test_python_from_environment(local, monkeypatch):
     bpy.context.preferences.addons[PKG].preferences.local_python = ""
     monkeypatch.setenv("TRELLIS2_PYTHON", sys.executable)
     assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, **FAST) == {"FINISHED"}
+
+
+def test_check_local_setup_reports_a_checklist(local):
+    doctor = mod("trellis_addon.doctor")
+    assert bpy.ops.trellis.check_local_setup() == {"FINISHED"}
+    end = time.monotonic() + 60
+    while doctor.state["running"] and time.monotonic() < end:
+        time.sleep(0.05)
+    report = doctor.state["report"]
+    assert report and report["ready"] is False, doctor.state  # the stand-in environment lacks cumesh & co
+    names = {c["name"]: c["ok"] for c in report["checks"]}
+    assert names["torch"] and names["trellis2"] and not names["cumesh"]

@@ -227,3 +227,29 @@ def test_backend_runs_on_python_310(tmp_path):
     assert [c["pipeline_type"] for c in w.calls("pipeline.run")] == ["1024_cascade"] * 2
     assert w.close()[0] == 0
     assert protocol.PROTOCOL_VERSION == hello["protocol"]
+
+
+def doctor(env_path, **env):
+    out = subprocess.run([sys.executable, "-s", "-m", "backend.doctor"], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=env_path, **env), timeout=60)
+    report = json.loads(out.stdout)
+    return report, {c["name"]: c for c in report["checks"]}
+
+
+def test_doctor_on_a_broken_environment():
+    report, checks = doctor(STANDINS)
+    assert report["ready"] is False
+    assert checks["torch"]["ok"] and checks["CUDA"]["ok"] and checks["trellis2"]["ok"]
+    assert checks["GPU 0"]["detail"] == "Stand-in GPU 24GB, 20.0 of 24.0 GB free"
+    missing = {name for name, c in checks.items() if not c["ok"] and not c["optional"]}
+    assert {"flex_gemm", "cumesh", "nvdiffrast", "transformers", "attention: flash_attn"} <= missing
+    assert "No module named 'cumesh'" in checks["cumesh"]["detail"]
+
+
+def test_doctor_on_a_complete_environment():
+    report, checks = doctor(os.pathsep.join([STANDINS, os.path.join(STANDINS, "extra")]))
+    assert report["ready"] is True, [c for c in report["checks"] if not c["ok"]]
+    assert checks["weights offline"]["ok"] and checks["spconv"]["optional"] and not checks["spconv"]["ok"]
+    report, checks = doctor(os.pathsep.join([STANDINS, os.path.join(STANDINS, "extra")]), TRELLIS_STANDIN_NO_CUDA="1",
+                            ATTN_BACKEND="sdpa")
+    assert report["ready"] is False and not checks["CUDA"]["ok"] and checks["attention: sdpa"]["ok"]
