@@ -6,9 +6,9 @@ Trellis2ImageTo3DPipeline.from_pretrained(model) -> .cuda() -> .run(...) -> o_vo
 -> .export(path). Runs on Python 3.10+. ATTN_BACKEND / SPARSE_ATTN_BACKEND are set by the add-on in
 the worker's environment before anything imports trellis2.
 
-Options (job["options"]): model (hub id or local folder), low_vram (bool), gpu (int), webp (bool),
-advanced: {"<stage>_guidance_interval": [a, b], "max_num_tokens", "preprocess_image", "remesh_band",
-"remesh_project"}.
+Options (job["options"]): model (hub id or local folder), low_vram (bool), gpu (int), webp (bool).
+The local-only knobs (guidance interval, max_num_tokens, preprocess_image, remesh band/project) are
+schema settings (schema.LOCAL_PARAMS).
 """
 from __future__ import annotations
 
@@ -87,13 +87,14 @@ def unload() -> None:
             pass
 
 
-def sampler_params(settings: dict, advanced: dict, stage: schema.Stage) -> dict:
-    """The stage's sampler dict: the user's overrides (if any) plus a custom guidance interval.
-    Never verbose/tqdm_desc: the pipeline passes those itself."""
-    params = schema.sampler_params(settings, stage) or {}
-    interval = advanced.get(f"{stage.name}_guidance_interval")
-    if interval:
-        params["guidance_interval"] = [float(interval[0]), float(interval[1])]
+def sampler_params(settings: dict, stage: schema.Stage) -> dict:
+    """The stage's sampler dict: {} when not overridden (pipeline.json applies), else the four shared
+    knobs plus the local-only guidance interval. Never verbose/tqdm_desc: the pipeline passes those."""
+    params = schema.sampler_params(settings, stage)
+    if params is None:
+        return {}
+    prefix = f"{stage.name}_guidance_interval_"
+    params["guidance_interval"] = [float(settings[prefix + "start"]), float(settings[prefix + "end"])]
     return params
 
 
@@ -183,7 +184,6 @@ def _is_oom(exc: BaseException, torch) -> bool:
 def run(job: dict, ctx) -> dict:
     _require_python()
     options = job.get("options") or {}
-    advanced = options.get("advanced") or {}
     settings = job["settings"]
     pipeline = load_pipeline(options, ctx)
     torch = _import("torch")
@@ -191,7 +191,7 @@ def run(job: dict, ctx) -> dict:
     image_module = _import("PIL.Image")
     image = image_module.fromarray(inputs.load_rgba(job["input"]["rgba"]), "RGBA")
     pipeline_type = PIPELINE_TYPES[settings["resolution"]]
-    stage_params = {s.name: sampler_params(settings, advanced, s) for s in schema.STAGES}
+    stage_params = {s.name: sampler_params(settings, s) for s in schema.STAGES}
     count = settings["number_results"]
     files, seeds = [], []
     for index in range(count):
@@ -206,15 +206,14 @@ def run(job: dict, ctx) -> dict:
                 sparse_structure_sampler_params=stage_params["sparse_structure"],
                 shape_slat_sampler_params=stage_params["shape_slat"],
                 tex_slat_sampler_params=stage_params["tex_slat"],
-                preprocess_image=bool(advanced.get("preprocess_image", True)),
-                pipeline_type=pipeline_type,
-                max_num_tokens=int(advanced.get("max_num_tokens", 49152)))[0]
+                preprocess_image=bool(settings["preprocess_image"]), pipeline_type=pipeline_type,
+                max_num_tokens=int(settings["max_num_tokens"]))[0]
             mesh_out = postprocess.to_glb(
                 vertices=mesh.vertices, faces=mesh.faces, attr_volume=mesh.attrs, coords=mesh.coords,
                 attr_layout=mesh.layout, voxel_size=mesh.voxel_size, aabb=[[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]],
                 decimation_target=int(settings["decimation_target"]), texture_size=int(settings["texture_size"]),
-                remesh=bool(settings["remesh"]), remesh_band=float(advanced.get("remesh_band", 1.0)),
-                remesh_project=float(advanced.get("remesh_project", 0.9)), use_tqdm=True)
+                remesh=bool(settings["remesh"]), remesh_band=float(settings["remesh_band"]),
+                remesh_project=float(settings["remesh_project"]), use_tqdm=True)
             path = os.path.join(ctx.output_dir, f"result_{index}.glb")
             mesh_out.export(path, extension_webp=True) if options.get("webp") else mesh_out.export(path)
         except Cancelled:

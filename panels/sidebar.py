@@ -100,4 +100,31 @@ def _stage_panel(stage: schema.Stage, order: int) -> type:
     })
 
 
-classes = (TRELLIS_PT_main,) + tuple(_stage_panel(s, i) for i, s in enumerate(schema.STAGES))
+class TRELLIS_PT_local_advanced(_SidebarPanel, bpy.types.Panel):
+    """What only the local pipeline has"""
+
+    bl_label = "Advanced (Local)"
+    bl_parent_id = "TRELLIS_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+    bl_order = len(schema.STAGES)
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.trellis2.backend == "LOCAL"
+
+    def draw(self, context):
+        s = context.scene.trellis2
+        col = self.layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        for stage in schema.STAGES:
+            row = col.row(align=True, heading=f"{stage.label} Interval")
+            row.active = getattr(s, stage.override)
+            row.prop(s, f"{stage.name}_guidance_interval_start", text="")
+            row.prop(s, f"{stage.name}_guidance_interval_end", text="")
+        for name in ("max_num_tokens", "preprocess_image", "remesh_band", "remesh_project"):
+            col.prop(s, name)
+
+
+classes = ((TRELLIS_PT_main,) + tuple(_stage_panel(s, i) for i, s in enumerate(schema.STAGES))
+           + (TRELLIS_PT_local_advanced,))

@@ -80,7 +80,8 @@ def test_sampler_dicts_and_to_glb_arguments_are_exact(worker):
     assert worker.finish()[-1]["type"] == "result"
     run = worker.calls("pipeline.run")[0]
     assert run["sparse_structure_sampler_params"] == {"steps": 20, "guidance_strength": 6.0,
-                                                      "guidance_rescale": 0.7, "rescale_t": 5.0}
+                                                      "guidance_rescale": 0.7, "rescale_t": 5.0,
+                                                      "guidance_interval": [0.6, 1.0]}
     assert run["shape_slat_sampler_params"] == {} and run["tex_slat_sampler_params"] == {}, \
         "stages without override use the model's own defaults"
     glb = worker.calls("to_glb")[0]
@@ -92,13 +93,14 @@ def test_sampler_dicts_and_to_glb_arguments_are_exact(worker):
     assert export["kwargs"] == {} and export["file_obj"].endswith("result_0.glb"), "PNG textures by default"
 
 
-def test_advanced_local_options(worker):
-    worker.job(options={"advanced": {"tex_slat_guidance_interval": [0.5, 0.8], "max_num_tokens": 32768,
-                                     "preprocess_image": False, "remesh_band": 2.0, "remesh_project": 0.0},
-                        "webp": True})
+def test_local_only_settings(worker):
+    worker.job(tex_slat_override=True, tex_slat_guidance_interval_start=0.5, tex_slat_guidance_interval_end=0.8,
+               max_num_tokens=32768, preprocess_image=False, remesh_band=2.0, remesh_project=0.0,
+               options={"webp": True})
     assert worker.finish()[-1]["type"] == "result"
     run = worker.calls("pipeline.run")[0]
-    assert run["tex_slat_sampler_params"] == {"guidance_interval": [0.5, 0.8]}
+    assert run["tex_slat_sampler_params"] == {"steps": 12, "guidance_strength": 1.0, "guidance_rescale": 0.0,
+                                              "rescale_t": 3.0, "guidance_interval": [0.5, 0.8]}
     assert run["max_num_tokens"] == 32768 and run["preprocess_image"] is False
     assert (worker.calls("to_glb")[0]["remesh_band"], worker.calls("to_glb")[0]["remesh_project"]) == (2.0, 0.0)
     assert worker.calls("Trimesh.export")[0]["kwargs"] == {"extension_webp": True}
