@@ -143,6 +143,52 @@ def check_result():
                            k: job.settings[k] for k in ("resolution", "texture_size", "decimation_target")}}
 
 
+def assert_cancelled():
+    job = last_job()
+    assert job.state == "cancelled", f"Esc should cancel, job is {job.state}"
+    deadline = time.monotonic() + 5
+    while job.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.proc.poll() is not None, "worker still running after Esc"
+
+
+RUNWARE = {}
+
+
+def start_runware():
+    """Runware backend against the test server (in this Blender), with the cost confirmation on."""
+    sys.path.insert(0, os.path.join(os.path.dirname(IMAGE), "tests"))
+    from servers.runware_server import RunwareServer
+    server = RUNWARE["server"] = RunwareServer(api_key="gui-key").__enter__()
+    server.polls_to_finish = 1
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.runware_api_key, prefs.runware_url, prefs.confirm_above = "gui-key", server.url, 0.0
+    bpy.context.preferences.system.use_online_access = True
+    bpy.context.scene.trellis2.backend = "RUNWARE"
+    RUNWARE["jobs"] = len(jobs().manager.jobs)
+    window, area, region = view3d()
+    ui = next(r for r in area.regions if r.type == "UI")
+    with bpy.context.temp_override(window=window, area=area, region=ui):
+        bpy.ops.trellis.generate("INVOKE_DEFAULT")  # asks first: the estimate is above 0
+
+
+def confirm_cost():
+    assert len(jobs().manager.jobs) == RUNWARE["jobs"], "nothing may start before the user confirms"
+    assert RUNWARE["server"].requests == [], "nothing was sent before the confirmation"
+    xdotool("key", "Return")
+
+
+def runware_done():
+    return len(jobs().manager.jobs) > RUNWARE["jobs"] and last_job().is_finished
+
+
+def check_runware():
+    job = last_job()
+    assert job.state == "done" and job.backend == "runware", f"{job.state}: {job.error}"
+    assert job.cost and jobs().manager.session_cost >= job.cost
+    RUNWARE["server"].__exit__(None, None, None)
+
+
 # (name, action, wait condition before the next step)
 STEPS = [
     ("close splash", close_splash, None),
@@ -158,16 +204,12 @@ STEPS = [
     ("cancel screenshot", lambda: screenshot("04_before_esc.png"), None),
     ("press Esc", press_escape, lambda: last_job().is_finished),
     ("cancelled", lambda: (assert_cancelled(), screenshot("05_cancelled.png")), None),
+    ("runware asks to confirm the cost", start_runware, None),
+    ("confirm screenshot", lambda: screenshot("06_confirm_cost.png"), None),
+    ("confirm", confirm_cost, runware_done),
+    ("runware result", check_runware, None),
+    ("cost screenshot", lambda: screenshot("07_cost.png"), None),
 ]
-
-
-def assert_cancelled():
-    job = last_job()
-    assert job.state == "cancelled", f"Esc should cancel, job is {job.state}"
-    deadline = time.monotonic() + 5
-    while job.proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert job.proc.poll() is not None, "worker still running after Esc"
 
 
 state = {"index": 0, "waiting_since": None}

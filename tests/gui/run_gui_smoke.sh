@@ -22,6 +22,7 @@ WORK="$DIR/tmp/trellis-gui"
 rm -rf "$WORK" && mkdir -p "$WORK/out"
 cp "$ZIP" "$WORK/trellis2.zip"
 cp "$HERE/gui_smoke.py" "$REPO/examples/mushroom.png" "$WORK/"
+mkdir -p "$WORK/tests" && cp -r "$REPO/tests/servers" "$REPO/tests/data" "$WORK/tests/"  # local Runware server
 mount -t proc proc "$DIR/proc"
 mount --bind /dev "$DIR/dev"
 cleanup() { umount -l "$DIR/proc" "$DIR/dev" 2>/dev/null || true; }
@@ -33,7 +34,7 @@ chroot "$DIR" env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin DISPLAY=:99 LA
     Xvfb :99 -screen 0 1600x1000x24 -nolisten tcp >/tmp/trellis-gui/xvfb.log 2>&1 &
     xvfb=$!
     for _ in $(seq 50); do [ -e /tmp/.X11-unix/X99 ] && break; sleep 0.1; done
-    timeout 600 blender --factory-startup --window-geometry 0 0 1600 1000 \
+    timeout 600 blender --factory-startup --window-geometry 0 0 1600 1000 --python-exit-code 1 \
       --python /tmp/trellis-gui/gui_smoke.py -- /tmp/trellis-gui/trellis2.zip /tmp/trellis-gui/out \
       /tmp/trellis-gui/mushroom.png > /tmp/trellis-gui/out/blender.log 2>&1
     rc=$?
