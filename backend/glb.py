@@ -21,6 +21,8 @@ def write_glb(path: str, positions, normals, uvs, indices, base_color_png: bytes
               name: str = "mesh", alpha_mode: str = "OPAQUE", extras: dict | None = None) -> None:
     """Write one mesh with a metallic-roughness material. glTF conventions: Y up, +Z to the viewer,
     metres, UV (0, 0) at the image's top-left. Written to a temp file, then renamed."""
+    if alpha_mode not in ("OPAQUE", "MASK", "BLEND"):
+        raise ValueError(f"alpha_mode must be OPAQUE, MASK or BLEND, not {alpha_mode!r}")
     positions = np.ascontiguousarray(positions, dtype=np.float32)
     normals = np.ascontiguousarray(normals, dtype=np.float32)
     uvs = np.ascontiguousarray(uvs, dtype=np.float32)
@@ -75,14 +77,23 @@ def write_glb(path: str, positions, normals, uvs, indices, base_color_png: bytes
     }
     if extras:
         doc["extras"] = extras
+        doc["nodes"][0]["extras"] = extras  # Blender's importer turns node extras into object properties
     json_bytes = _pad(json.dumps(doc, separators=(",", ":")).encode("utf-8"), b" ")
     total = 12 + 8 + len(json_bytes) + 8 + len(binary)
     tmp = f"{path}.part"
-    with open(tmp, "wb") as f:
-        f.write(GLB_MAGIC + struct.pack("<II", 2, total))
-        f.write(struct.pack("<II", len(json_bytes), JSON_CHUNK) + json_bytes)
-        f.write(struct.pack("<II", len(binary), BIN_CHUNK) + binary)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(GLB_MAGIC + struct.pack("<II", 2, total))
+            f.write(struct.pack("<II", len(json_bytes), JSON_CHUNK) + json_bytes)
+            f.write(struct.pack("<II", len(binary), BIN_CHUNK))
+            f.write(binary)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_glb_header(path: str) -> tuple[int, int]:

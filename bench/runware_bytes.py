@@ -5,8 +5,15 @@
    placement) vs bare bpy.ops.import_scene.gltf of the same 500 000-face GLB with 2048² textures.
 
     .venv/bin/python bench/runware_bytes.py
+
+Without Blender (`--no-blender`, or when bpy is missing) only figure 1 is measured, with numpy
+alone: the picture is synthesized, saved with backend/png.py, area-averaged down to 1024² (the
+add-on's long-side limit; it downscales with Blender) and sent by the real worker process.
+
+    python bench/runware_bytes.py --no-blender [--size 4096]
 """
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -37,7 +44,74 @@ def photo_png(path: str) -> None:
     bpy.data.images.remove(img)
 
 
+def photo_pixels(size: int):
+    """The same picture as photo_png, as uint8 RGBA rows top to bottom, with numpy only."""
+    import numpy as np
+    yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
+    rng = np.random.default_rng(0)
+    grain = rng.normal(0, 0.02, (size, size)).astype(np.float32)
+    px = np.ones((size, size, 4), np.float32)
+    px[..., 0] = 0.5 + 0.4 * np.sin(6 * xx + 2 * yy) + grain
+    px[..., 1] = 0.4 + 0.3 * np.cos(5 * yy) * xx + grain
+    px[..., 2] = 0.3 + 0.2 * yy + grain
+    return (np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def area_downscale(rgba, limit: int = 1024):
+    """Box-filter (area average) so the long side is at most `limit` (integer factors only)."""
+    import numpy as np
+    h, w = rgba.shape[:2]
+    f = -(-max(h, w) // limit)
+    if f <= 1:
+        return rgba
+    h2, w2 = h // f, w // f
+    blocks = rgba[:h2 * f, :w2 * f].reshape(h2, f, w2, f, rgba.shape[2]).astype(np.float32)
+    return (blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+
+
+def bytes_without_blender(size: int) -> int:
+    import numpy as np
+    from backend import png
+    from servers.runware_server import RunwareServer
+    from test_worker import read_until, send, start_worker
+    work = tempfile.mkdtemp(prefix="trellis-rw-bench-")
+    full = photo_pixels(size)
+    png_size = len(png.encode_png(full[..., :3]))  # opaque: saved as RGB, like Blender's PNG saver
+    small = area_downscale(full)
+    rgba_path = os.path.join(work, "input_rgba.npy")
+    np.save(rgba_path, small)
+    with RunwareServer(api_key="bench-key") as server:
+        server.polls_to_finish = 0
+        proc = start_worker()
+        send(proc, "job", id="bench", backend="runware", input={"rgba": rgba_path, "name": "photo"},
+             settings={"seed": 1}, output_dir=os.path.join(work, "out"),
+             options={"base_url": server.url, "poll_first": 0.05}, secrets={"api_key": "bench-key"})
+        result = read_until(proc, {"result", "error"})[-1]
+        proc.stdin.close()
+        proc.wait(10)
+        if result["type"] != "result":
+            print(f"job failed: {result}")
+            return 1
+        sent = sum(r["bytes"] for r in server.requests)
+        kinds = ", ".join(f"{r['types'][0]} {r['bytes']}" for r in server.requests)
+    print(f"{size}² photo-like PNG (numpy, backend/png.py): {png_size / 1e6:.2f} MB; downscaled to "
+          f"{small.shape[1]}x{small.shape[0]}; sent to Runware in all requests: {sent / 1e6:.3f} MB "
+          f"= 1/{png_size / sent:.1f} of the file (goal: at most 1/8)")
+    print(f"requests (bytes): {kinds}")
+    return 0
+
+
 def main() -> int:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-blender", action="store_true", help="bytes figure only, with numpy alone")
+    parser.add_argument("--size", type=int, default=4096, help="side of the synthetic photo (no-blender mode)")
+    args = parser.parse_args()
+    if importlib.util.find_spec("bpy") is None:  # not imported here: BLENDER_USER_RESOURCES comes first
+        args.no_blender = True
+    if args.no_blender:
+        sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
+        return bytes_without_blender(args.size)
     work = tempfile.mkdtemp(prefix="trellis-rw-bench-")
     os.environ["BLENDER_USER_RESOURCES"] = os.path.join(work, "user")
     from import_ratio import write_test_glb
