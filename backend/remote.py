@@ -199,7 +199,8 @@ def download(url: str, path: str, ctx, *, stage: str = "download", fraction_rang
             try:
                 stop = threading.Event()
                 try:
-                    done = cancellable(lambda: _stream(session, url, tmp, ctx, stage, lo, hi, text, timeout, stop), ctx)
+                    done = cancellable(
+                        lambda stop=stop: _stream(session, url, tmp, ctx, stage, lo, hi, text, timeout, stop), ctx)
                 except Cancelled:
                     stop.set()
                     raise
