@@ -1,6 +1,7 @@
 """trellis.generate: modal with a progress bar in the UI, blocking in scripts and background mode."""
 from __future__ import annotations
 
+import json
 import time
 
 import bpy
@@ -34,6 +35,10 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         target_size=bpy.props.FloatProperty(
             name="Target Size", default=0.0, options={"SKIP_SAVE"},
             description="Longest side of the result in metres; 0 keeps the model's size"),
+        place_near=bpy.props.StringProperty(
+            name="Place Near", options={"SKIP_SAVE"},
+            description="Name of an object (e.g. the image empty the picture came from) to put the result "
+                        "next to. Empty: at the 3D cursor"),
         cost_confirmed=bpy.props.BoolProperty(options={"SKIP_SAVE", "HIDDEN"}),
     )
 
@@ -46,16 +51,16 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         return dict(settings=generation.resolve_settings(scene.to_settings(), overrides),
                     image=self.image if is_set("image") else scene.image,
                     backend=self.backend if is_set("backend") else scene.backend,
-                    target_size=self.target_size if is_set("target_size") else scene.target_size)
+                    target_size=self.target_size if is_set("target_size") else scene.target_size,
+                    anchor=self.place_near)
 
     def _start(self, context, request: dict | None = None) -> jobs.Job | None:
         try:
             job = generation.prepare_job(**(request or self._request(context)))
-            job.start(generation.worker_for(job))
         except (generation.RequestError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return None
-        return jobs.manager.add(job)
+        return generation.enqueue(job)
 
     def _finish(self, context, job: jobs.Job) -> set:
         if job.state == jobs.IMPORTING:
@@ -80,6 +85,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         last = ""
         try:
             while True:
+                generation.pump()
                 job.poll()
                 line = generation.progress_line(job)
                 if line.split("[")[0] != last.split("[")[0]:
@@ -105,7 +111,9 @@ class TRELLIS_OT_generate(bpy.types.Operator):
             return {"CANCELLED"}
         estimate = generation.needs_cost_confirmation(request["backend"], request["settings"])
         if estimate and not self.cost_confirmed:
-            bpy.ops.trellis.confirm_cost("INVOKE_DEFAULT", estimate=estimate)
+            keywords = {k: getattr(self, k) for k in self.properties.rna_type.properties.keys()
+                        if k != "rna_type" and self.properties.is_property_set(k)}
+            bpy.ops.trellis.confirm_cost("INVOKE_DEFAULT", estimate=estimate, keywords=json.dumps(keywords))
             return {"CANCELLED"}
         self._job = self._start(context, request)
         if self._job is None:
@@ -124,6 +132,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
         started = time.perf_counter()
+        generation.pump()
         changed = job.poll()
         if job.state == jobs.IMPORTING or job.is_finished:
             return self._end_modal(context, job)
@@ -171,6 +180,7 @@ class TRELLIS_OT_confirm_cost(bpy.types.Operator):
     bl_options = {"INTERNAL"}
 
     estimate: bpy.props.FloatProperty(options={"SKIP_SAVE"})
+    keywords: bpy.props.StringProperty(options={"SKIP_SAVE"})  # JSON: the generate call's keywords
 
     def invoke(self, context, event):
         return context.window_manager.invoke_confirm(
@@ -179,7 +189,8 @@ class TRELLIS_OT_confirm_cost(bpy.types.Operator):
             confirm_text="Generate")
 
     def execute(self, context):
-        return bpy.ops.trellis.generate("INVOKE_DEFAULT", cost_confirmed=True)
+        keywords = json.loads(self.keywords or "{}")
+        return bpy.ops.trellis.generate("INVOKE_DEFAULT", **dict(keywords, cost_confirmed=True))
 
 
 classes = (TRELLIS_OT_generate, TRELLIS_OT_cancel, TRELLIS_OT_confirm_cost)

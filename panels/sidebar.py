@@ -15,12 +15,27 @@ class _SidebarPanel:
     bl_category = CATEGORY
 
 
-def draw_job(layout, job: jobs.Job) -> None:
+def draw_job(layout, job: jobs.Job, with_name: bool) -> None:
     row = layout.row(align=True)
-    row.progress(factor=job.fraction, type="BAR", text=f"{job.text} · {job.elapsed:.0f} s")
+    backend = registry.BY_ID[job.backend].label.split(" (")[0]
+    name = f"{job.name} ({backend}) · " if with_name else ""
+    if job.state == jobs.QUEUED:
+        row.label(text=f"{name}Queued", icon="TIME")
+    else:
+        row.progress(factor=job.fraction, type="BAR", text=f"{name}{job.text} · {job.elapsed:.0f} s")
     row.operator("trellis.cancel", text="", icon="CANCEL").job_id = job.id
-    if job.remote:
+    if job.remote and not with_name:
         layout.label(text="Submitted: cancelling may still be billed", icon="INFO")
+
+
+def draw_queue(layout, active: list) -> None:
+    if len(active) > 1:
+        queued = sum(j.state == jobs.QUEUED for j in active)
+        row = layout.row()
+        row.label(text=f"Jobs: {len(active) - queued} running, {queued} queued", icon="SORTTIME")
+        row.operator("trellis.cancel", text="Cancel All", icon="CANCEL").job_id = ""
+    for job in active:
+        draw_job(layout, job, with_name=len(active) > 1)
 
 
 class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
@@ -63,8 +78,7 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         col.prop(s, "target_size")
 
         active = jobs.manager.active()
-        for job in active:
-            draw_job(layout, job)
+        draw_queue(layout, active)
         row = layout.row()
         row.scale_y = 1.5
         row.operator("trellis.generate", text="Generate" if not active else "Generate Another",

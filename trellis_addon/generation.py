@@ -39,8 +39,11 @@ def resolve_settings(scene_settings: dict, overrides: dict) -> dict:
     return settings
 
 
-def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0) -> jobs.Job:
-    """Check everything, write the prepared image, return an unstarted Job. Raises RequestError."""
+def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0, anchor: str = "",
+                keep_image: bool = True) -> jobs.Job:
+    """Check everything, write the prepared image, return an unstarted Job. Raises RequestError.
+    anchor: an object the result is placed next to. keep_image=False removes an image this call
+    loaded from a file once its pixels are read (batches)."""
     backend = backend.lower()
     if backend not in registry.BY_ID:
         raise RequestError(f"Unknown backend {backend!r} (available: {', '.join(registry.BY_ID)})")
@@ -59,22 +62,42 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
         except prefs.AccessError as exc:
             raise RequestError(f"{info.label}: {exc}") from None
         check_session_cap(info.estimate_cost(settings))
+    known = set(bpy.data.images)
+    img = None
     try:
         img = image_input.resolve(image)
         name = image_input.display_name(img)
+        image_ref = bpy.path.abspath(img.filepath) if img.filepath else img.name
         rgba = image_input.to_rgba8(img)
         image_input.check_foreground(rgba, name)
     except image_input.InputError as exc:
         raise RequestError(str(exc)) from None
+    finally:
+        if not keep_image and img is not None and img not in known:
+            bpy.data.images.remove(img)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "image"
     folder = os.path.join(prefs.jobs_root(),
                           f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}")
     os.makedirs(folder, exist_ok=True)
     rgba_path = os.path.join(folder, "input_rgba.npy")
     np.save(rgba_path, rgba)
-    image_ref = bpy.path.abspath(img.filepath) if img.filepath else img.name
-    return jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
-                    image_ref=image_ref, target_size=target_size, options=options, secrets=secrets)
+    job = jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
+                   image_ref=image_ref, target_size=target_size, options=options, secrets=secrets)
+    job.anchor = anchor
+    return job
+
+
+def enqueue(job: jobs.Job) -> jobs.Job:
+    """Queue a prepared job and start it if a slot is free."""
+    jobs.manager.add(job, launch=lambda: worker_for(job))
+    pump()
+    return job
+
+
+def pump() -> None:
+    """Start queued jobs as slots free up (cap from the preferences)."""
+    p = prefs.get()
+    jobs.manager.pump(p.max_parallel_jobs if p else None)
 
 
 def check_session_cap(estimate: float) -> None:
@@ -105,7 +128,8 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
         record = {"addon_version": addon_version(), "backend": job.backend, "settings": job.settings,
                   "seeds": job.result.get("seeds", []), "files": job.result["files"], "cost": job.result.get("cost"),
                   "image": job.image_ref, "job": job.id, "job_folder": job.output_dir}
-        roots = importer.place_results(context, groups, job.name, record, job.target_size)
+        anchor = bpy.data.objects.get(job.anchor) if job.anchor else None
+        roots = importer.place_results(context, groups, job.name, record, job.target_size, anchor=anchor)
     except Exception as exc:
         for obj in created:
             if obj.name in bpy.data.objects:
@@ -118,6 +142,9 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
 
 
 def progress_line(job: jobs.Job) -> str:
+    if job.state == jobs.QUEUED:
+        ahead = [j for j in jobs.manager.jobs if j.state == jobs.QUEUED].index(job)
+        return f"TRELLIS {job.name}: queued ({ahead} ahead, {len(jobs.manager.running())} running)"
     step = f" {job.step}/{job.total}" if job.total else ""
     return f"TRELLIS {job.name}: {job.fraction * 100:5.1f}% {job.text}{step} [{job.elapsed:.1f}s]"
 

@@ -45,10 +45,27 @@ def import_glb(context, filepath: str) -> list[bpy.types.Object]:
     return [o for o in bpy.data.objects if o not in before]
 
 
+def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:
+    """World bounds of an object: an image empty's picture (as drawn), another empty's cube, or a mesh."""
+    if anchor.type != "EMPTY":
+        return _world_bounds([anchor])
+    size = anchor.empty_display_size
+    if anchor.empty_display_type == "IMAGE":
+        w, h = anchor.data.size if anchor.data and anchor.data.size[0] else (1, 1)
+        sx, sy = size * w / max(w, h), size * h / max(w, h)
+        ox, oy = anchor.empty_image_offset
+        corners = [Vector((x * sx, y * sy, 0.0)) for x in (ox, ox + 1) for y in (oy, oy + 1)]
+    else:
+        corners = [Vector((x, y, z)) for x in (-size, size) for y in (-size, size) for z in (-size, size)]
+    points = [anchor.matrix_world @ c for c in corners]
+    return Vector(map(min, *points)), Vector(map(max, *points))
+
+
 def place_results(context, groups: list[list[bpy.types.Object]], name: str, record: dict,
-                  target_size: float = 0.0) -> list[bpy.types.Object]:
-    """Move each result to the 3D cursor standing on it (side by side for several), into the TRELLIS
-    collection, named after the image, record attached, selected and active. Returns root objects."""
+                  target_size: float = 0.0, anchor: bpy.types.Object | None = None) -> list[bpy.types.Object]:
+    """Move each result to the 3D cursor standing on it (side by side for several), or beside the
+    anchor object (the image empty it came from); into the TRELLIS collection, named after the image,
+    record attached, selected and active. Returns root objects."""
     scene = context.scene
     coll = trellis_collection(scene)
     context.view_layer.update()
@@ -77,6 +94,10 @@ def place_results(context, groups: list[list[bpy.types.Object]], name: str, reco
         sizes.append(hi - lo)
     step = max((s.x for s in sizes), default=0.0) * SPACING
     cursor = scene.cursor.location
+    if anchor is not None:  # to the right of the anchor, standing on its lowest point
+        lo, hi = anchor_bounds(anchor)
+        row_half = step * (len(groups) - 1) / 2 + step / SPACING / 2
+        cursor = Vector((hi.x + step * (SPACING - 1) / SPACING + row_half, (lo.y + hi.y) / 2, lo.z))
     for index, (objects, roots) in enumerate(zip(groups, roots_per_group)):
         lo, hi = _world_bounds(objects)
         offset_x = (index - (len(groups) - 1) / 2) * step

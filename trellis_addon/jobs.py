@@ -25,8 +25,9 @@ KILL_GRACE_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 10.0  # a persistent worker gets this long to stop a job before it is killed
 
 # Job states
-STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
-    "starting", "running", "importing", "done", "failed", "cancelled")
+QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
+    "queued", "starting", "running", "importing", "done", "failed", "cancelled")
+LOCAL_BACKENDS = ("local",)  # one GPU: these run one at a time; others up to JobManager.max_parallel
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 
 _io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trellis-io")
@@ -181,9 +182,9 @@ class Job:
         self._secrets = secrets or {}  # sent to the worker over its stdin only; never recorded
         self.remote: dict | None = None  # the submitted remote task, recorded at once
         self.log_path = os.path.join(output_dir, "worker.log")
-        self.state = STARTING
+        self.state = QUEUED
         self.stage = ""
-        self.text = "Starting worker"
+        self.text = "Queued"
         self.step = self.total = 0
         self.fraction = 0.0
         self.created = time.time()
@@ -194,6 +195,8 @@ class Job:
         self.objects: list[str] = []
         self.messages = collections.deque(maxlen=50)
         self.worker: WorkerProcess | None = None
+        self.launch = None  # callable returning the WorkerProcess to use (None: one of its own)
+        self.anchor = ""  # name of the object the result is placed next to ("" : the 3D cursor)
         self._queue: queue.Queue = queue.Queue()
 
     # --- process -------------------------------------------------------------------------------
@@ -204,6 +207,7 @@ class Job:
     def start(self, worker: WorkerProcess | None = None) -> None:
         """Send the job to a worker: the given persistent one, or a new one of its own."""
         os.makedirs(self.output_dir, exist_ok=True)
+        self.state, self.text, self.started = STARTING, "Starting worker", time.monotonic()
         self.worker = worker or WorkerProcess(log_path=self.log_path).start()
         self.log_path = self.worker.log_path
         self.worker.submit(self, protocol.encode(
@@ -225,11 +229,17 @@ class Job:
         return (self.result or {}).get("cost")
 
     @property
+    def is_local(self) -> bool:
+        return self.backend in LOCAL_BACKENDS
+
+    @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
 
     @property
     def elapsed(self) -> float:
+        if self.state == QUEUED:
+            return 0.0
         return (self.finished or time.monotonic()) - self.started
 
     def poll(self) -> bool:
@@ -280,6 +290,7 @@ class Job:
 
     def cancel(self) -> None:
         if not self.is_finished:
+            self.started = self.started if self.worker else time.monotonic()
             self.set_finished(CANCELLED, "Cancelled")
             self.kill()
 
@@ -325,13 +336,52 @@ class JobManager:
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
         self._persistent: WorkerProcess | None = None
 
-    def add(self, job: Job) -> Job:
+    max_parallel = 3  # hosted and offline jobs running at once (preference); local ones run one at a time
+
+    def add(self, job: Job, launch=None) -> Job:
+        """Queue a prepared job; pump() starts it when a slot is free."""
+        job.launch = launch
         self.jobs.append(job)
-        del self.jobs[:-20]  # the panel shows recent jobs only
+        finished = [j for j in self.jobs if j.is_finished]
+        for old in finished[:-20]:  # the panel shows recent finished jobs only
+            self.jobs.remove(old)
         return job
 
     def active(self) -> list[Job]:
         return [j for j in self.jobs if not j.is_finished]
+
+    def running(self) -> list[Job]:
+        return [j for j in self.jobs if j.state in (STARTING, RUNNING)]
+
+    def pump(self, max_parallel: int | None = None) -> list[Job]:
+        """Start queued jobs, oldest first, while slots are free: one local job at a time, up to
+        max_parallel others. Returns the jobs started. Never blocks on a worker."""
+        limit = max(1, max_parallel or self.max_parallel)
+        running = self.running()
+        local_busy = any(j.is_local for j in running)
+        others = sum(not j.is_local for j in running)
+        started = []
+        for job in [j for j in self.jobs if j.state == QUEUED]:
+            if job.is_local:
+                if local_busy:
+                    continue
+                local_busy = True
+            else:
+                if others >= limit:
+                    continue
+                others += 1
+            try:
+                job.start(job.launch() if job.launch else None)
+            except Exception as exc:  # a worker that cannot start fails its job, not the queue
+                job.fail(f"Could not start the worker: {exc}")
+                continue
+            started.append(job)
+        return started
+
+    def poll_all(self, max_parallel: int | None = None) -> list[Job]:
+        """pump() and apply every job's messages; the jobs that changed."""
+        self.pump(max_parallel)
+        return [j for j in self.jobs if j.poll()]
 
     def get(self, job_id: str) -> Job | None:
         return next((j for j in self.jobs if j.id == job_id), None)

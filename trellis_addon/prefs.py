@@ -28,6 +28,10 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
     confirm_above: bpy.props.FloatProperty(
         name="Confirm Above", default=0.25, min=0.0, precision=2,
         description="Ask before a hosted job whose estimated cost (USD) is above this. 0: always ask")
+    max_parallel_jobs: bpy.props.IntProperty(
+        name="Parallel Jobs", default=3, min=1, max=16,
+        description="Hosted and offline jobs that run at once; more wait in the queue. Local GPU jobs "
+                    "always run one at a time")
     session_cap: bpy.props.FloatProperty(
         name="Session Cap", default=5.0, min=0.0, precision=2,
         description="Refuse hosted jobs once this session's spending (USD) would pass this. 0: no cap")
@@ -73,6 +77,7 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
             box.label(text=f"RUNWARE_API_KEY environment variable: {found}", icon="INFO")
         box.prop(self, "runware_url")
         box.prop(self, "poll_timeout_minutes")
+        box.prop(self, "max_parallel_jobs")
         row = box.row()
         row.prop(self, "confirm_above")
         row.prop(self, "session_cap")
