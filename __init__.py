@@ -2,7 +2,8 @@
 import bpy
 
 from . import operators, panels
-from .trellis_addon import jobs, prefs, props
+from .panels import menus
+from .trellis_addon import cli, jobs, prefs, props
 
 classes = props.classes + prefs.classes + operators.classes + panels.classes
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
@@ -11,9 +12,13 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(clas
 def register():
     _register_classes()
     props.register()
+    menus.register()
+    cli.register()
 
 
 def unregister():
+    cli.unregister()
+    menus.unregister()
     jobs.manager.shutdown()
     operators.local.unregister_timers()
     props.unregister()

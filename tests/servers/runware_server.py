@@ -124,6 +124,7 @@ class RunwareServer:
         self.task_error: dict | None = None  # {"code", "message"}: the task fails at its first poll
         self.failed_results: set[int] = set()  # result indices that end in an error item
         self.never_finish = False
+        self.task_seconds = 0.0  # simulated processing time: a task stays `processing` this long after submit
         self.truncate_glb = False  # serve the first half of the GLB (as a complete response)
         self.cut_glb = False  # announce the whole GLB, send half, close the connection
         self.slow_glb = 0.0  # seconds between 4 KiB pieces of a download
@@ -267,7 +268,7 @@ class RunwareServer:
                     return self.errors(400, "duplicatedTaskUUID", "taskUUID already used", parameter="taskUUID",
                                        taskType=kind, taskUUID=task_uuid)
                 self.submits += 1
-                self.tasks[task_uuid] = {"task": task, "polls": 0}
+                self.tasks[task_uuid] = {"task": task, "polls": 0, "submitted": time.monotonic()}
                 if self.drop_submits:
                     self.drop_submits -= 1
                     raise _Drop()
@@ -324,7 +325,8 @@ class RunwareServer:
         if self.task_error:
             return [dict(base, status="error", error=self.task_error)]
         count = task.get("numberResults", 1)
-        if self.never_finish or entry["polls"] <= self.polls_to_finish:
+        busy = time.monotonic() - entry.get("submitted", 0.0) < self.task_seconds
+        if self.never_finish or entry["polls"] <= self.polls_to_finish or busy:
             progress = min(99, int(100 * entry["polls"] / (self.polls_to_finish + 1)))
             return [dict(base, status="processing", progress=progress) for _ in range(count)]
         seed = task.get("seed", 1234)

@@ -1,0 +1,28 @@
+"""`blender -c trellis ...` where only the bpy module exists (tests, CI): the same handler, same arguments.
+
+Usage: python scripts/trellis_cli.py [--online-mode] generate IMAGE [...] | batch FOLDER -o OUTDIR [...]
+Uses the installed extension (Blender's user extensions); set BLENDER_USER_RESOURCES to pick a profile.
+"""
+import importlib
+import sys
+
+import bpy  # first: addon_utils comes with it
+
+import addon_utils  # noqa: E402
+
+PKG = "bl_ext.user_default.trellis2"
+
+
+def main() -> int:
+    if PKG not in bpy.context.preferences.addons:
+        addon_utils.enable(PKG, default_set=True)
+    argv = sys.argv[1:]
+    if argv[:1] == ["--online-mode"]:  # as `blender --online-mode -c trellis ...`
+        bpy.context.preferences.system.use_online_access = True
+        argv = argv[1:]
+    cli = importlib.import_module(f"{PKG}.trellis_addon.cli")
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
