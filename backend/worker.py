@@ -94,6 +94,7 @@ class Worker:
         self.jobs: list[dict] = []
         self.cond = threading.Condition()
         self.cancel_event = threading.Event()
+        self.current: str | None = None  # id of the running job
         self.closed = False
 
     def read_stdin(self) -> None:
@@ -108,7 +109,12 @@ class Worker:
                 print(f"ignored bad input line: {exc}", file=sys.stderr, flush=True)
                 continue
             if msg["type"] == "cancel":
-                self.cancel_event.set()
+                with self.cond:
+                    if msg.get("id") in (None, self.current):
+                        self.cancel_event.set()  # the running job
+                    elif any(j.get("id") == msg.get("id") for j in self.jobs):  # a queued one: drop it
+                        self.jobs = [j for j in self.jobs if j.get("id") != msg.get("id")]
+                        self.channel.send("cancelled", id=msg.get("id"))
             elif msg["type"] in ("job", "shutdown"):
                 with self.cond:
                     if msg["type"] == "job":
@@ -135,11 +141,13 @@ class Worker:
                     _log(f"idle for {idle_exit:g} s: exiting to free memory")
                     return None
                 self.cond.wait(left)
-            return self.jobs.pop(0) if self.jobs else None
+            job = self.jobs.pop(0) if self.jobs else None
+            self.current = job.get("id") if job else None
+            self.cancel_event.clear()
+            return job
 
     def run_job(self, job: dict) -> None:
         job_id = job.get("id", "?")
-        self.cancel_event.clear()
         ctx = JobContext(job, self.channel, self.cancel_event)
         started = time.monotonic()
         _log(f"job {job_id}: backend {job.get('backend')}, settings {job.get('settings')}")

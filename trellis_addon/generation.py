@@ -149,10 +149,13 @@ def progress_line(job: jobs.Job) -> str:
     return f"TRELLIS {job.name}: {job.fraction * 100:5.1f}% {job.text}{step} [{job.elapsed:.1f}s]"
 
 
-def worker_for(job: jobs.Job) -> jobs.WorkerProcess | None:
-    """The warm local worker for local jobs (one model load for many jobs); None: a worker of its own."""
+def worker_for(job: jobs.Job) -> jobs.WorkerProcess:
+    """A warm worker: the local GPU one (one model load for many jobs), or an idle one of the pool that
+    runs hosted and offline jobs in Blender's Python (no process start per job)."""
     if job.backend != "local":
-        return None
+        log = os.path.join(prefs.jobs_root(), "worker-pool.log")
+        return jobs.manager.pooled_worker("blender-python", lambda: jobs.WorkerProcess(
+            log_path=log, persistent=True, key="blender-python"))
     setup, _ = prefs.local_setup()
     log = os.path.join(prefs.jobs_root(), "local-worker.log")
     key = (setup["python"], tuple(sorted(setup["env"].items())), setup["idle_exit"])

@@ -23,6 +23,7 @@ EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_TAIL_LINES = 12
 KILL_GRACE_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 10.0  # a persistent worker gets this long to stop a job before it is killed
+POOL_IDLE_SECONDS = 60.0  # a warm worker for hosted/offline jobs exits after this long without a job
 
 # Job states
 QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
@@ -72,6 +73,7 @@ class WorkerProcess:
         self.idle_exit = idle_exit
         self.jobs: dict[str, Job] = {}
         self.busy: set[str] = set()
+        self.idle_since = time.monotonic()
         self.proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
@@ -98,6 +100,7 @@ class WorkerProcess:
         with self._lock:
             self.jobs[job.id] = job
             self.busy.add(job.id)
+            self.idle_since = None
         self.send(line)
 
     def send(self, line: str) -> None:
@@ -120,9 +123,12 @@ class WorkerProcess:
             except ValueError:
                 msg = {"type": "log", "level": "warning", "text": raw.decode("utf-8", "replace")}
             with self._lock:
+                targets = [self.jobs[msg["id"]]] if msg.get("id") in self.jobs else list(self.jobs.values())
                 if msg["type"] in ("result", "error", "cancelled"):
                     self.busy.discard(msg.get("id"))
-                targets = [self.jobs[msg["id"]]] if msg.get("id") in self.jobs else list(self.jobs.values())
+                    self.jobs.pop(msg.get("id"), None)  # done with it: later exits do not concern it
+                    if not self.busy:
+                        self.idle_since = time.monotonic()
             for job in targets:
                 job._queue.put(msg)
         code = self.proc.wait()
@@ -140,6 +146,8 @@ class WorkerProcess:
         if not self.persistent:
             self.kill()
             return
+        if job_id not in self.busy:
+            return  # already answered: nothing to stop
         self.send(protocol.encode("cancel", id=job_id))
 
         def enforce():
@@ -335,6 +343,7 @@ class JobManager:
         self.session_cost = 0.0  # USD reported by hosted backends this session
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
         self._persistent: WorkerProcess | None = None
+        self._pool: list[WorkerProcess] = []  # warm workers for hosted and offline jobs, one job each at a time
 
     max_parallel = 3  # hosted and offline jobs running at once (preference); local ones run one at a time
 
@@ -357,6 +366,7 @@ class JobManager:
         """Start queued jobs, oldest first, while slots are free: one local job at a time, up to
         max_parallel others. Returns the jobs started. Never blocks on a worker."""
         limit = max(1, max_parallel or self.max_parallel)
+        self.reap_idle()
         running = self.running()
         local_busy = any(j.is_local for j in running)
         others = sum(not j.is_local for j in running)
@@ -400,6 +410,24 @@ class JobManager:
             self._persistent = worker = make().start()
         return worker
 
+    def pooled_worker(self, key, make) -> WorkerProcess:
+        """An idle warm worker for `key`, or a new one: no process start and imports per job."""
+        self._pool = [w for w in self._pool if w.alive]
+        for worker in self._pool:
+            if worker.key == key and not worker.busy:
+                return worker
+        worker = make().start()
+        self._pool.append(worker)
+        return worker
+
+    def reap_idle(self, seconds: float = POOL_IDLE_SECONDS) -> None:
+        """Let pooled workers that waited `seconds` without a job exit (EOF), before any new job."""
+        now = time.monotonic()
+        for worker in list(self._pool):
+            if not worker.alive or (worker.idle_since is not None and now - worker.idle_since > seconds):
+                worker.close_stdin()
+                self._pool.remove(worker)
+
     def unload(self) -> bool:
         """Stop the warm worker (frees GPU memory); True if one was running."""
         worker, self._persistent = self._persistent, None
@@ -411,6 +439,7 @@ class JobManager:
     def shutdown(self) -> None:
         self.cancel_all()
         self.unload()
+        self.reap_idle(seconds=-1.0)
         self.jobs.clear()
 
 

@@ -1,0 +1,111 @@
+"""Batch figures, one run: `trellis batch` of 20 images on the Runware test server with 1 s simulated
+processing per task, --jobs 1 vs --jobs 4 (goal: >= 3.5x), and the Blender process's memory (RSS)
+after each finished job (goal: no growth per job).
+
+    .venv/bin/python bench/batch_parallel.py [--images 20] [--latency 1.0]
+
+The batch runs as its own Blender process through scripts/trellis_cli.py (the `blender -c trellis`
+handler); the extension is built with Blender's tool and installed into a temporary user folder.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+KEY = "rw-bench-key"
+
+
+def install_extension(user_dir: str) -> None:
+    env = dict(os.environ, BLENDER_USER_RESOURCES=user_dir)
+    zip_path = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"),
+                               "--output-dir", os.path.join(user_dir, "dist")],
+                              check=True, capture_output=True, text=True, env=env).stdout.split()[-1]
+    code = ("import bpy; bpy.ops.extensions.package_install_files(filepath=%r, repo='user_default', "
+            "enable_on_install=True); bpy.ops.wm.save_userpref()" % zip_path)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_batch(images: str, outdir: str, jobs: int, env: dict) -> tuple[float, list[float], str]:
+    """(wall seconds, RSS in MiB after each finished job, summary line)"""
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "trellis_cli.py"), "--online-mode", "batch", images,
+           "-o", outdir, "--jobs", str(jobs), "--backend", "runware", "--seed", "1"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    after_job, summary = [], ""
+    for line in proc.stdout:
+        if re.match(r"trellis: \[\d+/\d+\]", line):
+            after_job.append(rss_mib(proc.pid))
+        if "batch finished" in line:
+            summary = line.strip()
+    proc.wait()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"batch --jobs {jobs} failed (exit {proc.returncode}): {summary}")
+    import json
+    with open(os.path.join(outdir, "manifest.jsonl")) as f:
+        durations = [json.loads(line)["duration"] for line in f]
+    print(f"--jobs {jobs}: job duration mean {sum(durations) / len(durations):.2f} s, max {max(durations):.2f} s")
+    return wall, after_job, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--latency", type=float, default=1.0, help="simulated processing seconds per task")
+    args = parser.parse_args()
+    from servers.runware_server import RunwareServer
+
+    work = tempfile.mkdtemp(prefix="trellis-bench-batch-")
+    try:
+        user = os.path.join(work, "user")
+        install_extension(user)
+        images = os.path.join(work, "in")
+        os.makedirs(images)
+        for i in range(args.images):
+            shutil.copy(os.path.join(ROOT, "examples", "mushroom.png"), os.path.join(images, f"img{i:02d}.png"))
+        results, server_cpu = {}, {}
+        with RunwareServer(api_key=KEY) as server:
+            server.polls_to_finish, server.task_seconds = 0, args.latency
+            env = dict(os.environ, BLENDER_USER_RESOURCES=user, RUNWARE_API_KEY=KEY, TRELLIS_RUNWARE_URL=server.url)
+            for jobs in (1, 4):
+                cpu = time.process_time()
+                results[jobs] = run_batch(images, os.path.join(work, f"out{jobs}"), jobs, env)
+                server_cpu[jobs] = time.process_time() - cpu
+        for jobs, (wall, _, summary) in results.items():
+            print(f"--jobs {jobs}: {wall:.2f} s wall for {args.images} images ({summary.split(': ', 1)[-1]}); "
+                  f"the test server itself used {server_cpu[jobs]:.2f} s of CPU on this machine")
+        speedup = results[1][0] / results[4][0]
+        print(f"speed-up --jobs 4 vs --jobs 1: {speedup:.2f}x (goal >= 3.5x)")
+        for jobs, (_, rss, _) in results.items():
+            if len(rss) >= 4:
+                half = len(rss) // 2
+                first, last = sum(rss[:half]) / half, sum(rss[half:]) / (len(rss) - half)
+                slope = (rss[-1] - rss[1]) / max(1, len(rss) - 2)
+                print(f"--jobs {jobs}: Blender RSS after job 1: {rss[0]:.1f} MiB, after job {len(rss)}: "
+                      f"{rss[-1]:.1f} MiB; mean first half {first:.1f} vs second half {last:.1f} MiB; "
+                      f"{slope:+.2f} MiB per job from job 2 on")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    main()

@@ -1,0 +1,197 @@
+"""`blender -c trellis ...` and headless scripts, run as separate Blender processes.
+
+In a Blender binary the real `blender -c trellis` runs; with the bpy module, scripts/trellis_cli.py calls
+the same registered handler with the same arguments.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import bpy
+import pytest
+
+from conftest import EXAMPLE_IMAGE, ROOT
+from servers.runware_server import RunwareServer
+
+FAST = ["--resolution", "512", "--texture-size", "1024", "--decimation-target", "100000"]
+RUNNER = os.path.join(ROOT, "scripts", "trellis_cli.py")
+KEY = "rw-cli-secret-0a1b2c3d"
+
+
+def command(*args, online=False) -> list[str]:
+    online_flag = ["--online-mode"] if online else []
+    if bpy.app.binary_path:
+        return [bpy.app.binary_path, *online_flag, "-c", "trellis", *args]
+    return [sys.executable, RUNNER, *online_flag, *args]
+
+
+def run(*args, online=False, env=None, timeout=300):
+    return subprocess.run(command(*args, online=online), capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+
+
+@pytest.fixture(scope="module")
+def saved_prefs(addon):
+    """The extension enabled in the saved preferences, as in a user's Blender."""
+    bpy.ops.wm.save_userpref()
+
+
+@pytest.fixture()
+def images(tmp_path, saved_prefs):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("apple", "bottle", "chair", "drum"):
+        shutil.copy(EXAMPLE_IMAGE, folder / f"{name}.png")
+    return folder
+
+
+def manifest(outdir) -> list[dict]:
+    with open(os.path.join(outdir, "manifest.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def is_glb(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"glTF"
+
+
+def test_help_lists_every_option_with_range_and_default(saved_prefs):
+    from backend import schema
+    out = run("generate", "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    for p in schema.PARAMS:
+        if p is schema.RANDOM_SEED:
+            continue
+        option = "--" + p.name.replace("_", "-")
+        assert option in text, option
+        assert p.range_text() in text, (option, p.range_text())
+    assert "default 1024" in text and "--backend" in text and "-o OUTPUT" in text
+    out = run("batch", "--help")
+    assert out.returncode == 0 and "--resume" in out.stdout and "--jobs N" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", EXAMPLE_IMAGE, "--resolution", "700"],
+     "argument --resolution: 700 is out of range (one of 512, 1024, 1536)"),
+    (["generate", EXAMPLE_IMAGE, "--tex-slat-guidance-strength", "11"],
+     "argument --tex-slat-guidance-strength: 11 is out of range (1 to 10)"),
+    (["generate", EXAMPLE_IMAGE, "--seed", "abc"], "argument --seed: expected a number"),
+    (["batch", "somewhere", "-o", "out", "--jobs", "0"], "argument --jobs: 0 is out of range (1 to 16)"),
+    (["generate", EXAMPLE_IMAGE, "--backend", "nowhere"], "argument --backend: invalid choice: 'nowhere'"),
+])
+def test_invalid_options_get_argparse_messages(saved_prefs, args, message):
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_generate_to_glb(saved_prefs, tmp_path):
+    target = tmp_path / "out" / "mushroom.glb"
+    out = run("generate", EXAMPLE_IMAGE, *FAST, "--seed", "7", "-o", str(target))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert is_glb(target) and str(target) in out.stdout
+    assert "done in" in out.stdout and "seed 7" in out.stdout
+
+
+def test_generate_to_blend_with_the_object_in_it(saved_prefs, tmp_path):
+    target = tmp_path / "scene.blend"
+    out = run("generate", EXAMPLE_IMAGE, *FAST, "--number-results", "2", "-o", str(target))
+    assert out.returncode == 0, out.stderr[-2000:]
+    with bpy.data.libraries.load(str(target)) as (source, _):
+        names = list(source.objects)
+    assert {"mushroom.01", "mushroom.02"} <= set(names)
+
+
+def test_generate_failure_exits_non_zero_with_the_message(saved_prefs, tmp_path):
+    out = run("generate", str(tmp_path / "missing.png"))
+    assert out.returncode == 1
+    assert "Image file not found" in out.stderr
+
+
+def test_batch_skips_unsupported_reports_broken_and_keeps_the_rest(images, tmp_path):
+    (images / "notes.txt").write_text("not an image")
+    (images / "broken.png").write_bytes(open(EXAMPLE_IMAGE, "rb").read()[:300])
+    outdir = tmp_path / "out"
+    out = run("batch", str(images), "-o", str(outdir), "--jobs", "2", *FAST, "--seed", "3")
+    assert out.returncode == 1, "one input failed"
+    assert sorted(os.listdir(outdir)) == ["apple.glb", "bottle.glb", "chair.glb", "drum.glb", "manifest.jsonl"]
+    entries = {os.path.basename(e["input"]): e for e in manifest(outdir)}
+    assert entries["notes.txt"]["state"] == "skipped"
+    assert entries["broken.png"]["state"] == "failed" and "Not an image" in entries["broken.png"]["error"]
+    for name in ("apple", "bottle", "chair", "drum"):
+        e = entries[f"{name}.png"]
+        assert e["state"] == "done" and e["output"] == [str(outdir / f"{name}.glb")] and is_glb(e["output"][0])
+        assert e["seed"] == [3] and e["settings"]["resolution"] == 512 and e["duration"] > 0
+    assert "4 done, 1 failed, 1 unsupported skipped" in out.stdout
+    assert out.stdout.count("trellis: [") == 5, "a line per job"
+
+
+def test_batch_on_an_empty_folder_says_so(saved_prefs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = run("batch", str(tmp_path / "empty"), "-o", str(tmp_path / "out"))
+    assert out.returncode == 1 and "nothing to do" in out.stderr
+
+
+def test_batch_interrupted_then_resumed(images, tmp_path):
+    outdir = tmp_path / "out"
+    proc = subprocess.Popen(command("batch", str(images), "-o", str(outdir), "--jobs", "1", *FAST),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = outdir / "manifest.jsonl"
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not (path.exists() and path.read_text().count('"done"') >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stdout and "rerun with --resume" in stdout
+    first = [e for e in manifest(outdir) if e["state"] == "done"]
+    assert 1 <= len(first) < 4
+    assert all(is_glb(e["output"][0]) for e in first)
+    assert not [n for n in os.listdir(outdir) if n.endswith(".part")]
+
+    out = run("batch", str(images), "-o", str(outdir), "--resume", *FAST)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("done earlier, skipped") == len(first)
+    done = {e["input"] for e in manifest(outdir) if e["state"] == "done"}
+    assert len(done) == 4
+    assert sorted(n for n in os.listdir(outdir) if n.endswith(".glb")) == [
+        "apple.glb", "bottle.glb", "chair.glb", "drum.glb"]
+
+
+def test_batch_on_runware_three_at_a_time(images, tmp_path):
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    outdir = tmp_path / "out"
+    with RunwareServer(api_key=KEY) as server:
+        server.polls_to_finish, server.task_seconds = 0, 1.0
+        out = run("batch", str(images), "-o", str(outdir), "--jobs", "3", "--backend", "runware", "--seed", "9",
+                  online=True, env={"RUNWARE_API_KEY": KEY, "TRELLIS_RUNWARE_URL": server.url})
+        submits = [r for r in server.requests if "3dInference" in r["types"]]
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert len(submits) == 4 and server.submits == 4
+    entries = [e for e in manifest(outdir) if e["state"] == "done"]
+    assert len(entries) == 4 and all(e["cost"] == pytest.approx(0.0125) for e in entries)
+    assert "cost $0.0500" in out.stdout
+    assert KEY not in out.stdout + out.stderr and KEY not in open(outdir / "manifest.jsonl").read()
+    starts = sorted(t["submitted"] for t in server.tasks.values())
+    assert starts[2] - starts[0] < 1.0, "three jobs ran at once"
+
+
+def test_headless_script_example(saved_prefs, tmp_path):
+    script = os.path.join(ROOT, "examples", "headless_generate.py")
+    target = tmp_path / "headless.blend"
+    if bpy.app.binary_path:
+        cmd = [bpy.app.binary_path, "-b", "--python-exit-code", "1", "--python", script, "--", EXAMPLE_IMAGE,
+               str(target)]
+    else:
+        cmd = [sys.executable, script, EXAMPLE_IMAGE, str(target)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert target.exists() and "mushroom:" in out.stdout and "seed 42" in out.stdout
+    bad = subprocess.run(cmd[:-2] + [str(tmp_path / "missing.png"), str(tmp_path / "x.blend")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "generation failed" in bad.stderr and "Image file not found" in bad.stderr
