@@ -297,7 +297,7 @@ def run_batch(args) -> int:
     interrupted = False
     try:
         while pending or running:
-            while pending and len(running) < args.jobs:  # prepare only as slots free up
+            while pending and len(running) < 2 * args.jobs:  # a few prepared ahead, not the whole batch
                 path = pending.pop(0)
                 settings = request["settings"]
                 if settings["random_seed"]:  # a new seed per image

@@ -154,8 +154,9 @@ def worker_for(job: jobs.Job) -> jobs.WorkerProcess:
     runs hosted and offline jobs in Blender's Python (no process start per job)."""
     if job.backend != "local":
         log = os.path.join(prefs.jobs_root(), "worker-pool.log")
-        return jobs.manager.pooled_worker("blender-python", lambda: jobs.WorkerProcess(
-            log_path=log, persistent=True, key="blender-python"))
+        # a worker started under other TRELLIS_* variables (test and debug switches) is not reused
+        key = ("blender-python", tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TRELLIS_"))))
+        return jobs.manager.pooled_worker(key, lambda: jobs.WorkerProcess(log_path=log, persistent=True, key=key))
     setup, _ = prefs.local_setup()
     log = os.path.join(prefs.jobs_root(), "local-worker.log")
     key = (setup["python"], tuple(sorted(setup["env"].items())), setup["idle_exit"])

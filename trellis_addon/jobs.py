@@ -389,9 +389,11 @@ class JobManager:
         return started
 
     def poll_all(self, max_parallel: int | None = None) -> list[Job]:
-        """pump() and apply every job's messages; the jobs that changed."""
+        """Apply every job's messages, then pump(): a slot freed now is refilled at once. The jobs that
+        changed."""
+        changed = [j for j in self.jobs if j.poll()]
         self.pump(max_parallel)
-        return [j for j in self.jobs if j.poll()]
+        return changed
 
     def get(self, job_id: str) -> Job | None:
         return next((j for j in self.jobs if j.id == job_id), None)

@@ -146,10 +146,10 @@ def check_result():
 def assert_cancelled():
     job = last_job()
     assert job.state == "cancelled", f"Esc should cancel, job is {job.state}"
-    deadline = time.monotonic() + 5
-    while job.proc.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5  # the warm worker stops the job (and stays for the next one)
+    while job.id in job.worker.busy and job.worker.alive and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert job.proc.poll() is not None, "worker still running after Esc"
+    assert job.id not in job.worker.busy or not job.worker.alive, "worker still on the job after Esc"
 
 
 RUNWARE = {}
@@ -189,6 +189,54 @@ def check_runware():
     RUNWARE["server"].__exit__(None, None, None)
 
 
+EMPTY = {}
+
+
+def add_image_empty():
+    """A reference image standing to the left of the cursor, selected and active, as after Add ▸ Image."""
+    os.environ["TRELLIS_PREVIEW_DELAY"] = "0.3"
+    bpy.context.scene.trellis2.backend = "PREVIEW"
+    empty = bpy.data.objects.new("Reference", None)
+    empty.empty_display_type, empty.empty_display_size = "IMAGE", 1.5
+    empty.data = bpy.data.images.load(IMAGE, check_existing=True)
+    empty.location, empty.rotation_euler = (-4.0, 0.0, 0.0), (1.5708, 0.0, 0.0)
+    bpy.context.scene.collection.objects.link(empty)
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)
+    empty.select_set(True)
+    bpy.context.view_layer.objects.active = empty
+    EMPTY["name"], EMPTY["jobs"] = empty.name, len(jobs().manager.jobs)
+    window, area, region = view3d()
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.view3d.view_selected()
+
+
+def right_click_empty():
+    window, area, region = view3d()  # right-click in the viewport: the Object context menu (left-click select)
+    xdotool("mousemove", str(region.x + region.width // 2), str(window.height - region.y - region.height // 2),
+            "click", "3")
+
+
+def choose_last_menu_entry():
+    xdotool("key", "Up", "key", "Return")  # from the top, Up wraps to the last entry: ours, appended
+
+
+def empty_job_done():
+    return len(jobs().manager.jobs) > EMPTY["jobs"] and last_job().is_finished
+
+
+def check_beside_empty():
+    from mathutils import Vector
+    job = last_job()
+    assert job.state == "done" and job.anchor == EMPTY["name"], f"{job.state} {job.anchor!r}: {job.error}"
+    obj = bpy.data.objects[job.objects[0]]
+    lo_x = min((obj.matrix_world @ Vector(c)).x for c in obj.bound_box)
+    assert lo_x > -4.0 + 0.75, f"placed right of the picture (starts at x={lo_x:.2f})"
+    window, area, region = view3d()
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.view3d.view_all()
+
+
 # (name, action, wait condition before the next step)
 STEPS = [
     ("close splash", close_splash, None),
@@ -209,6 +257,12 @@ STEPS = [
     ("confirm", confirm_cost, runware_done),
     ("runware result", check_runware, None),
     ("cost screenshot", lambda: screenshot("07_cost.png"), None),
+    ("image empty", add_image_empty, None),
+    ("right-click the image empty", right_click_empty, lambda: time.monotonic() - state["waiting_since"] > 1.5),
+    ("context menu screenshot", lambda: screenshot("08_context_menu.png"), None),
+    ("choose Generate 3D Mesh (TRELLIS.2)", choose_last_menu_entry, empty_job_done),
+    ("result beside the empty", check_beside_empty, None),
+    ("beside screenshot", lambda: screenshot("09_beside_empty.png"), None),
 ]
 
 
