@@ -2,7 +2,7 @@
 import bpy
 
 from . import operators, panels
-from .panels import menus
+from .panels import history as history_panel, menus
 from .trellis_addon import cli, jobs, prefs, props
 
 classes = props.classes + prefs.classes + operators.classes + panels.classes
@@ -13,12 +13,14 @@ def register():
     _register_classes()
     props.register()
     menus.register()
+    history_panel.register()
     cli.register()
 
 
 def unregister():
     cli.unregister()
     menus.unregister()
+    history_panel.unregister()
     jobs.manager.shutdown()
     operators.local.unregister_timers()
     props.unregister()

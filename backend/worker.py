@@ -4,6 +4,7 @@ Started by the add-on as ``python -m backend`` in the extension's root folder; s
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -76,6 +77,19 @@ class JobContext:
     def check_cancel(self) -> None:
         if self._cancel.is_set():
             raise Cancelled()
+
+
+RESULT_FILE = "result.json"
+
+
+def write_result(output_dir: str, job_id: str, result: dict) -> None:
+    """output_dir/result.json, atomically: what the job produced, with file names relative to the folder."""
+    data = dict(result, id=job_id, files=[os.path.relpath(f, output_dir) for f in result["files"]],
+                finished=time.time())
+    tmp = os.path.join(output_dir, f".{RESULT_FILE}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, os.path.join(output_dir, RESULT_FILE))
 
 
 def _take_protocol_channel():
@@ -160,6 +174,7 @@ class Worker:
             result.setdefault("info", {})
             result["info"]["seconds"] = round(time.monotonic() - started, 3)
             _log(f"job {job_id}: done in {result['info']['seconds']} s: {result['files']}")
+            write_result(job["output_dir"], job_id, result)  # on disk before anyone is told: survives a crash
             self.channel.send("result", id=job_id, **result)
         except Cancelled:
             self.channel.send("cancelled", id=job_id)

@@ -1,4 +1,4 @@
 """Operators: thin wrappers that hand work to trellis_addon."""
-from . import from_image, generate, local, presets
+from . import from_image, generate, history, local, presets
 
-classes = generate.classes + presets.classes + local.classes + from_image.classes
+classes = generate.classes + presets.classes + local.classes + from_image.classes + history.classes

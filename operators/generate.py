@@ -39,6 +39,10 @@ class TRELLIS_OT_generate(bpy.types.Operator):
             name="Place Near", options={"SKIP_SAVE"},
             description="Name of an object (e.g. the image empty the picture came from) to put the result "
                         "next to. Empty: at the 3D cursor"),
+        force_new=bpy.props.BoolProperty(
+            name="Force New", options={"SKIP_SAVE"},
+            description="Generate even when history already holds this exact request (same image, settings "
+                        "and explicit seed). Off: such a request is answered from history at no cost"),
         cost_confirmed=bpy.props.BoolProperty(options={"SKIP_SAVE", "HIDDEN"}),
     )
 
@@ -52,7 +56,8 @@ class TRELLIS_OT_generate(bpy.types.Operator):
                     image=self.image if is_set("image") else scene.image,
                     backend=self.backend if is_set("backend") else scene.backend,
                     target_size=self.target_size if is_set("target_size") else scene.target_size,
-                    anchor=self.place_near)
+                    anchor=self.place_near,
+                    force_new=self.force_new if is_set("force_new") else scene.force_new)
 
     def _start(self, context, request: dict | None = None) -> jobs.Job | None:
         try:

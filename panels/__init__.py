@@ -1,4 +1,4 @@
-"""Panels and menu entries: drawing only; they read the scene settings and the job manager."""
-from . import sidebar
+"""Panels and menu entries: drawing only; they read the scene settings, the job manager and history."""
+from . import history, sidebar
 
-classes = sidebar.classes
+classes = sidebar.classes + history.classes

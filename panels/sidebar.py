@@ -74,6 +74,8 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         sub = row.row(align=True)
         sub.enabled = not s.random_seed
         sub.prop(s, "seed")
+        if not s.random_seed:
+            col.prop(s, "force_new")
         col.prop(s, "number_results")
         col.prop(s, "target_size")
 

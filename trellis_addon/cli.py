@@ -79,6 +79,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                                help=help_text)
     group.add_argument("--target-size", type=float, default=None, metavar="METRES",
                        help="scale results so the longest side has this length (default 0: keep)")
+    group.add_argument("--force-new", action="store_true",
+                       help="generate even when history already has this exact request (explicit seed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +177,7 @@ def run_generate(args) -> int:
     if output and not output.lower().endswith((".glb", ".blend")):
         print(f"trellis: error: -o must end in .glb or .blend, got {args.output!r}", file=sys.stderr)
         return 2
-    job = generation.prepare_job(image=os.path.abspath(args.image), **_scene_request(args))
+    job = generation.prepare_job(image=os.path.abspath(args.image), force_new=args.force_new, **_scene_request(args))
     generation.enqueue(job)
     try:
         _run_to_end(job, jobs.manager.max_parallel)
@@ -184,6 +186,7 @@ def run_generate(args) -> int:
         print("trellis: interrupted", file=sys.stderr)
         return 130
     if job.state == jobs.IMPORTING and (not output or output.lower().endswith(".glb")):
+        generation.persist_record(job)
         written = copy_results(job, output) if output else job.result["files"]
         job.set_finished(jobs.DONE, "Done")
     elif job.state == jobs.IMPORTING:
@@ -304,16 +307,18 @@ def run_batch(args) -> int:
                     settings = generation.resolve_settings(settings, {})
                 try:
                     job = generation.prepare_job(image=path, backend=request["backend"], settings=settings,
-                                                 target_size=request["target_size"], keep_image=False)
+                                                 target_size=request["target_size"], keep_image=False,
+                                                 force_new=args.force_new)
                 except generation.RequestError as exc:
                     record(path, None, error=str(exc))
                     continue
-                jobs.manager.add(job, launch=lambda job=job: generation.worker_for(job))
+                generation.enqueue(job, args.jobs)
                 running[job.id] = (path, job)
             jobs.manager.poll_all(args.jobs)
             for job_id, (path, job) in list(running.items()):
                 if job.state == jobs.IMPORTING:
                     try:
+                        generation.persist_record(job)
                         outputs = copy_results(job, os.path.join(outdir, names[path] + ".glb"))
                     except OSError as exc:
                         job.fail(f"Could not write the output: {exc}")

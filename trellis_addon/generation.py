@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 
 from ..backend import registry, schema
-from . import image_input, importer, jobs, prefs
+from . import history, image_input, importer, jobs, prefs
 
 
 def addon_version() -> str:
@@ -39,29 +39,20 @@ def resolve_settings(scene_settings: dict, overrides: dict) -> dict:
     return settings
 
 
-def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0, anchor: str = "",
-                keep_image: bool = True) -> jobs.Job:
-    """Check everything, write the prepared image, return an unstarted Job. Raises RequestError.
-    anchor: an object the result is placed next to. keep_image=False removes an image this call
-    loaded from a file once its pixels are read (batches)."""
-    backend = backend.lower()
-    if backend not in registry.BY_ID:
-        raise RequestError(f"Unknown backend {backend!r} (available: {', '.join(registry.BY_ID)})")
-    if target_size < 0:
-        raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
-    info = registry.BY_ID[backend]
-    options, secrets = {}, {}
+def model_id(backend: str) -> str:
+    """What model answers on this backend (part of the cache key)."""
     if backend == "local":
-        try:
-            _, options = prefs.local_setup()
-        except prefs.AccessError as exc:
-            raise RequestError(f"{info.label}: {exc}") from None
-    if info.needs_network:
-        try:
-            options, secrets = prefs.remote_access(backend)
-        except prefs.AccessError as exc:
-            raise RequestError(f"{info.label}: {exc}") from None
-        check_session_cap(info.estimate_cost(settings))
+        p = prefs.get()
+        return (p.local_model if p else "") or os.environ.get("TRELLIS2_MODEL", "") or "microsoft/TRELLIS.2-4B"
+    return {"runware": "microsoft:trellis-2@4b"}.get(backend, backend)
+
+
+def _read_image(image, keep_image: bool) -> tuple[np.ndarray, str, str]:
+    """(rgba, display name, reference) for a datablock, a file path, or a history entry's input_rgba.npy."""
+    if isinstance(image, str) and image.endswith(".npy") and os.path.isfile(image):  # a history entry
+        record = history.read_entry(os.path.dirname(image))
+        name = record.title if record else "image"
+        return np.load(image, allow_pickle=False), name, (record.record.get("image") if record else "") or image
     known = set(bpy.data.images)
     img = None
     try:
@@ -75,29 +66,92 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     finally:
         if not keep_image and img is not None and img not in known:
             bpy.data.images.remove(img)
+    return rgba, name, image_ref
+
+
+def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0, anchor: str = "",
+                keep_image: bool = True, force_new: bool = False) -> jobs.Job:
+    """Check everything, write the prepared image, return an unstarted Job. Raises RequestError.
+    A request with an explicit seed that history already answered comes back as a job served from
+    the cache (no worker, no network, no cost) unless force_new. anchor: an object the result is placed
+    next to. keep_image=False removes an image this call loaded from a file once read (batches)."""
+    backend = backend.lower()
+    if backend not in registry.BY_ID:
+        raise RequestError(f"Unknown backend {backend!r} (available: {', '.join(registry.BY_ID)})")
+    if target_size < 0:
+        raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
+    info = registry.BY_ID[backend]
+    rgba, name, image_ref = _read_image(image, keep_image)
+    image_sha = history.image_hash(rgba)
+    key = history.cache_key(image_sha, backend, model_id(backend), settings)
+    cached = None if settings["random_seed"] or force_new else history.history.find_cached(prefs.jobs_root(), key)
+    if cached is not None:
+        job = jobs.Job(name=name, backend=backend, settings=settings, output_dir=cached.folder,
+                       rgba_path=os.path.join(cached.folder, history.INPUT), image_ref=image_ref,
+                       target_size=target_size)
+        job.anchor, job.image_sha, job.cache_key, job.from_cache = anchor, image_sha, key, cached.id
+        job.result = {"files": cached.files, "seeds": cached.record.get("seeds", []), "cost": 0.0}
+        return job
+    options, secrets = {}, {}
+    if backend == "local":
+        try:
+            _, options = prefs.local_setup()
+        except prefs.AccessError as exc:
+            raise RequestError(f"{info.label}: {exc}") from None
+    if info.needs_network:
+        try:
+            options, secrets = prefs.remote_access(backend)
+        except prefs.AccessError as exc:
+            raise RequestError(f"{info.label}: {exc}") from None
+        check_session_cap(info.estimate_cost(settings))
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "image"
     folder = os.path.join(prefs.jobs_root(),
                           f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}")
     os.makedirs(folder, exist_ok=True)
-    rgba_path = os.path.join(folder, "input_rgba.npy")
+    rgba_path = os.path.join(folder, history.INPUT)
     np.save(rgba_path, rgba)
+    history.write_thumbnail(rgba, os.path.join(folder, history.THUMB))
     job = jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
                    image_ref=image_ref, target_size=target_size, options=options, secrets=secrets)
-    job.anchor = anchor
+    job.anchor, job.image_sha, job.cache_key = anchor, image_sha, key
     return job
 
 
-def enqueue(job: jobs.Job) -> jobs.Job:
-    """Queue a prepared job and start it if a slot is free."""
-    jobs.manager.add(job, launch=lambda: worker_for(job))
-    pump()
-    return job
+def persist_record(job: jobs.Job) -> None:
+    """record.json in the job's folder, synchronously: on disk before the import starts. Holds what
+    was sent and what came back, never a key."""
+    if job.from_cache:
+        return  # the entry it came from has its record
+    record = dict(job.record(), files=[os.path.relpath(f, job.output_dir) for f in job.result["files"]],
+                  image_hash=job.image_sha, cache_key=job.cache_key, model=model_id(job.backend),
+                  addon_version=addon_version(), finished=time.time(), info=job.result.get("info", {}))
+    history.write_json_atomic(os.path.join(job.output_dir, history.RECORD), record)
+    history.history.invalidate()
 
 
-def pump() -> None:
-    """Start queued jobs as slots free up (cap from the preferences)."""
+def prune_history() -> None:
+    """Apply the history size cap (preferences) in the background, keeping unfinished jobs."""
     p = prefs.get()
-    jobs.manager.pump(p.max_parallel_jobs if p else None)
+    if not p or p.history_cap_gb <= 0:
+        return
+    root, cap = prefs.jobs_root(), int(p.history_cap_gb * 1024 ** 3)
+    keep = {j.output_dir for j in jobs.manager.active()}
+    jobs.submit_io(history.history.prune, root, cap, keep)
+
+
+def enqueue(job: jobs.Job, max_parallel: int | None = None) -> jobs.Job:
+    """Queue a prepared job and start it if a slot is free (a cached answer goes straight to import)."""
+    jobs.manager.add(job, launch=lambda: worker_for(job))
+    if job.from_cache:
+        job.state, job.fraction, job.text = jobs.IMPORTING, 1.0, "From cache"
+    pump(max_parallel)
+    return job
+
+
+def pump(max_parallel: int | None = None) -> None:
+    """Start queued jobs as slots free up (cap: the argument, else the preferences)."""
+    p = prefs.get()
+    jobs.manager.pump(max_parallel or (p.max_parallel_jobs if p else None))
 
 
 def check_session_cap(estimate: float) -> None:
@@ -119,6 +173,7 @@ def needs_cost_confirmation(backend: str, settings: dict) -> float:
 def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
     """Import every GLB of a finished job; on failure nothing stays half-imported."""
     created: list[bpy.types.Object] = []
+    persist_record(job)  # the result is safe whatever happens next
     try:
         groups = []
         for path in job.result["files"]:
@@ -127,7 +182,8 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
             groups.append(objects)
         record = {"addon_version": addon_version(), "backend": job.backend, "settings": job.settings,
                   "seeds": job.result.get("seeds", []), "files": job.result["files"], "cost": job.result.get("cost"),
-                  "image": job.image_ref, "job": job.id, "job_folder": job.output_dir}
+                  "image": job.image_ref, "job": job.id, "job_folder": job.output_dir,
+                  "cache_key": job.cache_key, "from_cache": bool(job.from_cache)}
         anchor = bpy.data.objects.get(job.anchor) if job.anchor else None
         roots = importer.place_results(context, groups, job.name, record, job.target_size, anchor=anchor)
     except Exception as exc:
@@ -137,7 +193,8 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
         job.fail(f"Import failed: {exc}")
         raise RequestError(job.error) from None
     job.objects = [o.name for o in roots]
-    job.set_finished(jobs.DONE, f"Done: {', '.join(job.objects)}")
+    job.set_finished(jobs.DONE, f"Done: {', '.join(job.objects)}" + (" (from cache)" if job.from_cache else ""))
+    prune_history()
     return roots
 
 

@@ -18,6 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ..backend import protocol
+from . import history
 
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_TAIL_LINES = 12
@@ -32,6 +33,14 @@ LOCAL_BACKENDS = ("local",)  # one GPU: these run one at a time; others up to Jo
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 
 _io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trellis-io")
+
+
+def submit_io(fn, *args) -> None:
+    """Run fn(*args) on the background file thread (never on Blender's main thread)."""
+    try:
+        _io.submit(fn, *args)
+    except RuntimeError:  # shutting down
+        fn(*args)
 
 
 def flush_records(timeout: float = 10.0) -> None:
@@ -205,6 +214,8 @@ class Job:
         self.worker: WorkerProcess | None = None
         self.launch = None  # callable returning the WorkerProcess to use (None: one of its own)
         self.anchor = ""  # name of the object the result is placed next to ("" : the 3D cursor)
+        self.image_sha = self.cache_key = ""  # see history.py
+        self.from_cache = ""  # id of the history entry that answered this request
         self._queue: queue.Queue = queue.Queue()
 
     # --- process -------------------------------------------------------------------------------
@@ -278,6 +289,7 @@ class Job:
             self.remote = {k: v for k, v in msg.items() if k not in ("type", "id")}
             self.save_record()  # a paid task id is on disk before anything else can go wrong
         elif kind == "result":
+            history.history.invalidate()  # result.json is on disk
             self.result = msg
             manager.session_cost += float(msg.get("cost") or 0.0)
             self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
@@ -303,6 +315,7 @@ class Job:
             self.kill()
 
     def set_finished(self, state: str, text: str) -> None:
+        history.history.invalidate()
         self.state, self.text = state, text
         self.finished = time.monotonic()
         self.finished_wall = time.time()
@@ -316,10 +329,12 @@ class Job:
             "settings": self.settings, "state": self.state, "error": self.error,
             "created": self.created, "seconds": round(self.elapsed, 3),
             "files": result.get("files", []), "seeds": result.get("seeds", []), "cost": result.get("cost"),
-            "remote": self.remote, "objects": self.objects, "log": self.log_path,
+            "remote": self.remote, "objects": self.objects, "log": self.log_path, "target_size": self.target_size,
         }
 
     def save_record(self) -> None:
+        if self.from_cache:
+            return  # its folder belongs to the history entry that answered it
         path = os.path.join(self.output_dir, "job.json")
         try:
             _io.submit(write_json_atomic, path, self.record())

@@ -15,6 +15,11 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         name="Results Folder", subtype="DIR_PATH",
         description="Where each job keeps its input, GLB files and log. Empty: the extension's user folder")
 
+    history_cap_gb: bpy.props.FloatProperty(
+        name="Keep at Most (GB)", default=20.0, min=0.0, soft_max=500.0, precision=1,
+        description="History size cap: the oldest results are deleted beyond it (never a running job or a "
+                    "paid task not yet downloaded). 0: keep everything")
+
     runware_api_key: bpy.props.StringProperty(
         name="Runware API Key", subtype="PASSWORD",
         description="Key from runware.ai. Stored in your Blender preferences, never in .blend files. "
@@ -69,6 +74,7 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.prop(self, "output_dir")
         layout.label(text=f"In use: {jobs_root(create=False)}", icon="FILE_FOLDER")
+        layout.prop(self, "history_cap_gb")
         box = layout.box()
         box.label(text="Runware (hosted TRELLIS.2)", icon="WORLD")
         box.prop(self, "runware_api_key")

@@ -60,6 +60,9 @@ class TRELLIS_PG_settings(bpy.types.PropertyGroup):
         target_size=bpy.props.FloatProperty(
             name="Target Size", default=0.0, min=0.0, soft_max=10.0, unit="LENGTH",
             description="Scale the result so its longest side has this length. 0 keeps the model's ~1 m"),
+        force_new=bpy.props.BoolProperty(
+            name="Force New", description="Generate even when history already holds this exact request (same "
+                                          "image, settings and explicit seed). Off: it is answered from history"),
     )
 
     def to_settings(self) -> dict:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import EXAMPLE_IMAGE, PKG, ROOT, mod
 
-FAST = dict(backend="LOCAL", resolution=512, seed=9)
+FAST = dict(backend="LOCAL", resolution=512, seed=9, force_new=True)  # every job runs: no history answers
 
 
 @pytest.fixture()

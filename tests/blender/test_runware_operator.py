@@ -29,6 +29,7 @@ def runware(scene, monkeypatch):
 
 
 def generate(**kwargs):
+    kwargs.setdefault("force_new", True)  # each call reaches the server (test_history covers the cache)
     return bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=11, **kwargs)
 
 

@@ -1,0 +1,220 @@
+"""History entries (re-import, open, settings, delete, prune) and the result object's Regenerate,
+Variations and Load Settings."""
+from __future__ import annotations
+
+import json
+import os
+
+import bpy
+
+from ..backend import schema
+from ..trellis_addon import generation, history, importer, jobs, prefs, props
+
+
+def _entry(entry_id: str) -> history.Entry | None:
+    root = prefs.jobs_root()
+    folder = os.path.join(root, entry_id)
+    return history.read_entry(folder) if entry_id and os.path.isdir(folder) else None
+
+
+def _active_record(context) -> dict | None:
+    obj = context.active_object
+    text = obj.get(importer.RECORD_PROPERTY) if obj is not None else None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def load_settings(scene_settings, record: dict) -> None:
+    """The panel's settings from a record (unknown or out-of-range values are skipped)."""
+    saved = record.get("settings") or {}
+    for param in schema.PARAMS:
+        if param.name in saved:
+            try:
+                props.set_scene_value(scene_settings, param, param.validate(saved[param.name]))
+            except (schema.SettingError, TypeError, ValueError):
+                pass
+    if record.get("seed") is not None:
+        scene_settings.seed = int(record["seed"])
+    if record.get("backend"):
+        scene_settings.backend = record["backend"].upper()
+
+
+def _source(record: dict) -> str:
+    """The image to generate from again: the entry's prepared copy, else the original file."""
+    folder = record.get("job_folder") or ""
+    copy = os.path.join(folder, history.INPUT)
+    return copy if os.path.isfile(copy) else record.get("image") or ""
+
+
+class _EntryOperator:
+    bl_options = {"INTERNAL"}
+    entry: bpy.props.StringProperty(options={"SKIP_SAVE"})  # folder name under the results folder
+
+
+class TRELLIS_OT_history_import(_EntryOperator, bpy.types.Operator):
+    """Import this result again (or for the first time, if Blender stopped before importing it)"""
+
+    bl_idname = "trellis.history_import"
+    bl_label = "Import Result"
+    bl_options = {"UNDO", "INTERNAL"}
+
+    def execute(self, context):
+        entry = _entry(self.entry)
+        if entry is None or entry.state not in (history.DONE, history.READY):
+            self.report({"ERROR"}, f"History entry {self.entry!r} has no importable result")
+            return {"CANCELLED"}
+        record = entry.record
+        job = jobs.Job(name=entry.title, backend=record.get("backend", "preview"),
+                       settings=record.get("settings") or {}, rgba_path=os.path.join(entry.folder, history.INPUT),
+                       output_dir=entry.folder, image_ref=record.get("image", ""),
+                       target_size=float(record.get("target_size") or 0.0))
+        job.image_sha, job.cache_key = record.get("image_hash", ""), record.get("cache_key", "")
+        job.result = {"files": entry.files, "seeds": record.get("seeds", []), "cost": record.get("cost"),
+                      "info": record.get("info", {})}
+        job.remote, job.created = record.get("remote"), record.get("created", job.created)
+        job.state = jobs.IMPORTING
+        try:
+            generation.import_job(context, job)
+        except generation.RequestError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"TRELLIS: imported {', '.join(job.objects)} from history")
+        return {"FINISHED"}
+
+
+class TRELLIS_OT_history_open(_EntryOperator, bpy.types.Operator):
+    """Open this result's folder in the file manager"""
+
+    bl_idname = "trellis.history_open"
+    bl_label = "Open Folder"
+
+    def execute(self, context):
+        bpy.ops.wm.path_open(filepath=os.path.join(prefs.jobs_root(), self.entry))
+        return {"FINISHED"}
+
+
+class TRELLIS_OT_history_settings(_EntryOperator, bpy.types.Operator):
+    """Copy this result's settings, seed and backend into the TRELLIS panel"""
+
+    bl_idname = "trellis.history_settings"
+    bl_label = "Copy Settings to Panel"
+    bl_options = {"UNDO", "INTERNAL"}
+
+    def execute(self, context):
+        entry = _entry(self.entry)
+        if entry is None or not entry.record.get("settings"):
+            self.report({"ERROR"}, "This entry has no readable settings")
+            return {"CANCELLED"}
+        seeds = entry.record.get("seeds") or [None]
+        load_settings(context.scene.trellis2, dict(entry.record, seed=seeds[0]))
+        return {"FINISHED"}
+
+
+class TRELLIS_OT_history_delete(_EntryOperator, bpy.types.Operator):
+    """Delete this entry's folder (GLB files, input, record) from disk"""
+
+    bl_idname = "trellis.history_delete"
+    bl_label = "Delete History Entry"
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context):
+        entry = _entry(self.entry)
+        if entry is None:
+            return {"CANCELLED"}
+        if any(j.output_dir == entry.folder for j in jobs.manager.active()):
+            self.report({"ERROR"}, "A running job uses this folder")
+            return {"CANCELLED"}
+        history.history.delete(entry)
+        return {"FINISHED"}
+
+
+class TRELLIS_OT_history_prune(bpy.types.Operator):
+    """Delete the oldest results until the history fits the size cap of the preferences"""
+
+    bl_idname = "trellis.history_prune"
+    bl_label = "Prune History Now"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context):
+        p = prefs.get()
+        if not p or p.history_cap_gb <= 0:
+            self.report({"INFO"}, "No size cap set (preferences: Keep at Most)")
+            return {"CANCELLED"}
+        keep = {j.output_dir for j in jobs.manager.active()}
+        deleted = history.history.prune(prefs.jobs_root(), int(p.history_cap_gb * 1024 ** 3), keep)
+        self.report({"INFO"}, f"TRELLIS: deleted {len(deleted)} old results")
+        return {"FINISHED"}
+
+
+class _ResultOperator:
+    @classmethod
+    def poll(cls, context):
+        if _active_record(context) is None:
+            cls.poll_message_set("Select an object generated by TRELLIS")
+            return False
+        return True
+
+
+class TRELLIS_OT_regenerate(_ResultOperator, bpy.types.Operator):
+    """Generate the selected result again with the same image, settings and seed: answered from history
+    at no cost while its entry exists"""
+
+    bl_idname = "trellis.regenerate"
+    bl_label = "Regenerate"
+
+    def execute(self, context):
+        record = _active_record(context)
+        settings = dict(record.get("settings") or {}, random_seed=False, seed=record.get("seed", 0),
+                        number_results=1)
+        return _generate(self, record, settings)
+
+
+class TRELLIS_OT_variations(_ResultOperator, bpy.types.Operator):
+    """Generate new variations of the selected result: same image and settings, new seeds, side by side"""
+
+    bl_idname = "trellis.variations"
+    bl_label = "Variations"
+
+    count: bpy.props.IntProperty(name="Variations", default=4, min=1, max=4, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        record = _active_record(context)
+        settings = dict(record.get("settings") or {}, random_seed=True, number_results=self.count)
+        return _generate(self, record, settings)
+
+
+class TRELLIS_OT_load_settings(_ResultOperator, bpy.types.Operator):
+    """Load the selected result's settings, seed and backend into the TRELLIS panel"""
+
+    bl_idname = "trellis.load_settings"
+    bl_label = "Load Settings"
+    bl_options = {"UNDO"}
+
+    def execute(self, context):
+        load_settings(context.scene.trellis2, _active_record(context))
+        return {"FINISHED"}
+
+
+def _generate(op, record: dict, settings: dict) -> set:
+    image = _source(record)
+    if not image:
+        op.report({"ERROR"}, "The result's image is gone (no history entry, no file)")
+        return {"CANCELLED"}
+    keywords = {k: v for k, v in settings.items() if k in schema.BY_NAME}
+    try:
+        keywords = schema.validate(keywords)
+    except schema.SettingError as exc:
+        op.report({"ERROR"}, f"The stored settings are invalid: {exc}")
+        return {"CANCELLED"}
+    mode = "EXEC_DEFAULT" if bpy.app.background or bpy.context.window is None else "INVOKE_DEFAULT"
+    return bpy.ops.trellis.generate(mode, image=image, backend=(record.get("backend") or "preview").upper(),
+                                    target_size=float(record.get("target_size") or 0.0), **keywords)
+
+
+classes = (TRELLIS_OT_history_import, TRELLIS_OT_history_open, TRELLIS_OT_history_settings,
+           TRELLIS_OT_history_delete, TRELLIS_OT_history_prune, TRELLIS_OT_regenerate, TRELLIS_OT_variations,
+           TRELLIS_OT_load_settings)

@@ -1,0 +1,126 @@
+"""3D View ▸ Sidebar ▸ TRELLIS ▸ History and Selected Result."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import bpy
+import bpy.utils.previews
+
+from ..trellis_addon import history, importer, prefs
+from .sidebar import _SidebarPanel
+
+SHOWN = 12  # entries listed; the folder keeps them all
+_previews = None
+
+
+def thumbnail(entry: history.Entry) -> int:
+    """Icon id of the entry's thumb.png (loaded once per entry), 0 without one."""
+    path = os.path.join(entry.folder, history.THUMB)
+    if _previews is None or not os.path.isfile(path):
+        return 0
+    if entry.id not in _previews:
+        _previews.load(entry.id, path, "IMAGE")
+    return _previews[entry.id].icon_id
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 ** 3:.2f} GB" if n >= 1024 ** 3 else f"{n / 1024 ** 2:.1f} MB"
+
+
+def draw_entry(layout, entry: history.Entry) -> None:
+    box = layout.box()
+    row = box.row()
+    icon = thumbnail(entry)
+    if entry.state == history.BROKEN:
+        row.label(text=f"{entry.id}: broken ({entry.problem})", icon="ERROR")
+        row.operator("trellis.history_delete", text="", icon="TRASH").entry = entry.id
+        return
+    record = entry.record
+    when = time.strftime("%m-%d %H:%M", time.localtime(entry.created)) if entry.created else ""
+    seeds = ", ".join(map(str, record.get("seeds") or [])) or "?"
+    col = row.column()
+    if icon:
+        col.template_icon(icon_value=icon, scale=2.0)
+    col = row.column(align=True)
+    col.label(text=f"{entry.title} · {record.get('backend', '?')}")
+    col.label(text=f"{when} · seed {seeds} · {_size(entry.size)}")
+    if entry.state == history.READY:
+        col.label(text="Not imported yet", icon="INFO")
+    elif entry.state == history.PENDING:
+        col.label(text="Submitted, result not downloaded", icon="TIME")
+    buttons = box.row(align=True)
+    if entry.state in (history.DONE, history.READY):
+        buttons.operator("trellis.history_import", text="Import", icon="IMPORT").entry = entry.id
+        buttons.operator("trellis.history_settings", text="", icon="PRESET").entry = entry.id
+    buttons.operator("trellis.history_open", text="", icon="FILE_FOLDER").entry = entry.id
+    buttons.operator("trellis.history_delete", text="", icon="TRASH").entry = entry.id
+
+
+class TRELLIS_PT_history(_SidebarPanel, bpy.types.Panel):
+    """Every result kept on disk: import again, copy settings, delete"""
+
+    bl_label = "History"
+    bl_parent_id = "TRELLIS_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+    bl_order = 20
+
+    def draw(self, context):
+        layout = self.layout
+        root = prefs.jobs_root(create=False)
+        entries = history.history.results(root)
+        p = prefs.get()
+        cap = f" of {p.history_cap_gb:g} GB" if p and p.history_cap_gb > 0 else ""
+        row = layout.row()
+        row.label(text=f"{len(entries)} results · {_size(history.history.total_size(root))}{cap}")
+        row.operator("trellis.history_prune", text="", icon="BRUSH_DATA")
+        if not entries:
+            layout.label(text="Finished jobs appear here", icon="INFO")
+        for entry in entries[:SHOWN]:
+            draw_entry(layout, entry)
+        if len(entries) > SHOWN:
+            layout.label(text=f"{len(entries) - SHOWN} older results in the folder")
+
+
+class TRELLIS_PT_result(_SidebarPanel, bpy.types.Panel):
+    """The selected object's TRELLIS record: generate it again or vary it"""
+
+    bl_label = "Selected Result"
+    bl_parent_id = "TRELLIS_PT_main"
+    bl_order = 19
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and importer.RECORD_PROPERTY in obj
+
+    def draw(self, context):
+        obj = context.active_object
+        try:
+            record = json.loads(obj[importer.RECORD_PROPERTY])
+        except (ValueError, TypeError):
+            self.layout.label(text="Unreadable TRELLIS record", icon="ERROR")
+            return
+        col = self.layout.column(align=True)
+        col.label(text=f"{record.get('backend', '?')} · seed {record.get('seed')}"
+                       + (" · from cache" if record.get("from_cache") else ""))
+        row = col.row(align=True)
+        row.operator("trellis.regenerate", icon="FILE_REFRESH")
+        row.operator("trellis.variations", icon="MOD_ARRAY")
+        col.operator("trellis.load_settings", icon="PRESET")
+
+
+def register():
+    global _previews
+    _previews = bpy.utils.previews.new()
+
+
+def unregister():
+    global _previews
+    if _previews is not None:
+        bpy.utils.previews.remove(_previews)
+        _previews = None
+
+
+classes = (TRELLIS_PT_result, TRELLIS_PT_history)
