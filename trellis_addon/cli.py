@@ -147,6 +147,8 @@ def main(argv: list[str]) -> int:
     except generation.RequestError as exc:
         print(f"trellis: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        jobs.manager.stop_workers()  # Blender exits next: no worker or reader thread left behind
 
 
 def _run_to_end(job: jobs.Job, max_parallel: int) -> None:

@@ -116,7 +116,7 @@ def read_entry(folder: str) -> Entry | None:
                 data = _read(paths[name])
                 if name == RESULT:  # not imported yet: what we know comes from job.json and result.json
                     job = _read(paths[JOB]) if os.path.exists(paths[JOB]) else {}
-                    data = dict(job, **data, files=data.get("files", []))
+                    data = {**job, **data}
                 entry = Entry(folder, state, data, size=size)
                 missing = [os.path.basename(f) for f in entry.files if not os.path.isfile(f)]
                 if not entry.files or missing:

@@ -98,7 +98,8 @@ class WorkerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=EXTENSION_ROOT, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=log, env=self.env, **popen_extra)
-        threading.Thread(target=self._read, name="trellis-worker", daemon=True).start()
+        self.reader = threading.Thread(target=self._read, name="trellis-worker", daemon=True)
+        self.reader.start()
         return self
 
     @property
@@ -457,6 +458,22 @@ class JobManager:
         self.cancel_all()
         self.unload()
         self.reap_idle(seconds=-1.0)
+
+    def stop_workers(self, timeout: float = 5.0) -> None:
+        """Command-line runs, before Blender exits: cancel what runs, let every warm worker exit (EOF) and
+        wait for it and its reader thread, so no thread reads a pipe while the interpreter is torn down."""
+        workers = [w for w in [self._persistent, *self._pool] if w is not None]
+        self.shutdown()
+        end = time.monotonic() + timeout
+        for worker in workers:
+            worker.close_stdin()
+            try:
+                worker.proc.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            reader = getattr(worker, "reader", None)
+            if reader is not None:
+                reader.join(max(0.1, end - time.monotonic()))
         self.jobs.clear()
 
 

@@ -1,0 +1,187 @@
+"""History, cache, reproducibility and crash recovery, in real Blender."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import bpy
+import pytest
+
+from conftest import EXAMPLE_IMAGE, PKG, mod
+from test_runware_operator import KEY, runware  # noqa: F401 (fixture)
+
+FAST = dict(backend="PREVIEW", resolution=512, texture_size=1024, decimation_target=100000)
+
+
+def entries():
+    h = mod("trellis_addon.history")
+    h.history.invalidate()
+    return h.history.results(mod("trellis_addon.prefs").jobs_root())
+
+
+def active_record():
+    return json.loads(bpy.context.view_layer.objects.active["trellis2"])
+
+
+def test_result_is_on_disk_before_the_import_and_survives_a_failed_import(scene, monkeypatch):
+    importer = mod("trellis_addon.importer")
+    seen = {}
+
+    def failing_import(context, path):
+        folder = os.path.dirname(path)
+        seen["record"] = os.path.isfile(os.path.join(folder, "record.json"))
+        seen["result"] = os.path.isfile(os.path.join(folder, "result.json"))
+        raise RuntimeError("simulated importer crash")
+    monkeypatch.setattr(importer, "import_glb", failing_import)
+    with pytest.raises(RuntimeError, match="Import failed: simulated importer crash"):
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=5, **FAST)
+    assert seen == {"record": True, "result": True}, "persisted before the import started"
+    monkeypatch.undo()
+    [entry] = entries()
+    assert entry.state == "done" and all(os.path.isfile(f) for f in entry.files)
+    record = entry.record
+    assert record["backend"] == "preview" and record["seeds"] == [5] and record["settings"]["resolution"] == 512
+    assert len(record["image_hash"]) == 64 and len(record["cache_key"]) == 64 and record["addon_version"]
+    assert os.path.isfile(os.path.join(entry.folder, "thumb.png"))
+    assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
+    assert bpy.context.view_layer.objects.active.name == "mushroom"
+
+
+def test_explicit_seed_is_answered_from_history_without_a_request(runware):  # noqa: F811
+    def generate(**kw):
+        return bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", **kw)
+    assert generate(seed=21) == {"FINISHED"}
+    assert runware.submits == 1
+    first = active_record()
+    assert generate(seed=21) == {"FINISHED"}
+    assert runware.submits == 1, "no second request"
+    cached = active_record()
+    assert cached["from_cache"] is True and cached["cost"] == 0.0 and cached["seed"] == 21
+    assert cached["files"] == first["files"]
+    jobs = mod("trellis_addon.jobs")
+    assert "(from cache)" in jobs.manager.jobs[-1].text
+    assert generate(seed=21, force_new=True) == {"FINISHED"}
+    assert runware.submits == 2, "Force New bypasses the cache"
+    assert generate(seed=22) == {"FINISHED"} and runware.submits == 3, "another seed is another request"
+    generate(random_seed=True)
+    generate(random_seed=True)
+    assert runware.submits == 5, "random seeds never hit the cache"
+
+
+def test_regenerate_comes_from_cache_and_load_settings_fills_the_panel(runware):  # noqa: F811
+    s = bpy.context.scene.trellis2
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=31, resolution=512,
+                             shape_slat_override=True, shape_slat_steps=20)
+    assert runware.submits == 1
+    assert bpy.ops.trellis.regenerate() == {"FINISHED"}
+    assert runware.submits == 1 and active_record()["from_cache"] is True
+    s.seed, s.resolution, s.shape_slat_override, s.random_seed = 0, "1536", False, True
+    assert bpy.ops.trellis.load_settings() == {"FINISHED"}
+    assert (s.seed, s.resolution, s.shape_slat_override, s.shape_slat_steps, s.backend) == (
+        31, "512", True, 20, "RUNWARE")
+
+
+def test_variations_four_new_seeds_side_by_side(scene):
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=40, **FAST)
+    original = bpy.context.view_layer.objects.active.name
+    assert bpy.ops.trellis.variations(count=4) == {"FINISHED"}
+    new = [o for o in bpy.data.collections["TRELLIS"].objects if o.name != original]
+    assert len(new) == 4
+    seeds = [json.loads(o["trellis2"])["seed"] for o in new]
+    assert len(set(seeds)) == 4 and 40 not in seeds
+    xs = sorted(round(o.location.x, 4) for o in new)
+    assert len(set(xs)) == 4, "side by side"
+    assert all(json.loads(o["trellis2"])["settings"]["resolution"] == 512 for o in new)
+
+
+def test_prune_keeps_the_newest_within_the_cap(scene):
+    for seed in (1, 2, 3):
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=seed, **FAST)
+    found = entries()
+    assert [e.record["seeds"] for e in found] == [[3], [2], [1]], "newest first"
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.history_cap_gb = (found[0].size + found[1].size + 1000) / 1024 ** 3
+    assert bpy.ops.trellis.history_prune() == {"FINISHED"}
+    assert [e.record["seeds"] for e in entries()] == [[3], [2]]
+    prefs.history_cap_gb = 20.0
+
+
+def test_corrupt_entries_are_shown_broken_and_can_be_deleted(scene):
+    for seed in (1, 2, 3):
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=seed, **FAST)
+    newest, middle, oldest = entries()
+    with open(os.path.join(newest.folder, "record.json"), "r+") as f:
+        f.truncate(40)
+    os.remove(middle.files[0])
+    states = {e.id: (e.state, e.problem) for e in entries()}
+    assert states[newest.id][0] == "broken" and "unreadable" in states[newest.id][1]
+    assert states[middle.id][0] == "broken" and "missing result_0.glb" in states[middle.id][1]
+    assert states[oldest.id][0] == "done"
+
+    drawn = []
+
+    class Layout:  # the panel's draw code against a layout that records labels
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                drawn.append(kwargs.get("text"))
+                return Layout()
+            return call
+
+        def __setattr__(self, name, value):
+            pass
+    panel = mod("panels.history")
+    for entry in entries():
+        panel.draw_entry(Layout(), entry)
+    assert sum("broken" in (t or "") for t in drawn) == 2
+    with pytest.raises(RuntimeError):
+        bpy.ops.trellis.history_import(entry=middle.id)
+    assert bpy.ops.trellis.history_delete(entry=newest.id) == {"FINISHED"}
+    assert bpy.ops.trellis.history_delete(entry=middle.id) == {"FINISHED"}
+    assert [e.id for e in entries()] == [oldest.id]
+
+
+def test_no_key_in_any_history_file(runware):  # noqa: F811
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=3, number_results=2)
+    root = mod("trellis_addon.prefs").jobs_root()
+    checked = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                assert KEY.encode() not in f.read(), name
+            checked += 1
+    assert checked >= 6
+
+
+def test_result_of_a_killed_blender_is_importable_on_the_next_start(scene, tmp_path):
+    """Blender is killed (SIGKILL) right after the worker finished, before the import."""
+    root = str(tmp_path / "results")
+    script = tmp_path / "crash.py"
+    script.write_text(textwrap.dedent(f"""
+        import importlib, os, signal, time
+        import bpy, addon_utils
+        if {PKG!r} not in bpy.context.preferences.addons:
+            addon_utils.enable({PKG!r}, default_set=True)
+        bpy.context.preferences.addons[{PKG!r}].preferences.output_dir = {root!r}
+        g = importlib.import_module({PKG!r} + ".trellis_addon.generation")
+        jobs = importlib.import_module({PKG!r} + ".trellis_addon.jobs")
+        settings = g.resolve_settings(bpy.context.scene.trellis2.to_settings(),
+                                      dict(seed=77, resolution=512, texture_size=1024, decimation_target=100000))
+        job = g.enqueue(g.prepare_job(image={EXAMPLE_IMAGE!r}, backend="preview", settings=settings))
+        while job.state != jobs.IMPORTING:
+            job.poll()
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    out = subprocess.run([sys.executable, str(script)] if not bpy.app.binary_path else
+                         [bpy.app.binary_path, "-b", "--python", str(script)], capture_output=True, timeout=300)
+    assert out.returncode == -signal.SIGKILL
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.output_dir = root
+    [entry] = entries()
+    assert entry.state == "ready" and entry.record["seeds"] == [77]
+    assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
+    obj = bpy.context.view_layer.objects.active
+    assert obj.name == "mushroom" and json.loads(obj["trellis2"])["seed"] == 77
+    assert entries()[0].state == "done"
