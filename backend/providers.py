@@ -116,7 +116,7 @@ def _stage_knobs(names: dict, steps: tuple, strength: tuple, rescale: tuple, res
 
 RUNWARE = Provider("runware", "Runware", (
     Knob("resolution", "resolution", choices=(512, 1024, 1536)),
-    Knob("texture_size", "textureSize", choices=(1024, 2048, 4096)),
+    Knob("texture_size", "textureSize", 1024, 4096),  # multiples of 1024: 3072 too
     Knob("decimation_target", "decimationTarget", 100000, 1000000),
     Knob("remesh", "remesh"),
     Knob("seed", "seed", 0, SEED_MAX),

@@ -54,6 +54,8 @@ def test_runware_ignores_what_only_the_local_pipeline_has():
 
 
 @pytest.mark.parametrize("backend,mode,settings,message", [
+    ("scenario", "generate", {"texture_size": 3072}, "Scenario accepts Texture Size (textureSize) one of 1024, 2048"),
+    ("empiriolabs", "generate", {"texture_size": 3072}, "EmpirioLabs accepts Texture Size (texture_size) one of"),
     ("scenario", "generate", {"remesh_band": 0.5}, "Scenario accepts Remesh Band (remeshBand) 1 to 4, got 0.5"),
     ("empiriolabs", "generate", {"max_num_tokens": 200000},
      "EmpirioLabs accepts Max Tokens (max_num_tokens) 1024 to 131 072, got 200 000"),
