@@ -98,7 +98,7 @@ def test_wrong_key_is_never_echoed(tmp_path, server):
 
 def test_429_is_retried_with_backoff_then_succeeds(tmp_path, server):
     server.statuses["submit"] = [429, 429]
-    server.error_body = {"error": {"message": "Rate limit exceeded", "type": "rate_limit", "code": "rate_limit_exceeded"}}
+    server.error_body = {"error": {"message": "Rate limit exceeded", "code": "rate_limit_exceeded"}}
     messages, _ = run_job(tmp_path, server)
     assert messages[-1]["type"] == "result"
     assert sum("EmpirioLabs busy (HTTP 429), retrying in" in m.get("text", "") for m in messages) == 2
