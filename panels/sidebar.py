@@ -73,7 +73,9 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         if last is not None and last.is_finished and not active:
             icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(last.state, "INFO")
             layout.label(text=last.text, icon=icon)
-            if last.cost is not None:
+            if last.cost is not None and last.cost_unit != "USD":
+                layout.label(text=f"Cost {last.cost_text()}", icon="FUND")
+            elif last.cost is not None:
                 layout.label(text=f"Cost ${last.cost:.4f} · session ${jobs.manager.session_cost:.4f}",
                              icon="FUND")
 

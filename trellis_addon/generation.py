@@ -11,7 +11,7 @@ import uuid
 import bpy
 import numpy as np
 
-from ..backend import registry, schema
+from ..backend import providers, registry, schema
 from . import image_input, importer, jobs, prefs
 
 
@@ -47,6 +47,10 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     if target_size < 0:
         raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
     info = registry.BY_ID[backend]
+    try:
+        providers.check(backend, settings)
+    except schema.SettingError as exc:
+        raise RequestError(f"Invalid setting {exc}") from None
     options, secrets = {}, {}
     if backend == "local":
         try:
@@ -104,6 +108,7 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
             groups.append(objects)
         record = {"addon_version": addon_version(), "backend": job.backend, "settings": job.settings,
                   "seeds": job.result.get("seeds", []), "files": job.result["files"], "cost": job.result.get("cost"),
+                  "cost_unit": job.cost_unit,
                   "image": job.image_ref, "job": job.id, "job_folder": job.output_dir}
         roots = importer.place_results(context, groups, job.name, record, job.target_size)
     except Exception as exc:

@@ -225,6 +225,16 @@ class Job:
         return (self.result or {}).get("cost")
 
     @property
+    def cost_unit(self) -> str:
+        return (self.result or {}).get("cost_unit") or "USD"
+
+    def cost_text(self) -> str:
+        """The cost as the panel shows it: "$0.0125" or "12 CU"."""
+        if self.cost is None:
+            return ""
+        return f"${self.cost:.4f}" if self.cost_unit == "USD" else f"{self.cost:g} {self.cost_unit}"
+
+    @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
 
@@ -261,7 +271,11 @@ class Job:
             self.save_record()  # a paid task id is on disk before anything else can go wrong
         elif kind == "result":
             self.result = msg
-            manager.session_cost += float(msg.get("cost") or 0.0)
+            if self.cost_unit == "USD":
+                manager.session_cost += float(msg.get("cost") or 0.0)
+            else:  # Scenario's creative units: never mixed into the USD spending guard
+                manager.session_credits[self.cost_unit] = (manager.session_credits.get(self.cost_unit, 0.0)
+                                                           + float(msg.get("cost") or 0.0))
             self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
             self._release_worker()
         elif kind == "error":
@@ -297,6 +311,7 @@ class Job:
             "settings": self.settings, "state": self.state, "error": self.error,
             "created": self.created, "seconds": round(self.elapsed, 3),
             "files": result.get("files", []), "seeds": result.get("seeds", []), "cost": result.get("cost"),
+            "cost_unit": self.cost_unit if result else None,
             "remote": self.remote, "objects": self.objects, "log": self.log_path,
         }
 
@@ -322,6 +337,7 @@ class JobManager:
     def __init__(self):
         self.jobs: list[Job] = []
         self.session_cost = 0.0  # USD reported by hosted backends this session
+        self.session_credits: dict[str, float] = {}  # other cost units (Scenario's "CU") this session
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
         self._persistent: WorkerProcess | None = None
 
