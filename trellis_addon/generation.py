@@ -39,7 +39,7 @@ def resolve_settings(scene_settings: dict, overrides: dict) -> dict:
     return settings
 
 
-def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0) -> jobs.Job:
+def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0, mode: str = "generate") -> jobs.Job:
     """Check everything, write the prepared image, return an unstarted Job. Raises RequestError."""
     backend = backend.lower()
     if backend not in registry.BY_ID:
@@ -47,8 +47,11 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     if target_size < 0:
         raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
     info = registry.BY_ID[backend]
+    if mode not in info.modes:
+        able = ", ".join(b.label for b in registry.BACKENDS if mode in b.modes)
+        raise RequestError(f"{info.label} cannot {mode} (use {able})")
     try:
-        providers.check(backend, settings)
+        providers.check(backend, settings, mode)
     except schema.SettingError as exc:
         raise RequestError(f"Invalid setting {exc}") from None
     options, secrets = {}, {}
@@ -78,7 +81,7 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     np.save(rgba_path, rgba)
     image_ref = bpy.path.abspath(img.filepath) if img.filepath else img.name
     return jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
-                    image_ref=image_ref, target_size=target_size, options=options, secrets=secrets)
+                    image_ref=image_ref, target_size=target_size, options=options, secrets=secrets, mode=mode)
 
 
 def check_session_cap(estimate: float) -> None:

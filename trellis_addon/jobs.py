@@ -168,7 +168,7 @@ class WorkerProcess:
 class Job:
     def __init__(self, *, name: str, backend: str, settings: dict, rgba_path: str, output_dir: str,
                  image_ref: str, target_size: float = 0.0, options: dict | None = None,
-                 secrets: dict | None = None):
+                 secrets: dict | None = None, mode: str = "generate", mesh_path: str | None = None):
         self.id = uuid.uuid4().hex[:12]
         self.name = name
         self.backend = backend
@@ -179,6 +179,7 @@ class Job:
         self.target_size = target_size
         self.options = options or {}
         self._secrets = secrets or {}  # sent to the worker over its stdin only; never recorded
+        self.mode, self.mesh_path = mode, mesh_path  # "retexture": mesh_path is the GLB to re-texture
         self.remote: dict | None = None  # the submitted remote task, recorded at once
         self.log_path = os.path.join(output_dir, "worker.log")
         self.state = STARTING
@@ -206,8 +207,11 @@ class Job:
         os.makedirs(self.output_dir, exist_ok=True)
         self.worker = worker or WorkerProcess(log_path=self.log_path).start()
         self.log_path = self.worker.log_path
+        job_input = {"rgba": self.rgba_path, "name": self.name}
+        if self.mesh_path:
+            job_input["mesh"] = self.mesh_path
         self.worker.submit(self, protocol.encode(
-            "job", id=self.id, backend=self.backend, input={"rgba": self.rgba_path, "name": self.name},
+            "job", id=self.id, backend=self.backend, mode=self.mode, input=job_input,
             settings=self.settings, output_dir=self.output_dir, options=self.options, secrets=self._secrets))
         self.save_record()
 
@@ -307,7 +311,7 @@ class Job:
     def record(self) -> dict:
         result = self.result or {}
         return {
-            "id": self.id, "name": self.name, "image": self.image_ref, "backend": self.backend,
+            "id": self.id, "name": self.name, "image": self.image_ref, "backend": self.backend, "mode": self.mode,
             "settings": self.settings, "state": self.state, "error": self.error,
             "created": self.created, "seconds": round(self.elapsed, 3),
             "files": result.get("files", []), "seeds": result.get("seeds", []), "cost": result.get("cost"),

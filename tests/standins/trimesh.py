@@ -17,9 +17,14 @@ class Trimesh:
         self.visual = visual
 
     def export(self, file_obj=None, file_type=None, **kwargs):
-        from o_voxel.postprocess import Trimesh as Exporter
+        """A GLB with UVs and a PBR material, as the texturing pipeline's result has."""
+        from backend import glb, png
         record("trimesh.export", file_obj=file_obj, kwargs=kwargs, vertices=len(self.vertices))
-        Exporter(self.vertices, self.faces).export(file_obj, **kwargs)
+        lo, hi = self.vertices.min(0), self.vertices.max(0)
+        uvs = (self.vertices[:, :2] - lo[:2]) / np.maximum(hi[:2] - lo[:2], 1e-9)
+        normals = np.tile([0.0, 1.0, 0.0], (len(self.vertices), 1))
+        pixel = png.encode_png(np.array([[[200, 40, 40, 255]]], np.uint8))
+        glb.write_glb(file_obj, self.vertices, normals, uvs, self.faces, pixel, pixel, name="retextured")
 
 
 class Scene:
