@@ -7,6 +7,7 @@ Trellis2ImageTo3DPipeline.from_pretrained(model) -> .cuda() -> .run(...) -> o_vo
 the worker's environment before anything imports trellis2.
 
 Options (job["options"]): model (hub id or local folder), low_vram (bool), gpu (int), webp (bool).
+Mode "retexture" (job["input"]["mesh"]: a GLB) runs Trellis2TexturingPipeline (texturing_pipeline.json).
 The local-only knobs (guidance interval, max_num_tokens, preprocess_image, remesh band/project) are
 schema settings (schema.LOCAL_PARAMS).
 """
@@ -45,12 +46,16 @@ def _import(name: str):
                                 "install it there (see TRELLIS.2's setup.sh)") from None
 
 
-def load_pipeline(options: dict, ctx):
-    """The cached pipeline, or a new one loaded once and moved to the GPU."""
+PIPELINES = {"generate": ("Trellis2ImageTo3DPipeline", "pipeline.json"),
+             "retexture": ("Trellis2TexturingPipeline", "texturing_pipeline.json")}
+
+
+def load_pipeline(options: dict, ctx, mode: str = "generate"):
+    """The cached pipeline for the mode, or a new one loaded once and moved to the GPU."""
     model = options.get("model") or DEFAULT_MODEL
     low_vram = bool(options.get("low_vram", True))
     gpu = int(options.get("gpu", 0))
-    key = (model, low_vram, gpu)
+    key = (model, low_vram, gpu, mode)
     if _loaded.get("key") == key:
         return _loaded["pipeline"]
     unload()
@@ -62,7 +67,12 @@ def load_pipeline(options: dict, ctx):
     pipelines = _import("trellis2.pipelines")
     ctx.progress("load", 0, 1, 0.0, f"Loading TRELLIS.2 ({model})")
     try:
-        pipeline = pipelines.Trellis2ImageTo3DPipeline.from_pretrained(model)
+        class_name, config_file = PIPELINES[mode]
+        cls = getattr(pipelines, class_name)
+        if mode == "generate":
+            pipeline = cls.from_pretrained(model)
+        else:
+            pipeline = cls.from_pretrained(model, config_file=config_file)
     except (OSError, ValueError) as exc:
         text = str(exc)
         if "gated" in text.lower() or "401" in text or "403" in text:
@@ -73,7 +83,7 @@ def load_pipeline(options: dict, ctx):
     pipeline.low_vram = low_vram  # before .cuda(): off keeps every model on the GPU
     pipeline.cuda()
     _loaded.update(key=key, pipeline=pipeline)
-    ctx.log(f"loaded {model} (low_vram={low_vram}, gpu {gpu})")
+    ctx.log(f"loaded {model} {PIPELINES[mode][0]} (low_vram={low_vram}, gpu {gpu})")
     return pipeline
 
 
@@ -101,18 +111,20 @@ def sampler_params(settings: dict, stage: schema.Stage) -> dict:
 class Progress:
     """Per-step progress from the pipeline's sampler instances and o_voxel's tqdm, cancel between steps."""
 
-    def __init__(self, ctx, index: int, count: int, shape_passes: int):
+    def __init__(self, ctx, index: int, count: int, shape_passes: int, weights: dict = WEIGHTS):
         self.ctx, self.index, self.count = ctx, index, count
         self.shape_passes, self.shape_pass = shape_passes, 0
+        self.weights = weights
         self.stage, self.step, self.total = "", 0, 0
 
     def fraction(self) -> float:
-        order = list(WEIGHTS)
-        done = sum(WEIGHTS[s] for s in order[:order.index(self.stage)]) if self.stage in WEIGHTS else 0.0
+        weights = self.weights
+        order = list(weights)
+        done = sum(weights[s] for s in order[:order.index(self.stage)]) if self.stage in weights else 0.0
         share = self.step / self.total if self.total else 0.0
         if self.stage == "shape_slat":
             share = (self.shape_pass - 1 + share) / self.shape_passes
-        return (self.index + done + WEIGHTS.get(self.stage, 0) * share) / self.count
+        return (self.index + done + weights.get(self.stage, 0) * share) / self.count
 
     def report(self) -> None:
         label = STAGE_LABELS[self.stage]
@@ -125,7 +137,9 @@ class Progress:
         """Instance attributes shadowing each sampler's sample/sample_once; returns what to undo."""
         patched = []
         for stage in ("sparse_structure", "shape_slat", "tex_slat"):
-            sampler = getattr(pipeline, f"{stage}_sampler")
+            sampler = getattr(pipeline, f"{stage}_sampler", None)
+            if sampler is None:  # the texturing pipeline samples textures only
+                continue
             sample, sample_once = sampler.sample, sampler.sample_once
 
             def sample_hook(*args, _stage=stage, _sample=sample, **kwargs):
@@ -181,8 +195,75 @@ def _is_oom(exc: BaseException, torch) -> bool:
     return (oom and isinstance(exc, oom)) or "CUDA out of memory" in str(exc)
 
 
+RETEXTURE_WEIGHTS = {"tex_slat": 0.85, "export": 0.15}
+
+
+def normalization(vertices) -> tuple:
+    """(center, scale) the texturing pipeline applies: (v - center) * scale fits the unit cube."""
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    return (lo + hi) / 2, 0.99999 / float((hi - lo).max())
+
+
+def retexture(job: dict, ctx) -> dict:
+    """Trellis2TexturingPipeline.run on the job's mesh, as in TRELLIS.2's app_texturing.py. Its output is
+    centred and scaled to the unit cube (same axes as the input); the worker scales it back, so the
+    result lies where the input mesh did (scene coordinates of the GLB)."""
+    options = job.get("options") or {}
+    settings = job["settings"]
+    pipeline = load_pipeline(options, ctx, "retexture")
+    torch = _import("torch")
+    trimesh = _import("trimesh")
+    image_module = _import("PIL.Image")
+    image = image_module.fromarray(inputs.load_rgba(job["input"]["rgba"]), "RGBA")
+    try:
+        mesh = trimesh.load(job["input"]["mesh"])
+    except (OSError, ValueError) as exc:
+        raise JobError("bad_input", f"cannot read the mesh {os.path.basename(job['input']['mesh'])}: {exc}") from None
+    if hasattr(mesh, "to_mesh"):  # a Scene
+        mesh = mesh.to_mesh()
+    center, scale = normalization(mesh.vertices)
+    params = sampler_params(settings, schema.STAGES[2])
+    count = settings["number_results"]
+    files, seeds = [], []
+    for index in range(count):
+        seed = (settings["seed"] + index) % 2**31
+        progress = Progress(ctx, index, count, 1, RETEXTURE_WEIGHTS)
+        patched = progress.wrap(pipeline)
+        try:
+            out = pipeline.run(mesh, image, seed=seed, tex_slat_sampler_params=params,
+                               preprocess_image=bool(settings["preprocess_image"]),
+                               resolution=int(settings["resolution"]), texture_size=int(settings["texture_size"]))
+            progress.stage, progress.step, progress.total = "export", 0, 1
+            progress.report()
+            out.vertices = out.vertices / scale + center
+            path = os.path.join(ctx.output_dir, f"result_{index}.glb")
+            out.export(path, extension_webp=True) if options.get("webp") else out.export(path)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            if _is_oom(exc, torch):
+                gc.collect()
+                torch.cuda.empty_cache()
+                raise JobError(OOM, f"CUDA out of memory retexturing at resolution {settings['resolution']}: turn "
+                                    "on Low VRAM or choose 512") from None
+            raise
+        finally:
+            _unwrap(patched)
+        try:
+            glb.validate_glb(path)
+        except ValueError as exc:
+            raise JobError("bad_output", f"TRELLIS.2 wrote an unreadable GLB: {exc}") from None
+        files.append(path)
+        seeds.append(seed)
+    return {"files": files, "seeds": seeds, "cost": None,
+            "info": {"mode": "retexture", "restored": True,
+                     "normalization": {"center": [float(c) for c in center], "scale": scale}}}
+
+
 def run(job: dict, ctx) -> dict:
     _require_python()
+    if job.get("mode") == "retexture":
+        return retexture(job, ctx)
     options = job.get("options") or {}
     settings = job["settings"]
     pipeline = load_pipeline(options, ctx)

@@ -7,6 +7,7 @@ Add-on -> worker (stdin):
   {"type": "job", "id": str, "backend": str, "input": {"rgba": path.npy, "name": str},
    "settings": {flat schema settings, seed resolved}, "output_dir": path,
    "options": {backend options, e.g. base_url}, "secrets": {e.g. api_key}}  (secrets are never logged)
+   "mode": "generate" (default) | "retexture" (input also has "mesh": path.glb, the mesh to re-texture)
   {"type": "cancel", "id": str}      stop the running job at the next check
   {"type": "shutdown"}               exit after the current job (EOF on stdin means the same)
 
@@ -15,7 +16,8 @@ Worker -> add-on (stdout):
   {"type": "progress", "id", "stage": str, "step": int, "total": int, "fraction": 0..1, "text": str}
   {"type": "log", "id", "level": "info"|"warning", "text": str}
   {"type": "remote_task", "id", "provider": str, "task_id": str, ...}  a paid task was submitted
-  {"type": "result", "id", "files": [path.glb], "seeds": [int], "cost": float|null, "info": {}}
+  {"type": "result", "id", "files": [path.glb], "seeds": [int], "cost": float|null,
+   "cost_unit": "USD"|"CU" (absent: USD), "info": {}}
   {"type": "error", "id", "code": str, "message": str}   one line a user can act on
   {"type": "cancelled", "id"}
 """

@@ -14,6 +14,8 @@ class BackendInfo:
     is_ai: bool  # False for the offline stand-in
     needs_network: bool
     price_per_result: dict | None = None  # resolution -> rough USD estimate, for the spending guard
+    cost_unit: str = "USD"  # what the result's cost counts: USD, or Scenario's creative units ("CU")
+    modes: tuple = ("generate",)  # job modes: "generate" (image to mesh), "retexture" (mesh + image)
 
     def estimate_cost(self, settings: dict) -> float:
         if not self.price_per_result:
@@ -30,9 +32,18 @@ BACKENDS = (
                 "and online access; a submitted task is billed even if cancelled", "runware", True, True,
                 # Runware bills by processing time: $0.0256 listed for 1024, $0.02-0.055 in its examples.
                 {512: 0.02, 1024: 0.03, 1536: 0.05}),
+    BackendInfo("empiriolabs", "EmpirioLabs (cloud)",
+                "TRELLIS.2 on EmpirioLabs' hosted API, about $0.25 per model at 1024 ($0.025 at 512). Needs an "
+                "API key and online access; a submitted job is billed even if cancelled", "empiriolabs", True, True,
+                {512: 0.025, 1024: 0.249, 1536: 0.499}),
+    BackendInfo("scenario", "Scenario (cloud)",
+                "TRELLIS.2 on Scenario's hosted API, paid in creative units (CU); can also retexture a mesh. "
+                "Needs an API key and secret and online access", "scenario", True, True, None, "CU",
+                ("generate", "retexture")),
     BackendInfo("local", "Local GPU (TRELLIS.2)",
                 "TRELLIS.2 on your NVIDIA GPU (24 GB+), in your TRELLIS.2 environment's Python: free, private, "
-                "no upload. The model stays loaded between jobs", "local_trellis2", True, False),
+                "no upload. The model stays loaded between jobs", "local_trellis2", True, False,
+                modes=("generate", "retexture")),
 )
 BY_ID = {b.id: b for b in BACKENDS}
 

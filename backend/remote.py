@@ -129,7 +129,9 @@ def network_reason(exc: Exception) -> str:
 
 def request_with_retries(send: Callable[[], requests.Response], ctx, *, provider: str, tries: int = 4,
                          base: float = 1.0, cap: float = 30.0, stage: str = "", fraction: float = 0.0,
-                         acted: Callable[[], bool] | None = None) -> requests.Response | None:
+                         acted: Callable[[], bool] | None = None,
+                         wait_hint: Callable[[requests.Response], float | None] | None = None
+                         ) -> requests.Response | None:
     """Call send() until it returns a non-transient response; network failures and TRANSIENT_STATUS
     are retried `tries` times in all with backoff, each wait announced in the progress text
     ("{provider} busy (HTTP 503), retrying in 4 s").
@@ -137,8 +139,10 @@ def request_with_retries(send: Callable[[], requests.Response], ctx, *, provider
     acted: asked before re-sending after a failure where the server may have acted on the request
     (a network failure after connecting, HTTP 500/502/504). When it returns True nothing is re-sent
     and None is returned: the caller treats the request as done (e.g. a paid task that was accepted).
+    wait_hint: seconds a transient answer asks to wait (Retry-After, a body field); the wait is at least
+    the backoff and at most cap.
     Raises JobError(NETWORK) when every try failed."""
-    last, ambiguous = "", False
+    last, ambiguous, hint = "", False, None
     for attempt in range(tries):
         ctx.check_cancel()
         if attempt and ambiguous and acted is not None and acted():
@@ -150,11 +154,15 @@ def request_with_retries(send: Callable[[], requests.Response], ctx, *, provider
                 return response
             last = f"HTTP {response.status_code}"
             ambiguous = response.status_code in AMBIGUOUS_STATUS
+            hint = wait_hint(response) if wait_hint else None
         except NETWORK_ERRORS as exc:
             last = network_reason(exc)
             ambiguous = not isinstance(exc, requests.ConnectTimeout)
         if attempt + 1 < tries:
             delay = backoff(attempt, base, cap)
+            if hint:
+                delay = min(cap, max(delay, hint))
+                hint = None
             ctx.progress(stage, 0, 0, fraction, f"{provider} busy ({last}), retrying in {delay:.0f} s")
             ctx.log(f"{provider}: {last}, retry {attempt + 1}/{tries - 1} in {delay:.1f} s", "warning")
             sleep(delay, ctx)
@@ -173,6 +181,14 @@ def post_json_with_retries(session: requests.Session, url: str, body, headers: d
     return request_with_retries(lambda: session.post(url, data=data, headers=merged, timeout=timeout), ctx,
                                 provider=provider, tries=tries, base=base, cap=cap, stage=stage,
                                 fraction=fraction, acted=acted)
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """The Retry-After header in seconds (the delta form), if any."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def file_name(url: str) -> str:

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import requests
 
-from . import inputs, png, protocol, remote, schema
+from . import inputs, png, protocol, providers, remote, schema
 from .worker import Cancelled, JobError
 
 PROVIDER = "Runware"
@@ -324,8 +324,9 @@ def poll(client: Client, tally: Tally) -> list[tuple[str, dict]]:
 
 
 def _run(job: dict, ctx, api_key: str) -> dict:
-    client = Client(ctx, api_key, job.get("options") or {})
     settings = job["settings"]
+    providers.RUNWARE.check(settings)
+    client = Client(ctx, api_key, job.get("options") or {})
     rgba = inputs.load_rgba(job["input"]["rgba"])
     image, image_bytes = send_image(client, rgba)
     task = inference_task(settings, image, str(uuid.uuid4()))
@@ -365,7 +366,7 @@ def run(job: dict, ctx) -> dict:
         return _run(job, safe, api_key)
     except JobError as exc:
         raise JobError(exc.code, safe.scrub(str(exc))) from None
-    except (Cancelled, KeyError):
+    except (Cancelled, KeyError, schema.SettingError):
         raise
     except Exception as exc:  # report without the key; the scrubbed traceback goes to the log
         print(safe.scrub(traceback.format_exc()), file=sys.stderr, flush=True)

@@ -1,7 +1,8 @@
 """The one parameter schema: every TRELLIS.2 generation setting, its range, default and wire name.
 
 Blender properties, validation, presets and every request body are derived from here.
-Ranges and defaults follow Runware's TRELLIS.2 spec (tests/data/runware-trellis2-openapi.json);
+Ranges and defaults follow Runware's TRELLIS.2 spec (tests/data/runware-trellis2-openapi.json), except the
+face budget, which goes up to Scenario's 2 000 000 (backend/providers.py refuses what a provider does not take);
 sampler slider defaults are the model's published pipeline.json defaults.
 Settings travel as a flat dict of snake_case names (``resolution``, ``shape_slat_steps``, ...).
 """
@@ -126,7 +127,8 @@ MODEL_PARAMS = (
     Param("texture_size", "textureSize", "int", 2048, "Texture Size",
           "Width and height of the baked PBR textures in pixels", 1024, 4096, multiple_of=1024),
     Param("decimation_target", "decimationTarget", "int", 500000, "Face Budget",
-          "Target face count of the simplified mesh. Lower gives lighter models", 100000, 1000000),
+          "Target face count of the simplified mesh. Lower gives lighter models (above 1 000 000: Scenario and "
+          "local only)", 100000, 2000000),
     Param("remesh", "remesh", "bool", True, "Remesh",
           "Rebuild the surface for cleaner topology before baking textures"),
 )

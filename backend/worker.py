@@ -11,7 +11,7 @@ import threading
 import time
 import traceback
 
-from . import protocol, registry, schema
+from . import protocol, providers, registry, schema
 
 
 class Cancelled(Exception):
@@ -168,6 +168,11 @@ class Worker:
         try:
             backend = registry.load(job.get("backend", ""))
             job["settings"] = schema.validate(job.get("settings", {}))
+            mode = job.setdefault("mode", "generate")
+            if mode not in registry.BY_ID[job["backend"]].modes:
+                raise JobError(protocol.BAD_SETTINGS, f"backend {job['backend']} cannot {mode} (it can: "
+                                                      f"{', '.join(registry.BY_ID[job['backend']].modes)})")
+            providers.check(job["backend"], job["settings"], mode)
             os.makedirs(job["output_dir"], exist_ok=True)
             result = backend.run(job, ctx)
             result.setdefault("cost", None)

@@ -1,4 +1,5 @@
 """Operators: thin wrappers that hand work to trellis_addon."""
-from . import from_image, generate, history, local, presets
+from . import from_image, generate, history, local, presets, retexture
 
-classes = generate.classes + presets.classes + local.classes + from_image.classes + history.classes
+classes = (generate.classes + presets.classes + local.classes + from_image.classes + history.classes
+           + retexture.classes)

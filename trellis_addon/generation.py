@@ -11,7 +11,7 @@ import uuid
 import bpy
 import numpy as np
 
-from ..backend import registry, schema
+from ..backend import providers, registry, schema
 from . import history, image_input, importer, jobs, prefs
 
 
@@ -70,7 +70,7 @@ def _read_image(image, keep_image: bool) -> tuple[np.ndarray, str, str]:
 
 
 def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0, anchor: str = "",
-                keep_image: bool = True, force_new: bool = False) -> jobs.Job:
+                keep_image: bool = True, force_new: bool = False, mode: str = "generate") -> jobs.Job:
     """Check everything, write the prepared image, return an unstarted Job. Raises RequestError.
     A request with an explicit seed that history already answered comes back as a job served from
     the cache (no worker, no network, no cost) unless force_new. anchor: an object the result is placed
@@ -81,10 +81,18 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     if target_size < 0:
         raise RequestError(f"Invalid setting target_size: {target_size} must be 0 (keep) or a length > 0")
     info = registry.BY_ID[backend]
+    if mode not in info.modes:
+        able = ", ".join(b.label for b in registry.BACKENDS if mode in b.modes)
+        raise RequestError(f"{info.label} cannot {mode} (use {able})")
+    try:
+        providers.check(backend, settings, mode)
+    except schema.SettingError as exc:
+        raise RequestError(f"Invalid setting {exc}") from None
     rgba, name, image_ref = _read_image(image, keep_image)
     image_sha = history.image_hash(rgba)
     key = history.cache_key(image_sha, backend, model_id(backend), settings)
-    cached = None if settings["random_seed"] or force_new else history.history.find_cached(prefs.jobs_root(), key)
+    fresh = settings["random_seed"] or force_new or mode != "generate"
+    cached = None if fresh else history.history.find_cached(prefs.jobs_root(), key)
     if cached is not None:
         job = jobs.Job(name=name, backend=backend, settings=settings, output_dir=cached.folder,
                        rgba_path=os.path.join(cached.folder, history.INPUT), image_ref=image_ref,
@@ -112,7 +120,7 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     np.save(rgba_path, rgba)
     history.write_thumbnail(rgba, os.path.join(folder, history.THUMB))
     job = jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
-                   image_ref=image_ref, target_size=target_size, options=options, secrets=secrets)
+                   image_ref=image_ref, target_size=target_size, options=options, secrets=secrets, mode=mode)
     job.anchor, job.image_sha, job.cache_key = anchor, image_sha, key
     return job
 
@@ -183,7 +191,7 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
         record = {"addon_version": addon_version(), "backend": job.backend, "settings": job.settings,
                   "seeds": job.result.get("seeds", []), "files": job.result["files"], "cost": job.result.get("cost"),
                   "image": job.image_ref, "job": job.id, "job_folder": job.output_dir,
-                  "cache_key": job.cache_key, "from_cache": bool(job.from_cache)}
+                  "cache_key": job.cache_key, "from_cache": bool(job.from_cache), "cost_unit": job.cost_unit}
         anchor = bpy.data.objects.get(job.anchor) if job.anchor else None
         roots = importer.place_results(context, groups, job.name, record, job.target_size, anchor=anchor)
     except Exception as exc:

@@ -187,7 +187,7 @@ class WorkerProcess:
 class Job:
     def __init__(self, *, name: str, backend: str, settings: dict, rgba_path: str, output_dir: str,
                  image_ref: str, target_size: float = 0.0, options: dict | None = None,
-                 secrets: dict | None = None):
+                 secrets: dict | None = None, mode: str = "generate", mesh_path: str | None = None):
         self.id = uuid.uuid4().hex[:12]
         self.name = name
         self.backend = backend
@@ -198,6 +198,7 @@ class Job:
         self.target_size = target_size
         self.options = options or {}
         self._secrets = secrets or {}  # sent to the worker over its stdin only; never recorded
+        self.mode, self.mesh_path = mode, mesh_path  # "retexture": mesh_path is the GLB to re-texture
         self.remote: dict | None = None  # the submitted remote task, recorded at once
         self.log_path = os.path.join(output_dir, "worker.log")
         self.state = QUEUED
@@ -230,8 +231,11 @@ class Job:
         self.state, self.text, self.started = STARTING, "Starting worker", time.monotonic()
         self.worker = worker or WorkerProcess(log_path=self.log_path).start()
         self.log_path = self.worker.log_path
+        job_input = {"rgba": self.rgba_path, "name": self.name}
+        if self.mesh_path:
+            job_input["mesh"] = self.mesh_path
         self.worker.submit(self, protocol.encode(
-            "job", id=self.id, backend=self.backend, input={"rgba": self.rgba_path, "name": self.name},
+            "job", id=self.id, backend=self.backend, mode=self.mode, input=job_input,
             settings=self.settings, output_dir=self.output_dir, options=self.options, secrets=self._secrets))
         self.save_record()
 
@@ -251,6 +255,15 @@ class Job:
     @property
     def is_local(self) -> bool:
         return self.backend in LOCAL_BACKENDS
+
+    def cost_unit(self) -> str:
+        return (self.result or {}).get("cost_unit") or "USD"
+
+    def cost_text(self) -> str:
+        """The cost as the panel shows it: "$0.0125" or "12 CU"."""
+        if self.cost is None:
+            return ""
+        return f"${self.cost:.4f}" if self.cost_unit == "USD" else f"{self.cost:g} {self.cost_unit}"
 
     @property
     def is_finished(self) -> bool:
@@ -292,7 +305,11 @@ class Job:
         elif kind == "result":
             history.history.invalidate()  # result.json is on disk
             self.result = msg
-            manager.session_cost += float(msg.get("cost") or 0.0)
+            if self.cost_unit == "USD":
+                manager.session_cost += float(msg.get("cost") or 0.0)
+            else:  # Scenario's creative units: never mixed into the USD spending guard
+                manager.session_credits[self.cost_unit] = (manager.session_credits.get(self.cost_unit, 0.0)
+                                                           + float(msg.get("cost") or 0.0))
             self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
             self._release_worker()
         elif kind == "error":
@@ -326,11 +343,12 @@ class Job:
     def record(self) -> dict:
         result = self.result or {}
         return {
-            "id": self.id, "name": self.name, "image": self.image_ref, "backend": self.backend,
+            "id": self.id, "name": self.name, "image": self.image_ref, "backend": self.backend, "mode": self.mode,
             "settings": self.settings, "state": self.state, "error": self.error,
             "created": self.created, "seconds": round(self.elapsed, 3),
             "files": result.get("files", []), "seeds": result.get("seeds", []), "cost": result.get("cost"),
-            "remote": self.remote, "objects": self.objects, "log": self.log_path, "target_size": self.target_size,
+            "cost_unit": self.cost_unit if result else None, "target_size": self.target_size,
+            "remote": self.remote, "objects": self.objects, "log": self.log_path,
         }
 
     def save_record(self) -> None:
@@ -357,6 +375,7 @@ class JobManager:
     def __init__(self):
         self.jobs: list[Job] = []
         self.session_cost = 0.0  # USD reported by hosted backends this session
+        self.session_credits: dict[str, float] = {}  # other cost units (Scenario's "CU") this session
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
         self._persistent: WorkerProcess | None = None
         self._pool: list[WorkerProcess] = []  # warm workers for hosted and offline jobs, one job each at a time

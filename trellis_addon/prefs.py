@@ -27,6 +27,23 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
     runware_url: bpy.props.StringProperty(
         name="Runware URL", description="API endpoint (proxies, testing). Empty: TRELLIS_RUNWARE_URL or "
                                         "https://api.runware.ai/v1")
+    empiriolabs_api_key: bpy.props.StringProperty(
+        name="EmpirioLabs API Key", subtype="PASSWORD",
+        description="Key from empiriolabs.ai. Stored in your Blender preferences, never in .blend files. "
+                    "Empty: the EMPIRIOLABS_API_KEY environment variable")
+    empiriolabs_url: bpy.props.StringProperty(
+        name="EmpirioLabs URL", description="API base (proxies, testing). Empty: TRELLIS_EMPIRIOLABS_URL or "
+                                            "https://api.empiriolabs.ai")
+    scenario_api_key: bpy.props.StringProperty(
+        name="Scenario API Key", subtype="PASSWORD",
+        description="API key from app.scenario.com. Stored in your Blender preferences, never in .blend files. "
+                    "Empty: the SCENARIO_API_KEY environment variable")
+    scenario_api_secret: bpy.props.StringProperty(
+        name="Scenario API Secret", subtype="PASSWORD",
+        description="The secret that goes with the Scenario key. Empty: the SCENARIO_API_SECRET environment variable")
+    scenario_url: bpy.props.StringProperty(
+        name="Scenario URL", description="API base (proxies, testing). Empty: TRELLIS_SCENARIO_URL or "
+                                         "https://api.cloud.scenario.com/v1")
     poll_timeout_minutes: bpy.props.FloatProperty(
         name="Remote Timeout", default=20.0, min=1.0, max=240.0, subtype="TIME_ABSOLUTE",
         description="Give up waiting for a hosted result after this many minutes")
@@ -82,6 +99,13 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
             found = "found" if os.environ.get("RUNWARE_API_KEY") else "not set"
             box.label(text=f"RUNWARE_API_KEY environment variable: {found}", icon="INFO")
         box.prop(self, "runware_url")
+        for title, names in (("EmpirioLabs (hosted TRELLIS.2)", ("empiriolabs_api_key", "empiriolabs_url")),
+                             ("Scenario (hosted TRELLIS.2, creative units)",
+                              ("scenario_api_key", "scenario_api_secret", "scenario_url"))):
+            sub = box.box()
+            sub.label(text=title, icon="WORLD")
+            for name in names:
+                sub.prop(self, name)
         box.prop(self, "poll_timeout_minutes")
         box.prop(self, "max_parallel_jobs")
         row = box.row()
@@ -126,6 +150,11 @@ class AccessError(ValueError):
 
 REMOTE = {  # backend id -> (key preference, key variable, URL preference, URL variable)
     "runware": ("runware_api_key", "RUNWARE_API_KEY", "runware_url", "TRELLIS_RUNWARE_URL"),
+    "empiriolabs": ("empiriolabs_api_key", "EMPIRIOLABS_API_KEY", "empiriolabs_url", "TRELLIS_EMPIRIOLABS_URL"),
+    "scenario": ("scenario_api_key", "SCENARIO_API_KEY", "scenario_url", "TRELLIS_SCENARIO_URL"),
+}
+EXTRA_SECRETS = {  # backend id -> (secret name, preference, variable)
+    "scenario": (("api_secret", "scenario_api_secret", "SCENARIO_API_SECRET"),),
 }
 
 
@@ -140,9 +169,14 @@ def remote_access(backend_id: str) -> tuple[dict, dict]:
     key = (getattr(prefs, key_pref, "") if prefs else "") or os.environ.get(key_env, "")
     if not key:
         raise AccessError(f"No API key: set it in the TRELLIS add-on preferences or the {key_env} variable")
+    secrets = {"api_key": key}
+    for name, pref, env in EXTRA_SECRETS.get(backend_id, ()):
+        secrets[name] = (getattr(prefs, pref, "") if prefs else "") or os.environ.get(env, "")
+        if not secrets[name]:
+            raise AccessError(f"No API secret: set it in the TRELLIS add-on preferences or the {env} variable")
     url = (getattr(prefs, url_pref, "") if prefs else "") or os.environ.get(url_env, "")
     minutes = prefs.poll_timeout_minutes if prefs else 20.0
-    return {"base_url": url, "poll_timeout": minutes * 60}, {"api_key": key}
+    return {"base_url": url, "poll_timeout": minutes * 60}, secrets
 
 
 SPARSE_ATTENTION = ("xformers", "flash_attn", "flash_attn_3")  # what SPARSE_ATTN_BACKEND accepts

@@ -255,3 +255,71 @@ def test_doctor_on_a_complete_environment():
     report, checks = doctor(os.pathsep.join([STANDINS, os.path.join(STANDINS, "extra")]), TRELLIS_STANDIN_NO_CUDA="1",
                             ATTN_BACKEND="sdpa")
     assert report["ready"] is False and not checks["CUDA"]["ok"] and checks["attention: sdpa"]["ok"]
+
+
+def _box_glb(path, offset=(3.0, -1.0, 2.0), size=(2.0, 0.5, 1.0)):
+    """A box mesh GLB placed by its node's translation (as Blender's exporter writes objects)."""
+    from backend import glb
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], np.float32) * size
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.uint32)
+    from backend import png
+    pixel = png.encode_png(np.full((1, 1, 4), 255, np.uint8))
+    glb.write_glb(str(path), corners, np.zeros_like(corners), np.zeros((8, 2), np.float32), faces, pixel, pixel)
+    data = bytearray(open(path, "rb").read())  # move the node, not the vertices
+    length = int.from_bytes(data[12:16], "little")
+    doc = json.loads(bytes(data[20:20 + length]))
+    doc["nodes"][0]["translation"] = list(offset)
+    text = json.dumps(doc).encode()
+    text += b" " * (-len(text) % 4)
+    out = b"glTF" + (2).to_bytes(4, "little") + b"\0\0\0\0" + len(text).to_bytes(4, "little") + bytes(data[16:20])
+    out += text + bytes(data[20 + length:])
+    out = out[:8] + len(out).to_bytes(4, "little") + out[12:]
+    open(path, "wb").write(out)
+    return corners + np.array(offset, np.float32), faces
+
+
+def test_retexture_runs_the_texturing_pipeline_and_restores_the_mesh_placement(worker, tmp_path):
+    mesh_path = tmp_path / "mesh.glb"
+    corners, _ = _box_glb(mesh_path)
+    rgba_path = str(tmp_path / "input_rgba.npy")
+    np.save(rgba_path, disc_rgba())
+    send(worker.proc, "job", id="rt1", backend="local", mode="retexture",
+         input={"rgba": rgba_path, "name": "disc", "mesh": str(mesh_path)},
+         settings={"seed": 3, "resolution": 512, "texture_size": 1024, "tex_slat_override": True, "tex_slat_steps": 7},
+         output_dir=str(tmp_path / "rt1"), options={"model": "microsoft/TRELLIS.2-4B"})
+    messages = worker.finish()
+    result = messages[-1]
+    assert result["type"] == "result", messages[-1]
+    load = worker.calls("from_pretrained")[0]
+    assert load["config_file"] == "texturing_pipeline.json" and load["pipeline"] == "texturing"
+    run = worker.calls("texturing.run")[0]
+    assert (run["seed"], run["resolution"], run["texture_size"], run["preprocess_image"]) == (3, 512, 1024, True)
+    assert run["tex_slat_sampler_params"] == {"steps": 7, "guidance_strength": 1.0, "guidance_rescale": 0.0,
+                                              "rescale_t": 3.0, "guidance_interval": [0.6, 0.9]}
+    assert run["vertices"] == 8
+    assert [m["stage"] for m in messages if m["type"] == "progress"][-1] == "export"
+    count, doc_min, doc_max = _glb_bounds(result["files"][0])
+    assert np.allclose(doc_min, corners.min(0), atol=1e-4) and np.allclose(doc_max, corners.max(0), atol=1e-4)
+    assert count == 36, "UVs rebuilt: corners split per face (the add-on transfers them to the original mesh)"
+    assert result["info"]["normalization"]["scale"] == pytest.approx(0.99999 / 2.0)
+
+
+def _glb_bounds(path):
+    data = open(path, "rb").read()
+    length = int.from_bytes(data[12:16], "little")
+    doc = json.loads(data[20:20 + length])
+    acc = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    return acc["count"], np.array(acc["min"]), np.array(acc["max"])
+
+
+def test_retexture_refuses_1536(worker, tmp_path):
+    mesh_path = tmp_path / "mesh.glb"
+    _box_glb(mesh_path)
+    np.save(str(tmp_path / "input_rgba.npy"), disc_rgba())
+    send(worker.proc, "job", id="rt2", backend="local", mode="retexture",
+         input={"rgba": str(tmp_path / "input_rgba.npy"), "name": "disc", "mesh": str(mesh_path)},
+         settings={"resolution": 1536}, output_dir=str(tmp_path / "rt2"), options={})
+    error = worker.finish()[-1]
+    assert error["code"] == "bad_settings" and "Local retexture accepts Resolution" in error["message"]
+    assert worker.calls("from_pretrained") == []

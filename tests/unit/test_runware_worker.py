@@ -6,7 +6,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from backend import runware, schema
+from backend import providers, runware, schema
 from servers.runware_server import RunwareServer, request_item_schema
 from test_worker import disc_rgba, read_until, send, start_worker
 
@@ -145,6 +145,14 @@ def test_cancel_mid_poll_stops_at_once(tmp_path, server):
     assert not os.path.exists(tmp_path / "out" / "result_0.glb")
 
 
+def test_runware_limits_are_refused_before_sending(tmp_path, server):
+    messages, _ = run_job(tmp_path, server, decimation_target=1500000)
+    assert messages[-1]["type"] == "error" and messages[-1]["code"] == "bad_settings"
+    expected = "Runware accepts Face Budget (decimationTarget) 100 000 to 1 000 000, got 1 500 000"
+    assert expected in messages[-1]["message"]
+    assert server.requests == []
+
+
 def test_large_image_is_uploaded_once_and_small(tmp_path, server):
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[:1024, :1024]
@@ -171,6 +179,10 @@ def _edge_settings():
             settings = schema.validate({param.name: value})
             if param.stage:
                 settings[f"{param.stage}_override"] = True
+            try:
+                providers.RUNWARE.check(settings)
+            except providers.ProviderLimitError:
+                continue  # refused before sending (test_runware_limits_are_refused_before_sending)
             yield settings
     yield schema.validate({stage.override: True for stage in schema.STAGES})
 
@@ -182,7 +194,7 @@ def test_every_request_validates_against_the_spec():
         for image in ("data:image/png;base64,iVBORw0KGgo=", "0b5b8a2e-7d8e-4a55-9d3f-2f1c8a4b9e11"):
             jsonschema.validate(runware.inference_task(settings, image, "5f0e9a38-1b7c-4e7a-9c36-3a5d2b1f6e42"),
                                 item_schema)
-    assert len(cases) == 1 + sum(len(p.choice_values() or (0, 1)) for p in schema.PARAMS)
+    assert len(cases) == sum(len(p.choice_values() or (0, 1)) for p in schema.PARAMS)  # less the 2 000 000 faces
     bad = runware.inference_task(schema.defaults(), "data:image/png;base64,AAAA", "x")
     bad["settings"]["textureSize"] = 3000
     with pytest.raises(jsonschema.ValidationError):  # the check is not vacuous

@@ -86,3 +86,51 @@ class Trellis2ImageTo3DPipeline:
         mesh = MeshWithVoxel(verts, faces, [-0.5] * 3, 1 / res, np.zeros((8, 3), np.int32),
                              np.zeros((8, 6), np.float32), (res,) * 3, self.pbr_attr_layout)
         return [mesh]
+
+
+class Trellis2TexturingPipeline:
+    """run(mesh, image, ...) as in trellis2_texturing.py: the mesh is centred and scaled into the unit cube
+    (Z-up inside, Y-up again on output), UVs rebuilt (each face gets its own corners here, so the vertex
+    count changes as with the real uv_unwrap), and the result stays normalized."""
+
+    @classmethod
+    def from_pretrained(cls, path: str, config_file: str = "pipeline.json") -> "Trellis2TexturingPipeline":
+        record("from_pretrained", path=path, config_file=config_file, pipeline="texturing")
+        pipeline = cls()
+        pipeline.tex_slat_sampler = samplers.FlowEulerGuidanceIntervalSampler()
+        pipeline.tex_slat_sampler_params = dict(DEFAULTS["tex_slat"])
+        pipeline.low_vram = True
+        pipeline._device = "cpu"
+        return pipeline
+
+    def cuda(self):
+        record("pipeline.cuda", low_vram=self.low_vram, pipeline="texturing")
+        self._device = "cuda"
+        return self
+
+    def preprocess_mesh(self, mesh):
+        import trimesh
+        vertices = np.array(mesh.vertices, np.float64)
+        vertices_min, vertices_max = vertices.min(axis=0), vertices.max(axis=0)
+        center = (vertices_min + vertices_max) / 2
+        scale = 0.99999 / (vertices_max - vertices_min).max()
+        vertices = (vertices - center) * scale
+        tmp = vertices[:, 1].copy()
+        vertices[:, 1] = -vertices[:, 2]
+        vertices[:, 2] = tmp
+        assert np.all(vertices >= -0.5) and np.all(vertices <= 0.5), "vertices out of range"
+        return trimesh.Trimesh(vertices=vertices, faces=mesh.faces, process=False)
+
+    def run(self, mesh, image, seed: int = 42, tex_slat_sampler_params: dict = {},  # noqa: B006 (real signature)
+            preprocess_image: bool = True, resolution: int = 1024, texture_size: int = 2048):
+        import trimesh
+        record("texturing.run", vertices=len(mesh.vertices), faces=len(mesh.faces), image_size=list(image.size),
+               seed=seed, tex_slat_sampler_params=tex_slat_sampler_params, preprocess_image=preprocess_image,
+               resolution=resolution, texture_size=texture_size)
+        mesh = self.preprocess_mesh(mesh)
+        merged = {**self.tex_slat_sampler_params, **tex_slat_sampler_params}
+        self.tex_slat_sampler.sample(None, np.zeros(4), verbose=True, tqdm_desc="Sampling texture SLat", **merged)
+        vertices = mesh.vertices[mesh.faces.reshape(-1)]
+        faces = np.arange(len(vertices)).reshape(-1, 3)
+        vertices[:, 1], vertices[:, 2] = vertices[:, 2], -vertices[:, 1]
+        return trimesh.Trimesh(vertices=vertices, faces=faces, process=False)

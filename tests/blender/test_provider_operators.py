@@ -1,0 +1,108 @@
+"""EmpirioLabs and Scenario from the operator, in real Blender, against the local test servers."""
+import base64
+import glob
+import json
+import os
+
+import bpy
+import pytest
+
+from conftest import EXAMPLE_IMAGE, PKG, mod
+from servers.empiriolabs_server import EmpirioLabsServer
+from servers.scenario_server import ScenarioServer
+
+EL_KEY = "el-blender-secret-1a2b3c4d5e"
+SC_KEY, SC_SECRET = "sc-blender-key-6f7e8d9c", "sc-blender-secret-0a9b8c7d"
+FAST = {"polls_to_finish": 0}
+
+
+def _prefs():
+    return bpy.context.preferences.addons[PKG].preferences
+
+
+@pytest.fixture()
+def online(scene, monkeypatch):
+    for name in ("EMPIRIOLABS_API_KEY", "SCENARIO_API_KEY", "SCENARIO_API_SECRET", "TRELLIS_EMPIRIOLABS_URL",
+                 "TRELLIS_SCENARIO_URL"):
+        monkeypatch.delenv(name, raising=False)
+    bpy.context.preferences.system.use_online_access = True
+    _prefs().session_cap = 0.0
+    yield
+    prefs = _prefs()
+    prefs.empiriolabs_api_key = prefs.empiriolabs_url = ""
+    prefs.scenario_api_key = prefs.scenario_api_secret = prefs.scenario_url = ""
+    bpy.context.preferences.system.use_online_access = False
+
+
+@pytest.fixture()
+def empiriolabs(online):
+    with EmpirioLabsServer(api_key=EL_KEY, scenario=FAST) as server:
+        _prefs().empiriolabs_api_key, _prefs().empiriolabs_url = EL_KEY, server.url
+        yield server
+
+
+@pytest.fixture()
+def scenario(online):
+    with ScenarioServer(key=SC_KEY, secret=SC_SECRET) as server:
+        server.polls_to_finish = 1
+        _prefs().scenario_api_key, _prefs().scenario_api_secret = SC_KEY, SC_SECRET
+        _prefs().scenario_url = server.url
+        yield server
+
+
+def test_empiriolabs_result_lands_in_the_scene_with_its_usd_cost(empiriolabs):
+    jobs = mod("trellis_addon.jobs")
+    before = jobs.manager.session_cost
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="EMPIRIOLABS", seed=11, resolution=512) == {"FINISHED"}
+    obj = bpy.context.view_layer.objects.active
+    record = json.loads(obj["trellis2"])
+    assert record["backend"] == "empiriolabs" and record["seed"] == 11 and record["cost_unit"] == "USD"
+    assert jobs.manager.session_cost == pytest.approx(before + 0.025)
+    body = next(r["body"] for r in empiriolabs.requests if r["method"] == "POST")
+    assert body["resolution"] == "512" and body["seed"] == 11
+
+
+def test_scenario_result_reports_creative_units_not_dollars(scenario):
+    jobs = mod("trellis_addon.jobs")
+    before = jobs.manager.session_cost
+    credits = jobs.manager.session_credits.get("CU", 0.0)
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=4) == {"FINISHED"}
+    record = json.loads(bpy.context.view_layer.objects.active["trellis2"])
+    assert record["backend"] == "scenario" and record["cost"] == 12 and record["cost_unit"] == "CU"
+    assert jobs.manager.session_cost == before, "creative units never count as dollars"
+    assert jobs.manager.session_credits["CU"] == credits + 12
+    assert jobs.manager.jobs[-1].cost_text() == "12 CU"
+
+
+def test_scenario_secret_from_environment_and_never_stored(scenario, monkeypatch, tmp_path):
+    _prefs().scenario_api_secret = ""
+    with pytest.raises(RuntimeError, match="No API secret.*SCENARIO_API_SECRET"):
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=1)
+    assert scenario.requests == []
+    monkeypatch.setenv("SCENARIO_API_SECRET", SC_SECRET)
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=1) == {"FINISHED"}
+    job = mod("trellis_addon.jobs").manager.jobs[-1]
+    token = base64.b64encode(f"{SC_KEY}:{SC_SECRET}".encode()).decode()
+    blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    for secret in (SC_KEY, SC_SECRET, token):
+        assert secret not in " ".join(job.proc.args)
+        assert secret.encode() not in blend.read_bytes()
+        for path in glob.glob(os.path.join(job.output_dir, "*")):
+            with open(path, "rb") as f:
+                assert secret.encode() not in f.read(), path
+
+
+@pytest.mark.parametrize("backend", ["EMPIRIOLABS", "SCENARIO"])
+def test_online_access_off_sends_nothing(empiriolabs, scenario, backend):
+    bpy.context.preferences.system.use_online_access = False
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend=backend, seed=1)
+    assert empiriolabs.requests == [] and scenario.requests == []
+
+
+def test_provider_limit_is_refused_before_any_worker_starts(scenario):
+    count = len(mod("trellis_addon.jobs").manager.jobs)
+    with pytest.raises(RuntimeError, match="Scenario accepts Remesh Band \\(remeshBand\\) 1 to 4, got 0.5"):
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=1, remesh_band=0.5)
+    assert len(mod("trellis_addon.jobs").manager.jobs) == count and scenario.requests == []

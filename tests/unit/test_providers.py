@@ -1,0 +1,91 @@
+"""Each provider's mapping of the one schema against its published parameter table (tests/data)."""
+import pytest
+
+from backend import providers, schema
+from servers import tables
+
+
+def _limits(provider, table, converted=float):
+    for knob in provider.knobs:
+        spec = table[knob.wire]
+        param = schema.BY_NAME[knob.param]
+        if spec["allowed"]:
+            assert [str(c) for c in knob.choices] == spec["allowed"], knob.wire
+        elif spec["min"] is not None:
+            assert (knob.min, knob.max) == (spec["min"], spec["max"]), knob.wire
+        elif param.kind == "bool":
+            assert spec["type"] == "boolean", knob.wire
+        yield knob
+
+
+def test_empiriolabs_names_and_ranges_match_its_table():
+    table = tables.empiriolabs()
+    mapped = list(_limits(providers.EMPIRIOLABS, table))
+    assert len(mapped) == len(providers.EMPIRIOLABS.knobs)
+    enums = {k.wire for k in providers.EMPIRIOLABS.knobs if k.as_text}
+    assert enums == {n for n, spec in table.items() if spec["type"] == "enum"} - {"pipeline_type", "response_format"}
+    unmapped = set(table) - {k.wire for k in providers.EMPIRIOLABS.knobs}
+    assert unmapped == {"image", "pipeline_type", "response_format", "verbose", "uv_unwrap_angle_threshold_deg",
+                        "uv_unwrap_refine_iterations", "uv_unwrap_global_iterations", "uv_unwrap_smooth_strength"}
+    assert providers.EMPIRIOLABS.ignored() == ()
+
+
+@pytest.mark.parametrize("provider,model", [(providers.SCENARIO, "model_trellis-2"),
+                                            (providers.SCENARIO_RETEXTURE, "model_trellis-2-retexture")])
+def test_scenario_names_and_ranges_match_its_tables(provider, model):
+    table = tables.scenario(model)
+    assert len(list(_limits(provider, table))) == len(provider.knobs)
+    files = {n for n, spec in table.items() if spec["type"] == "file"}
+    assert set(table) - {k.wire for k in provider.knobs} == files
+
+
+def test_scenario_ignores_the_local_only_knobs():
+    assert set(providers.ignored("scenario")) == {
+        "max_num_tokens", "preprocess_image", "remesh_project", "shape_slat_rescale_t",
+        *(f"{s.name}_guidance_interval_{end}" for s in schema.STAGES for end in ("start", "end"))}
+    retexture = set(providers.ignored("scenario", "retexture"))
+    assert {"decimation_target", "remesh", "shape_slat_steps", "sparse_structure_steps"} <= retexture
+    assert not retexture & {"resolution", "texture_size", "seed", "tex_slat_steps"}
+
+
+def test_runware_ignores_what_only_the_local_pipeline_has():
+    assert providers.ignored("runware") == tuple(p.name for p in schema.LOCAL_PARAMS)
+    assert providers.ignored("local") == () and providers.ignored("preview") == ()
+
+
+@pytest.mark.parametrize("backend,mode,settings,message", [
+    ("scenario", "generate", {"texture_size": 3072}, "Scenario accepts Texture Size (textureSize) one of 1024, 2048"),
+    ("empiriolabs", "generate", {"texture_size": 3072}, "EmpirioLabs accepts Texture Size (texture_size) one of"),
+    ("scenario", "generate", {"remesh_band": 0.5}, "Scenario accepts Remesh Band (remeshBand) 1 to 4, got 0.5"),
+    ("empiriolabs", "generate", {"max_num_tokens": 200000},
+     "EmpirioLabs accepts Max Tokens (max_num_tokens) 1024 to 131 072, got 200 000"),
+    ("empiriolabs", "generate", {"decimation_target": 1500000},
+     "EmpirioLabs accepts Face Budget (decimation_target) 10 000 to 1 000 000, got 1 500 000"),
+    ("scenario", "retexture", {"resolution": 1536},
+     "Scenario Retexture accepts Resolution (resolution) one of 512, 1024, got 1536"),
+    ("local", "retexture", {"resolution": 1536}, "Local retexture accepts Resolution"),
+])
+def test_values_outside_a_provider_range_are_refused_naming_its_limit(backend, mode, settings, message):
+    with pytest.raises(providers.ProviderLimitError) as info:
+        providers.check(backend, schema.validate(settings), mode)
+    assert message in str(info.value)
+
+
+def test_unsent_knobs_are_not_checked_and_schema_edges_pass():
+    providers.check("scenario", schema.validate({"decimation_target": 2000000}))
+    # a sampler knob only counts when its stage is sent
+    settings = schema.validate({"tex_slat_guidance_strength": 10})
+    providers.check("empiriolabs", settings)
+    assert "tex_slat_guidance_strength" not in providers.EMPIRIOLABS.request(settings)
+    settings["tex_slat_override"] = True
+    assert providers.EMPIRIOLABS.request(settings)["tex_slat_guidance_strength"] == 10
+
+
+def test_requests_use_wire_names_and_types():
+    settings = schema.validate({"seed": 9, "shape_slat_override": True, "resolution": 512})
+    scenario_body = providers.SCENARIO.request(settings)
+    assert scenario_body["shapeSlatSamplingSteps"] == 12 and scenario_body["resolution"] == 512
+    assert "ssSamplingSteps" not in scenario_body and scenario_body["seed"] == 9
+    empirio = providers.EMPIRIOLABS.request(settings)
+    assert empirio["resolution"] == "512" and empirio["texture_size"] == "2048"
+    assert empirio["shape_slat_guidance_interval_start"] == 0.6

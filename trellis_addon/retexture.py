@@ -1,0 +1,117 @@
+"""Retexture from image: keep an object's geometry, replace its material with one TRELLIS.2 paints from an
+image. The selected mesh goes to the worker as a GLB; the result (new UVs and material on a re-unwrapped
+copy of the mesh) is fitted onto the original's world bounds, its UVs are transferred onto the original
+mesh (vertex count and transform unchanged) and its material replaces the old one."""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import generation, importer, jobs
+
+UV_NAME = "TRELLIS_UV"
+
+
+def export_mesh(context, obj: bpy.types.Object, path: str) -> None:
+    """The object alone as a GLB (world transform on its node, modifiers applied, no materials)."""
+    selected = [o for o in context.view_layer.objects if o.select_get()]
+    active = context.view_layer.objects.active
+    try:
+        for o in selected:
+            o.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        result = bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True,
+                                           export_materials="NONE", export_apply=True)
+        if "FINISHED" not in result:
+            raise generation.RequestError(f"Could not export {obj.name} as GLB")
+    finally:
+        obj.select_set(False)
+        for o in selected:
+            o.select_set(True)
+        context.view_layer.objects.active = active
+
+
+def prepare(context, obj: bpy.types.Object, *, image, backend: str, settings: dict) -> jobs.Job:
+    if obj is None or obj.type != "MESH":
+        raise generation.RequestError("Select a mesh object to retexture")
+    job = generation.prepare_job(image=image, backend=backend, settings=settings, mode="retexture")
+    job.mesh_path = os.path.join(job.output_dir, "input_mesh.glb")
+    export_mesh(context, obj, job.mesh_path)
+    return job
+
+
+def _fit(source: bpy.types.Object, target: bpy.types.Object) -> None:
+    """Scale and move source so its world bounds match target's (TRELLIS.2 may hand back a unit cube)."""
+    bpy.context.view_layer.update()
+    lo, hi = importer._world_bounds([source])
+    tlo, thi = importer._world_bounds([target])
+    size, tsize = max(hi - lo), max(thi - tlo)
+    if size <= 0 or tsize <= 0:
+        return
+    factor = tsize / size
+    source.scale *= factor
+    source.location = source.location * factor
+    bpy.context.view_layer.update()
+    lo, hi = importer._world_bounds([source])
+    source.location += (tlo + thi) / 2 - (lo + hi) / 2
+    bpy.context.view_layer.update()
+
+
+def apply_result(context, job: jobs.Job, obj: bpy.types.Object, on_copy: bool = False) -> bpy.types.Object:
+    """Put the job's first result on obj (or a copy of it): new UV map transferred from the result,
+    result's material. Returns the object that got it; the imported result is removed."""
+    imported = importer.import_glb(context, job.result["files"][0])
+    try:
+        source = next((o for o in imported if o.type == "MESH"), None)
+        if source is None:
+            raise generation.RequestError("The retextured result has no mesh")
+        _fit(source, obj)
+        target = obj
+        if on_copy:
+            target = obj.copy()
+            target.data = obj.data.copy()
+            target.name = f"{obj.name}.retextured"
+            for coll in obj.users_collection:
+                coll.objects.link(target)
+        if source.data.uv_layers:
+            uv = target.data.uv_layers.get(UV_NAME) or target.data.uv_layers.new(name=UV_NAME)
+            target.data.uv_layers.active = uv
+            uv.active_render = True
+            modifier = target.modifiers.new("TRELLIS UV", "DATA_TRANSFER")
+            modifier.object = source
+            modifier.use_object_transform = True
+            modifier.use_loop_data = True
+            modifier.data_types_loops = {"UV"}
+            modifier.loop_mapping = "POLYINTERP_NEAREST"
+            source.data.uv_layers.active.name = UV_NAME  # transferred by name into the new map
+            modifier.layers_uv_select_src = UV_NAME
+            modifier.layers_uv_select_dst = "NAME"
+            while target.modifiers[0] != modifier:  # applied first: it reads the undeformed mesh
+                target.modifiers.move(target.modifiers.find(modifier.name), 0)
+            with context.temp_override(object=target, active_object=target):
+                bpy.ops.object.modifier_apply(modifier=modifier.name)
+        material = source.data.materials[0] if source.data.materials else None
+        if material is not None:
+            target.data.materials.clear()
+            target.data.materials.append(material)
+            for polygon in target.data.polygons:
+                polygon.material_index = 0
+    finally:
+        meshes = [o.data for o in imported if o.type == "MESH"]
+        for o in imported:
+            bpy.data.objects.remove(o, do_unlink=True)
+        for mesh in meshes:
+            if mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
+    target["trellis2_retexture"] = f'{{"job": "{job.id}", "backend": "{job.backend}"}}'
+    job.objects = [target.name]
+    job.set_finished(jobs.DONE, f"Retextured {target.name}")
+    return target
+
+
+def world_signature(obj: bpy.types.Object) -> tuple:
+    """(vertex count, world matrix as tuples): what retexturing must leave unchanged."""
+    return len(obj.data.vertices), tuple(tuple(round(v, 6) for v in row) for row in obj.matrix_world)
+
