@@ -256,6 +256,7 @@ class Job:
     def is_local(self) -> bool:
         return self.backend in LOCAL_BACKENDS
 
+    @property
     def cost_unit(self) -> str:
         return (self.result or {}).get("cost_unit") or "USD"
 
