@@ -3,7 +3,7 @@ import bpy
 
 from . import operators, panels
 from .panels import history as history_panel, menus
-from .trellis_addon import cli, jobs, prefs, props
+from .trellis_addon import cli, jobs, prefs, props, resume
 
 classes = props.classes + prefs.classes + operators.classes + panels.classes
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
@@ -15,9 +15,11 @@ def register():
     menus.register()
     history_panel.register()
     cli.register()
+    resume.register()
 
 
 def unregister():
+    resume.unregister()
     cli.unregister()
     menus.unregister()
     history_panel.unregister()

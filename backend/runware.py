@@ -327,14 +327,21 @@ def _run(job: dict, ctx, api_key: str) -> dict:
     settings = job["settings"]
     providers.RUNWARE.check(settings)
     client = Client(ctx, api_key, job.get("options") or {})
-    rgba = inputs.load_rgba(job["input"]["rgba"])
-    image, image_bytes = send_image(client, rgba)
-    task = inference_task(settings, image, str(uuid.uuid4()))
     count = settings["number_results"]
-    tally = Tally(task["taskUUID"], count)
-    submit(client, task, tally)
-    ctx.remote_task("runware", task["taskUUID"], base_url=client.url, number_results=count)
-    ctx.log(f"submitted task {task['taskUUID']} ({image_bytes} image bytes, {client.sent} bytes sent)")
+    resume = (job.get("options") or {}).get("resume_task")
+    if resume:  # submitted before Blender stopped: poll it again, never submit (or pay) twice
+        task, image_bytes = {"taskUUID": str(resume)}, 0
+        tally = Tally(task["taskUUID"], count)
+        ctx.remote_task("runware", task["taskUUID"], base_url=client.url, number_results=count, resumed=True)
+        ctx.log(f"resuming task {task['taskUUID']}")
+    else:
+        rgba = inputs.load_rgba(job["input"]["rgba"])
+        image, image_bytes = send_image(client, rgba)
+        task = inference_task(settings, image, str(uuid.uuid4()))
+        tally = Tally(task["taskUUID"], count)
+        submit(client, task, tally)
+        ctx.remote_task("runware", task["taskUUID"], base_url=client.url, number_results=count)
+        ctx.log(f"submitted task {task['taskUUID']} ({image_bytes} image bytes, {client.sent} bytes sent)")
     items = poll(client, tally)
     if len(items) < count:
         ctx.log(f"{count - len(items)} of {count} results failed: {task_error(tally.errors[0])}", "warning")

@@ -8,7 +8,7 @@ import os
 import bpy
 
 from ..backend import schema
-from ..trellis_addon import generation, history, importer, jobs, prefs, props
+from ..trellis_addon import generation, history, importer, jobs, prefs, props, resume
 
 
 def _entry(entry_id: str) -> history.Entry | None:
@@ -81,6 +81,25 @@ class TRELLIS_OT_history_import(_EntryOperator, bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"TRELLIS: imported {', '.join(job.objects)} from history")
+        return {"FINISHED"}
+
+
+class TRELLIS_OT_history_resume(_EntryOperator, bpy.types.Operator):
+    """Poll this submitted remote task again and download its result (no new request, no new charge)"""
+
+    bl_idname = "trellis.history_resume"
+    bl_label = "Resume Download"
+
+    def execute(self, context):
+        entry = _entry(self.entry)
+        if entry is None or entry.state != history.PENDING:
+            self.report({"ERROR"}, f"History entry {self.entry!r} has no pending remote task")
+            return {"CANCELLED"}
+        try:
+            resume.resume_entry(entry)
+        except generation.RequestError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -215,6 +234,6 @@ def _generate(op, record: dict, settings: dict) -> set:
                                     target_size=float(record.get("target_size") or 0.0), **keywords)
 
 
-classes = (TRELLIS_OT_history_import, TRELLIS_OT_history_open, TRELLIS_OT_history_settings,
+classes = (TRELLIS_OT_history_import, TRELLIS_OT_history_resume, TRELLIS_OT_history_open, TRELLIS_OT_history_settings,
            TRELLIS_OT_history_delete, TRELLIS_OT_history_prune, TRELLIS_OT_regenerate, TRELLIS_OT_variations,
            TRELLIS_OT_load_settings)

@@ -54,6 +54,8 @@ def draw_entry(layout, entry: history.Entry) -> None:
     if entry.state in (history.DONE, history.READY):
         buttons.operator("trellis.history_import", text="Import", icon="IMPORT").entry = entry.id
         buttons.operator("trellis.history_settings", text="", icon="PRESET").entry = entry.id
+    if entry.state == history.PENDING:
+        buttons.operator("trellis.history_resume", text="Resume", icon="FILE_REFRESH").entry = entry.id
     buttons.operator("trellis.history_open", text="", icon="FILE_FOLDER").entry = entry.id
     buttons.operator("trellis.history_delete", text="", icon="TRASH").entry = entry.id
 

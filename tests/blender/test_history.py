@@ -185,3 +185,34 @@ def test_result_of_a_killed_blender_is_importable_on_the_next_start(scene, tmp_p
     obj = bpy.context.view_layer.objects.active
     assert obj.name == "mushroom" and json.loads(obj["trellis2"])["seed"] == 77
     assert entries()[0].state == "done"
+
+
+def test_remote_task_of_a_crashed_session_is_resumed_not_paid_twice(runware):  # noqa: F811
+    """Blender dies while Runware works: the next start polls the same task and offers the result."""
+    import time
+    jobs, generation, resume = mod("trellis_addon.jobs"), mod("trellis_addon.generation"), mod("trellis_addon.resume")
+    runware.never_finish = True
+    settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 61})
+    job = generation.enqueue(generation.prepare_job(image=EXAMPLE_IMAGE, backend="runware", settings=settings))
+    end = time.monotonic() + 60
+    while not job.remote and time.monotonic() < end:
+        job.poll()
+        time.sleep(0.02)
+    jobs.flush_records()
+    job.worker.kill()  # Blender gone: its worker and job vanish; job.json keeps the task id
+    jobs.manager.jobs.remove(job)
+    [entry] = entries()
+    assert entry.state == "pending" and entry.record["remote"]["task_id"] in runware.tasks
+
+    runware.never_finish = False
+    [resumed] = resume.resume_pending()
+    end = time.monotonic() + 60
+    while not resumed.is_finished and time.monotonic() < end:
+        resume._drive()
+        time.sleep(0.05)
+    assert resumed.state == "done", resumed.error
+    assert runware.submits == 1, "the task was polled again, not submitted again"
+    [entry] = entries()
+    assert entry.state == "ready" and entry.record["seeds"] == [61]
+    assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
+    assert json.loads(bpy.context.view_layer.objects.active["trellis2"])["seed"] == 61

@@ -1,0 +1,82 @@
+"""Remote tasks submitted before Blender stopped: polled again on the next start, never paid twice.
+
+A history entry whose job.json names a remote task but has no result is PENDING. resume_pending()
+starts one job per such entry in the same folder, telling the worker to poll that task instead of
+submitting; the result lands in the entry (result.json) and History offers it for import.
+"""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import generation, history, jobs, prefs
+
+RESUMABLE = ("runware",)  # backends whose worker can poll an earlier task (options["resume_task"])
+POLL_SECONDS = 0.5
+_resumed: list[jobs.Job] = []
+
+
+def resume_entry(entry: history.Entry) -> jobs.Job:
+    """Start polling the entry's remote task again; raises generation.RequestError."""
+    record = entry.record
+    backend = record.get("backend", "")
+    remote = record.get("remote") or {}
+    if backend not in RESUMABLE or not remote.get("task_id"):
+        raise generation.RequestError(f"{entry.id}: a {backend or 'unknown'} task cannot be resumed")
+    if any(j.output_dir == entry.folder and not j.is_finished for j in jobs.manager.jobs):
+        raise generation.RequestError(f"{entry.id} is already being resumed")
+    try:
+        options, secrets = prefs.remote_access(backend)
+    except prefs.AccessError as exc:
+        raise generation.RequestError(str(exc)) from None
+    job = jobs.Job(name=record.get("name") or entry.id, backend=backend, settings=record.get("settings") or {},
+                   rgba_path=os.path.join(entry.folder, history.INPUT), output_dir=entry.folder,
+                   image_ref=record.get("image", ""), target_size=float(record.get("target_size") or 0.0),
+                   options=dict(options, resume_task=remote["task_id"]), secrets=secrets)
+    generation.enqueue(job)
+    _resumed.append(job)
+    if not bpy.app.timers.is_registered(_drive):
+        bpy.app.timers.register(_drive, first_interval=POLL_SECONDS)
+    return job
+
+
+def resume_pending() -> list[jobs.Job]:
+    """Resume every pending remote task of the history; entries that cannot be resumed are skipped."""
+    history.history.invalidate()
+    started = []
+    for entry in history.history.entries(prefs.jobs_root()):
+        if entry.state == history.PENDING:
+            try:
+                started.append(resume_entry(entry))
+            except generation.RequestError as exc:
+                print(f"TRELLIS: not resumed: {exc}")
+    return started
+
+
+def _drive():
+    """Timer: poll resumed jobs; a downloaded result stays in history, not imported (History offers it)."""
+    jobs.manager.poll_all()
+    for job in list(_resumed):
+        if job.state == jobs.IMPORTING:
+            job.set_finished(jobs.DONE, "Downloaded: import it from History")
+        if job.is_finished:
+            _resumed.remove(job)
+            history.history.invalidate()
+    return POLL_SECONDS if _resumed else None
+
+
+def _on_start():
+    if not bpy.app.background:  # scripts and batches never start network work implicitly
+        resume_pending()
+    return None
+
+
+def register():
+    bpy.app.timers.register(_on_start, first_interval=2.0)
+
+
+def unregister():
+    for fn in (_on_start, _drive):
+        if bpy.app.timers.is_registered(fn):
+            bpy.app.timers.unregister(fn)
