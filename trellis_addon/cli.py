@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -142,13 +143,31 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help or a usage error: argparse has printed it
         return int(exc.code or 0)
+    previous = _catch_ctrl_c()
     try:
         return run_generate(args) if args.command == "generate" else run_batch(args)
     except generation.RequestError as exc:
         print(f"trellis: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         jobs.manager.stop_workers()  # Blender exits next: no worker or reader thread left behind
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _catch_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in our loops (Blender's own SIGINT handling would let a batch run
+    on). Returns the handler to restore, None where it cannot be changed (not the main thread)."""
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, _raise_interrupt)
+    except (ValueError, OSError):
+        return None
+    return previous if previous is not None else signal.SIG_DFL
 
 
 def _run_to_end(job: jobs.Job, max_parallel: int) -> None:
