@@ -19,11 +19,11 @@ retry_tries/retry_base/retry_cap, download_tries, read_timeout (s).
 """
 from __future__ import annotations
 
-from . import hosted, inputs, providers, remote, runware
+from . import hosted, inputs, providers, registry, remote, runware
 from .worker import JobError
 
 PROVIDER = "EmpirioLabs"
-MODEL = "trellis-2-4b"
+MODEL = registry.BY_ID["empiriolabs"].model
 DEFAULT_URL = "https://api.empiriolabs.ai"
 PIPELINE_TYPES = {512: "512", 1024: "1024_cascade", 1536: "1536_cascade"}
 PRICE_USD = {512: 0.025, 1024: 0.249, 1536: 0.499}  # per generated asset, published price list

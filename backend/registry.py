@@ -16,6 +16,7 @@ class BackendInfo:
     price_per_result: dict | None = None  # resolution -> rough USD estimate, for the spending guard
     cost_unit: str = "USD"  # what the result's cost counts: USD, or Scenario's creative units ("CU")
     modes: tuple = ("generate",)  # job modes: "generate" (image to mesh), "retexture" (mesh + image)
+    model: str = ""  # the hosted model's id (part of history's cache key)
 
     def estimate_cost(self, settings: dict) -> float:
         if not self.price_per_result:
@@ -31,15 +32,15 @@ BACKENDS = (
                 "TRELLIS.2 on Runware's hosted API, about $0.03 per model at 1024. Needs an API key "
                 "and online access; a submitted task is billed even if cancelled", "runware", True, True,
                 # Runware bills by processing time: $0.0256 listed for 1024, $0.02-0.055 in its examples.
-                {512: 0.02, 1024: 0.03, 1536: 0.05}),
+                {512: 0.02, 1024: 0.03, 1536: 0.05}, model="microsoft:trellis-2@4b"),
     BackendInfo("empiriolabs", "EmpirioLabs (cloud)",
                 "TRELLIS.2 on EmpirioLabs' hosted API, about $0.25 per model at 1024 ($0.025 at 512). Needs an "
                 "API key and online access; a submitted job is billed even if cancelled", "empiriolabs", True, True,
-                {512: 0.025, 1024: 0.249, 1536: 0.499}),
+                {512: 0.025, 1024: 0.249, 1536: 0.499}, model="trellis-2-4b"),
     BackendInfo("scenario", "Scenario (cloud)",
                 "TRELLIS.2 on Scenario's hosted API, paid in creative units (CU); can also retexture a mesh. "
                 "Needs an API key and secret and online access", "scenario", True, True, None, "CU",
-                ("generate", "retexture")),
+                ("generate", "retexture"), model="model_trellis-2"),
     BackendInfo("local", "Local GPU (TRELLIS.2)",
                 "TRELLIS.2 on your NVIDIA GPU (24 GB+), in your TRELLIS.2 environment's Python: free, private, "
                 "no upload. The model stays loaded between jobs", "local_trellis2", True, False,

@@ -35,11 +35,11 @@ from urllib.parse import urlsplit
 import numpy as np
 import requests
 
-from . import inputs, png, protocol, providers, remote, schema
+from . import inputs, png, protocol, providers, registry, remote, schema
 from .worker import Cancelled, JobError
 
 PROVIDER = "Runware"
-MODEL = "microsoft:trellis-2@4b"
+MODEL = registry.BY_ID["runware"].model
 DEFAULT_URL = "https://api.runware.ai/v1"
 INLINE_LIMIT = 64 * 1024
 

@@ -10,7 +10,6 @@ import importlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,14 +26,12 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="trellis-cache-bench-")
     os.environ["BLENDER_USER_RESOURCES"] = os.path.join(work, "user")
     from import_ratio import write_test_glb
+    from runware_bytes import install_extension
     from servers.runware_server import RunwareServer
     glb_path = os.path.join(work, "big.glb")
     faces = write_test_glb(glb_path, 500000, 2048)
     import bpy
-    zip_path = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"),
-                               "--output-dir", work], check=True, capture_output=True, text=True
-                              ).stdout.strip().splitlines()[-1]
-    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    install_extension(work)
     jobs = importlib.import_module(f"{PKG}.trellis_addon.jobs")
     prefs = bpy.context.preferences.addons[PKG].preferences
     bpy.context.preferences.system.use_online_access = True

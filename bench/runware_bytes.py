@@ -101,6 +101,16 @@ def bytes_without_blender(size: int) -> int:
     return 0
 
 
+def install_extension(work: str) -> None:
+    """Build the zip with Blender's tool and install it into this process's Blender (BLENDER_USER_RESOURCES
+    must point into `work` before bpy is imported)."""
+    import bpy
+    zip_path = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"),
+                               "--output-dir", work], check=True, capture_output=True, text=True
+                              ).stdout.strip().splitlines()[-1]
+    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+
+
 def main() -> int:
     import argparse
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -119,10 +129,7 @@ def main() -> int:
     glb_path = os.path.join(work, "big.glb")
     faces = write_test_glb(glb_path, 500000, 2048)
     import bpy
-    zip_path = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"),
-                               "--output-dir", work], check=True, capture_output=True, text=True
-                              ).stdout.strip().splitlines()[-1]
-    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    install_extension(work)
     jobs = importlib.import_module(f"{PKG}.trellis_addon.jobs")
     photo = os.path.join(work, "photo.png")
     photo_png(photo)

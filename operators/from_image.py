@@ -5,24 +5,21 @@ import os
 
 import bpy
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr")
+from ..trellis_addon import generation
+from ..trellis_addon.image_input import IMAGE_EXTENSIONS
+
 
 
 def _generate(image: str, anchor: str = "") -> set:
-    """One generation through trellis.generate: modal with a window, blocking without."""
-    mode = "EXEC_DEFAULT" if bpy.app.background or bpy.context.window is None else "INVOKE_DEFAULT"
-    return bpy.ops.trellis.generate(mode, image=image, place_near=anchor)
+    return bpy.ops.trellis.generate(generation.operator_mode(), image=image, place_near=anchor)
 
 
 def image_empties(context) -> list[bpy.types.Object]:
     """Selected image empties (reference and background images are image empties too), active first."""
     objects = list(getattr(context, "selected_objects", None) or [])
     active = getattr(context, "active_object", None)
-    if active is not None and active not in objects:
-        objects.insert(0, active)
-    elif active is not None:
-        objects.remove(active)
-        objects.insert(0, active)
+    if active is not None:
+        objects = [active] + [o for o in objects if o != active]
     return [o for o in objects if o.type == "EMPTY" and o.empty_display_type == "IMAGE" and o.data is not None]
 
 

@@ -87,18 +87,9 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         job = self._start(context)
         if job is None:
             return {"CANCELLED"}
-        last = ""
         try:
-            while True:
-                generation.pump()
-                job.poll()
-                line = generation.progress_line(job)
-                if line.split("[")[0] != last.split("[")[0]:
-                    print(line, flush=True)
-                    last = line
-                if job.state == jobs.IMPORTING or job.is_finished:
-                    break
-                time.sleep(0.05)
+            with generation.ctrl_c_interrupts():
+                generation.wait(job)
         except KeyboardInterrupt:
             job.cancel()
         result = self._finish(context, job)

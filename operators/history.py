@@ -229,8 +229,8 @@ def _generate(op, record: dict, settings: dict) -> set:
     except schema.SettingError as exc:
         op.report({"ERROR"}, f"The stored settings are invalid: {exc}")
         return {"CANCELLED"}
-    mode = "EXEC_DEFAULT" if bpy.app.background or bpy.context.window is None else "INVOKE_DEFAULT"
-    return bpy.ops.trellis.generate(mode, image=image, backend=(record.get("backend") or "preview").upper(),
+    backend = (record.get("backend") or "preview").upper()
+    return bpy.ops.trellis.generate(generation.operator_mode(), image=image, backend=backend,
                                     target_size=float(record.get("target_size") or 0.0), **keywords)
 
 

@@ -8,7 +8,7 @@ import time
 import bpy
 import bpy.utils.previews
 
-from ..trellis_addon import history, importer, prefs
+from ..trellis_addon import history, importer, jobs, prefs
 from .sidebar import _SidebarPanel
 
 SHOWN = 12  # entries listed; the folder keeps them all
@@ -71,11 +71,12 @@ class TRELLIS_PT_history(_SidebarPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         root = prefs.jobs_root(create=False)
-        entries = history.history.results(root)
+        entries = [e for e in history.history.snapshot(root, jobs.submit_io) if e.state != history.OTHER]
+        total = sum(e.size for e in entries)  # measured on the file thread by snapshot()
         p = prefs.get()
         cap = f" of {p.history_cap_gb:g} GB" if p and p.history_cap_gb > 0 else ""
         row = layout.row()
-        row.label(text=f"{len(entries)} results · {_size(history.history.total_size(root))}{cap}")
+        row.label(text=f"{len(entries)} results · {_size(total)}{cap}")
         row.operator("trellis.history_prune", text="", icon="BRUSH_DATA")
         if not entries:
             layout.label(text="Finished jobs appear here", icon="INFO")

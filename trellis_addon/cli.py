@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 
@@ -18,9 +17,9 @@ import bpy
 
 from ..backend import registry, schema
 from . import generation, jobs
+from .image_input import IMAGE_EXTENSIONS
 
 COMMAND = "trellis"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr")
 MANIFEST = "manifest.jsonl"
 _handle = None
 
@@ -143,42 +142,12 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help or a usage error: argparse has printed it
         return int(exc.code or 0)
-    previous = _catch_ctrl_c()
     try:
-        return run_generate(args) if args.command == "generate" else run_batch(args)
+        with generation.ctrl_c_interrupts():
+            return run_generate(args) if args.command == "generate" else run_batch(args)
     except generation.RequestError as exc:
         print(f"trellis: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        jobs.manager.stop_workers()  # Blender exits next: no worker or reader thread left behind
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _catch_ctrl_c():
-    """Ctrl-C raises KeyboardInterrupt in our loops (Blender's own SIGINT handling would let a batch run
-    on). Returns the handler to restore, None where it cannot be changed (not the main thread)."""
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, _raise_interrupt)
-    except (ValueError, OSError):
-        return None
-    return previous if previous is not None else signal.SIG_DFL
-
-
-def _run_to_end(job: jobs.Job, max_parallel: int) -> None:
-    last = ""
-    while not (job.is_finished or job.state == jobs.IMPORTING):
-        jobs.manager.poll_all(max_parallel)
-        line = generation.progress_line(job)
-        if line.split("[")[0] != last.split("[")[0]:
-            print(line, flush=True)
-            last = line
-        time.sleep(0.05)
 
 
 def copy_results(job: jobs.Job, output: str) -> list[str]:
@@ -201,7 +170,7 @@ def run_generate(args) -> int:
     job = generation.prepare_job(image=os.path.abspath(args.image), force_new=args.force_new, **_scene_request(args))
     generation.enqueue(job)
     try:
-        _run_to_end(job, jobs.manager.max_parallel)
+        generation.wait(job)
     except KeyboardInterrupt:
         job.cancel()
         print("trellis: interrupted", file=sys.stderr)

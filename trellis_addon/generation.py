@@ -1,9 +1,11 @@
 """From the user's request to a running job, and from a finished job to objects in the scene."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
+import signal
 import time
 import tomllib
 import uuid
@@ -42,9 +44,8 @@ def resolve_settings(scene_settings: dict, overrides: dict) -> dict:
 def model_id(backend: str) -> str:
     """What model answers on this backend (part of the cache key)."""
     if backend == "local":
-        p = prefs.get()
-        return (p.local_model if p else "") or os.environ.get("TRELLIS2_MODEL", "") or "microsoft/TRELLIS.2-4B"
-    return {"runware": "microsoft:trellis-2@4b"}.get(backend, backend)
+        return prefs.local_model()
+    return registry.BY_ID[backend].model or backend
 
 
 def _read_image(image, keep_image: bool) -> tuple[np.ndarray, str, str]:
@@ -156,10 +157,51 @@ def enqueue(job: jobs.Job, max_parallel: int | None = None) -> jobs.Job:
     return job
 
 
+def _cap(max_parallel: int | None) -> int | None:
+    p = prefs.get()
+    return max_parallel or (p.max_parallel_jobs if p else None)
+
+
 def pump(max_parallel: int | None = None) -> None:
     """Start queued jobs as slots free up (cap: the argument, else the preferences)."""
-    p = prefs.get()
-    jobs.manager.pump(max_parallel or (p.max_parallel_jobs if p else None))
+    jobs.manager.pump(_cap(max_parallel))
+
+
+def wait(job: jobs.Job, max_parallel: int | None = None) -> None:
+    """Block until the job is ready to import or finished, printing a line when its step changes
+    (scripts, background mode, the command line). KeyboardInterrupt propagates."""
+    last = ""
+    while not (job.state == jobs.IMPORTING or job.is_finished):
+        jobs.manager.poll_all(_cap(max_parallel))
+        line = progress_line(job)
+        if line.split("[")[0] != last.split("[")[0]:
+            print(line, flush=True)
+            last = line
+        time.sleep(0.05)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def ctrl_c_interrupts():
+    """While Blender blocks on jobs, Ctrl-C raises KeyboardInterrupt. `blender -b` handles SIGINT itself
+    (a first press only flags a break), which would let a job or a batch run on."""
+    try:
+        previous = signal.signal(signal.SIGINT, _raise_interrupt)
+    except (ValueError, OSError):  # not the main thread: leave it alone
+        previous = False
+    try:
+        yield
+    finally:
+        if previous is not False:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+def operator_mode() -> str:
+    """How to call trellis.generate from another operator: modal with a window, blocking without."""
+    return "EXEC_DEFAULT" if bpy.app.background or bpy.context.window is None else "INVOKE_DEFAULT"
 
 
 def check_session_cap(estimate: float) -> None:

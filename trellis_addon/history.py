@@ -36,7 +36,14 @@ class Entry:
     state: str
     record: dict = field(default_factory=dict)
     problem: str = ""
-    size: int = 0
+    _size: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes on disk, measured once (only the panel and pruning need it; a cache lookup does not)."""
+        if self._size is None:
+            self._size = _folder_size(self.folder)
+        return self._size
 
     @property
     def id(self) -> str:
@@ -109,7 +116,6 @@ def read_entry(folder: str) -> Entry | None:
     paths = {name: os.path.join(folder, name) for name in (JOB, RESULT, RECORD)}
     if not any(os.path.exists(p) for p in paths.values()):
         return None
-    size = _folder_size(folder)
     try:
         for name, state in ((RECORD, DONE), (RESULT, READY)):
             if os.path.exists(paths[name]):
@@ -117,17 +123,17 @@ def read_entry(folder: str) -> Entry | None:
                 if name == RESULT:  # not imported yet: what we know comes from job.json and result.json
                     job = _read(paths[JOB]) if os.path.exists(paths[JOB]) else {}
                     data = {**job, **data}
-                entry = Entry(folder, state, data, size=size)
+                entry = Entry(folder, state, data)
                 missing = [os.path.basename(f) for f in entry.files if not os.path.isfile(f)]
                 if not entry.files or missing:
-                    return Entry(folder, BROKEN, data, f"missing {', '.join(missing) or 'result files'}", size)
+                    return Entry(folder, BROKEN, data, f"missing {', '.join(missing) or 'result files'}")
                 return entry
         job = _read(paths[JOB])
     except (OSError, ValueError) as exc:
-        return Entry(folder, BROKEN, {}, f"unreadable: {exc}", size)
+        return Entry(folder, BROKEN, {}, f"unreadable: {exc}")
     if job.get("remote") and job.get("state") not in ("failed", "cancelled", "done"):
-        return Entry(folder, PENDING, job, size=size)
-    return Entry(folder, OTHER, job, size=size)
+        return Entry(folder, PENDING, job)
+    return Entry(folder, OTHER, job)
 
 
 class History:
@@ -136,31 +142,61 @@ class History:
     def __init__(self):
         self._root = None
         self._entries: list[Entry] | None = None
+        self._refreshing = False
+        self._version = 0
+        self._measured = False  # sizes of _entries measured (by _refresh, on the file thread)
+        self._shown: list[Entry] = []  # the last measured scan: what the panel draws meanwhile
 
     def invalidate(self) -> None:
         self._entries = None
+        self._version += 1
+
+    def snapshot(self, root: str, submit) -> list[Entry]:
+        """For drawing: the last scan at once, never I/O on the caller's thread. When stale, a rescan
+        (sizes included) runs through `submit` (the add-on's file thread); the next redraw shows it."""
+        entries = self._entries if root == self._root else None
+        if (entries is None or not self._measured) and not self._refreshing:
+            self._refreshing = True
+            submit(self._refresh, root)
+        return entries if entries is not None and self._measured else self._shown
+
+    def _refresh(self, root: str) -> None:
+        version = self._version
+        try:
+            found = self._scan(root)
+            for entry in found:
+                entry.size  # noqa: B018 (measured here, off the main thread)
+            if version == self._version:  # nothing changed meanwhile
+                self._root, self._entries, self._measured = root, found, True
+            self._shown = found
+        finally:
+            self._refreshing = False
 
     def entries(self, root: str) -> list[Entry]:
         """Every entry, newest first (cached until invalidate or another root)."""
         if self._entries is None or root != self._root:
-            found = []
-            try:
-                names = os.listdir(root)
-            except OSError:
-                names = []
-            for name in names:
-                folder = os.path.join(root, name)
-                if name.startswith(".") or not os.path.isdir(folder):
-                    continue
-                entry = read_entry(folder)
-                if entry is not None:
-                    found.append(entry)
-            found.sort(key=lambda e: (e.created or _mtime(e.folder)), reverse=True)
-            self._root, self._entries = root, found
+            self._root, self._entries, self._measured = root, self._scan(root), False
         return self._entries
 
+    @staticmethod
+    def _scan(root: str) -> list[Entry]:
+        found = []
+        try:
+            names = os.listdir(root)
+        except OSError:
+            names = []
+        for name in names:
+            folder = os.path.join(root, name)
+            if name.startswith(".") or not os.path.isdir(folder):
+                continue
+            entry = read_entry(folder)
+            if entry is not None:
+                found.append(entry)
+        found.sort(key=lambda e: (e.created or _mtime(e.folder)), reverse=True)
+        return found
+
     def results(self, root: str) -> list[Entry]:
-        """What the panel lists: results, not-yet-imported results, pending remote tasks, broken ones."""
+        """Results, not-yet-imported results, pending remote tasks and broken ones (a synchronous scan)."""
         return [e for e in self.entries(root) if e.state != OTHER]
 
     def find_cached(self, root: str, key: str) -> Entry | None:
@@ -168,9 +204,6 @@ class History:
             if entry.state in (DONE, READY) and entry.record.get("cache_key") == key:
                 return entry
         return None
-
-    def total_size(self, root: str) -> int:
-        return sum(e.size for e in self.entries(root))
 
     def delete(self, entry: Entry) -> None:
         shutil.rmtree(entry.folder, ignore_errors=True)

@@ -12,6 +12,7 @@ import numpy as np
 from ..backend import preview_mesh
 
 MAX_SIDE = 1024  # TRELLIS.2 conditions on at most 1024 px on the long side
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr")  # files users may pick
 
 
 class InputError(ValueError):

@@ -5,8 +5,8 @@ drains that queue (Job.poll), so it never blocks on a pipe. Files are written by
 """
 from __future__ import annotations
 
+import atexit
 import collections
-import json
 import os
 import queue
 import signal
@@ -49,13 +49,6 @@ def flush_records(timeout: float = 10.0) -> None:
         _io.submit(lambda: None).result(timeout)
     except RuntimeError:
         pass  # executor already shut down: nothing queued
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -357,9 +350,9 @@ class Job:
             return  # its folder belongs to the history entry that answered it
         path = os.path.join(self.output_dir, "job.json")
         try:
-            _io.submit(write_json_atomic, path, self.record())
+            _io.submit(history.write_json_atomic, path, self.record())
         except RuntimeError:  # interpreter shutting down: write now
-            write_json_atomic(path, self.record())
+            history.write_json_atomic(path, self.record())
 
 
 def _signal_group(proc: subprocess.Popen, sig) -> None:
@@ -480,8 +473,8 @@ class JobManager:
         self.reap_idle(seconds=-1.0)
 
     def stop_workers(self, timeout: float = 5.0) -> None:
-        """Command-line runs, before Blender exits: cancel what runs, let every warm worker exit (EOF) and
-        wait for it and its reader thread, so no thread reads a pipe while the interpreter is torn down."""
+        """At exit: cancel what runs, let every warm worker exit (EOF) and wait for it and its reader
+        thread, so no thread reads a pipe while the interpreter is torn down (bpy 4.2 crashed)."""
         workers = [w for w in [self._persistent, *self._pool] if w is not None]
         self.shutdown()
         end = time.monotonic() + timeout
@@ -498,3 +491,4 @@ class JobManager:
 
 
 manager = JobManager()
+atexit.register(manager.stop_workers)  # every process: UI, scripts, `blender -c trellis`

@@ -182,6 +182,12 @@ def remote_access(backend_id: str) -> tuple[dict, dict]:
 SPARSE_ATTENTION = ("xformers", "flash_attn", "flash_attn_3")  # what SPARSE_ATTN_BACKEND accepts
 
 
+def local_model() -> str:
+    """The local model: preference, else TRELLIS2_MODEL, else TRELLIS.2's published 4B model."""
+    p = get()
+    return (p.local_model if p else "") or os.environ.get("TRELLIS2_MODEL", "") or "microsoft/TRELLIS.2-4B"
+
+
 def local_setup() -> tuple[dict, dict]:
     """(worker settings, job options) for the local GPU backend; AccessError without a Python."""
     prefs = get()
@@ -199,7 +205,7 @@ def local_setup() -> tuple[dict, dict]:
     repo = bpy.path.abspath(prefs.local_repo) if prefs and prefs.local_repo else ""
     if repo:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH", "")]))
-    model = (prefs.local_model if prefs else "") or os.environ.get("TRELLIS2_MODEL", "") or "microsoft/TRELLIS.2-4B"
+    model = local_model()
     options = {"model": bpy.path.abspath(model) if os.path.isdir(bpy.path.abspath(model)) else model,
                "low_vram": prefs.local_low_vram if prefs else True, "gpu": prefs.local_gpu if prefs else 0,
                "webp": prefs.local_webp if prefs else False}
