@@ -106,7 +106,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         estimate = generation.needs_cost_confirmation(request["backend"], request["settings"])
-        if estimate and not self.cost_confirmed:
+        if estimate and not self.cost_confirmed and not generation.answered_from_cache(**request):
             keywords = {k: getattr(self, k) for k in self.properties.rna_type.properties.keys()
                         if k != "rna_type" and self.properties.is_property_set(k)}
             bpy.ops.trellis.confirm_cost("INVOKE_DEFAULT", estimate=estimate, keywords=json.dumps(keywords))

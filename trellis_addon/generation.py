@@ -70,6 +70,25 @@ def _read_image(image, keep_image: bool) -> tuple[np.ndarray, str, str]:
     return rgba, name, image_ref
 
 
+def _cache_lookup(rgba, backend: str, settings: dict, force_new: bool, mode: str):
+    """(image hash, cache key, the history entry that answers this request or None)"""
+    image_sha = history.image_hash(rgba)
+    key = history.cache_key(image_sha, backend, model_id(backend), settings)
+    fresh = settings["random_seed"] or force_new or mode != "generate"
+    return image_sha, key, None if fresh else history.history.find_cached(prefs.jobs_root(), key)
+
+
+def answered_from_cache(*, image, backend: str, settings: dict, force_new: bool = False, **_) -> bool:
+    """Would this request be served from history (no cost)? False when it cannot be read."""
+    if settings.get("random_seed") or force_new or backend.lower() not in registry.BY_ID:
+        return False
+    try:
+        rgba = _read_image(image, keep_image=True)[0]
+    except RequestError:
+        return False
+    return _cache_lookup(rgba, backend.lower(), settings, False, "generate")[2] is not None
+
+
 def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0, anchor: str = "",
                 keep_image: bool = True, force_new: bool = False, mode: str = "generate") -> jobs.Job:
     """Check everything, write the prepared image, return an unstarted Job. Raises RequestError.
@@ -90,10 +109,7 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     except schema.SettingError as exc:
         raise RequestError(f"Invalid setting {exc}") from None
     rgba, name, image_ref = _read_image(image, keep_image)
-    image_sha = history.image_hash(rgba)
-    key = history.cache_key(image_sha, backend, model_id(backend), settings)
-    fresh = settings["random_seed"] or force_new or mode != "generate"
-    cached = None if fresh else history.history.find_cached(prefs.jobs_root(), key)
+    image_sha, key, cached = _cache_lookup(rgba, backend, settings, force_new, mode)
     if cached is not None:
         job = jobs.Job(name=name, backend=backend, settings=settings, output_dir=cached.folder,
                        rgba_path=os.path.join(cached.folder, history.INPUT), image_ref=image_ref,
@@ -227,7 +243,7 @@ def import_job(context, job: jobs.Job) -> list[bpy.types.Object]:
     try:
         groups = []
         for path in job.result["files"]:
-            objects = importer.import_glb(context, path)
+            objects = importer.import_glb(context, path, snapshot=True)
             created.extend(objects)
             groups.append(objects)
         record = {"addon_version": addon_version(), "backend": job.backend, "settings": job.settings,

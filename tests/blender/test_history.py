@@ -29,7 +29,7 @@ def test_result_is_on_disk_before_the_import_and_survives_a_failed_import(scene,
     importer = mod("trellis_addon.importer")
     seen = {}
 
-    def failing_import(context, path):
+    def failing_import(context, path, **_):
         folder = os.path.dirname(path)
         seen["record"] = os.path.isfile(os.path.join(folder, "record.json"))
         seen["result"] = os.path.isfile(os.path.join(folder, "result.json"))
@@ -68,6 +68,47 @@ def test_explicit_seed_is_answered_from_history_without_a_request(runware):  # n
     generate(random_seed=True)
     generate(random_seed=True)
     assert runware.submits == 5, "random seeds never hit the cache"
+
+
+def test_cache_hit_appends_the_saved_import_and_falls_back_to_the_glb(scene, monkeypatch):
+    importer = mod("trellis_addon.importer")
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST)
+    first = bpy.context.view_layer.objects.active
+    faces, material = len(first.data.polygons), first.active_material.name
+    [entry] = entries()
+    snapshot = importer.snapshot_path(entry.files[0])
+    assert os.path.isfile(snapshot), "the first import is saved beside the GLB"
+    appended = []
+    real_append = importer._append_snapshot
+    monkeypatch.setattr(importer, "_append_snapshot", lambda *a: appended.append(a[1]) or real_append(*a))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST) == {"FINISHED"}
+    hit = bpy.context.view_layer.objects.active
+    assert appended == [snapshot] and active_record()["from_cache"] is True
+    assert len(hit.data.polygons) == faces and hit.active_material.name == material
+    images = [n.image for n in hit.active_material.node_tree.nodes if n.type == "TEX_IMAGE"]
+    assert images and all(i.packed_file is not None and i.size[0] > 0 for i in images), \
+        "textures travel inside the snapshot"
+    assert not bpy.data.libraries, "appended, not linked"
+    with open(snapshot, "wb") as f:
+        f.write(b"BLENDER-not-really")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST) == {"FINISHED"}
+    assert len(appended) == 2 and len(bpy.context.view_layer.objects.active.data.polygons) == faces, \
+        "a broken snapshot falls back to the GLB"
+
+
+def test_cost_confirmation_is_skipped_for_an_answer_from_history(runware):  # noqa: F811
+    generation = mod("trellis_addon.generation")
+    scene_settings = bpy.context.scene.trellis2.to_settings()
+    request = dict(image=EXAMPLE_IMAGE, backend="RUNWARE",
+                   settings=generation.resolve_settings(scene_settings, {"seed": 77}))
+    assert not generation.answered_from_cache(**request)
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=77)
+    assert generation.answered_from_cache(**request)
+    assert not generation.answered_from_cache(**request, force_new=True)
+    randomized = generation.resolve_settings(scene_settings, {"random_seed": True})
+    assert not generation.answered_from_cache(**dict(request, settings=randomized))
 
 
 def test_regenerate_comes_from_cache_and_load_settings_fills_the_panel(runware):  # noqa: F811
