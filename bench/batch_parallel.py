@@ -46,7 +46,7 @@ def rss_mib(pid: int) -> float:
 def run_batch(images: str, outdir: str, jobs: int, env: dict) -> tuple[float, list[float], str]:
     """(wall seconds, RSS in MiB after each finished job, summary line)"""
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "trellis_cli.py"), "--online-mode", "batch", images,
-           "-o", outdir, "--jobs", str(jobs), "--backend", "runware", "--seed", "1"]
+           "-o", outdir, "--jobs", str(jobs), "--backend", "runware", "--seed", "1", "--force-new"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     after_job, summary = [], ""
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--latency", type=float, default=1.0, help="simulated processing seconds per task")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (manifests, job folders)")
     args = parser.parse_args()
     from servers.runware_server import RunwareServer
 
@@ -79,8 +80,12 @@ def main() -> None:
         install_extension(user)
         images = os.path.join(work, "in")
         os.makedirs(images)
-        for i in range(args.images):
-            shutil.copy(os.path.join(ROOT, "examples", "mushroom.png"), os.path.join(images, f"img{i:02d}.png"))
+        from PIL import Image
+        source = Image.open(os.path.join(ROOT, "examples", "mushroom.png")).convert("RGBA")
+        for i in range(args.images):  # 20 different pictures: identical ones would come from the cache
+            variant = source.copy()
+            variant.putpixel((i, 0), (i, 255 - i, 7, 255))
+            variant.save(os.path.join(images, f"img{i:02d}.png"))
         results, server_cpu = {}, {}
         with RunwareServer(api_key=KEY) as server:
             server.polls_to_finish, server.task_seconds = 0, args.latency
@@ -103,7 +108,10 @@ def main() -> None:
                       f"{rss[-1]:.1f} MiB; mean first half {first:.1f} vs second half {last:.1f} MiB; "
                       f"{slope:+.2f} MiB per job from job 2 on")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
