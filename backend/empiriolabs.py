@@ -144,10 +144,12 @@ def _run(job: dict, ctx, api_key: str) -> dict:
     providers.EMPIRIOLABS.check(settings)
     client = hosted.Client(ctx, PROVIDER, job.get("options") or {}, {"base_url": DEFAULT_URL},
                            {"Authorization": f"Bearer {api_key}"}, status_error)
-    image = inputs.data_uri(runware.image_png(inputs.load_rgba(job["input"]["rgba"])))
-    count = settings["number_results"]
-    job_ids, seeds = [], []
-    for index in range(count):
+    resumed = hosted.resumed_tasks(job.get("options") or {}, ctx)  # submitted before Blender stopped
+    count = len(resumed) or settings["number_results"]
+    job_ids = [str(t["task_id"]) for t in resumed]
+    seeds = [int(t.get("seed", settings["seed"])) for t in resumed]
+    image = "" if resumed else inputs.data_uri(runware.image_png(inputs.load_rgba(job["input"]["rgba"])))
+    for index in range(0 if resumed else count):
         seed = (settings["seed"] + index) % (providers.SEED_MAX + 1)
         text = f"Submitting to {PROVIDER}" + (f" ({index + 1}/{count})" if count > 1 else "")
         ctx.progress("queued", index, count, hosted.REMOTE_START, text)
@@ -160,7 +162,8 @@ def _run(job: dict, ctx, api_key: str) -> dict:
         ctx.remote_task("empiriolabs", job_id, base_url=client.url, seed=seed, index=index)
         job_ids.append(job_id)
         seeds.append(seed)
-    ctx.log(f"submitted {', '.join(job_ids)} ({len(image)} image bytes each)")
+    if not resumed:
+        ctx.log(f"submitted {', '.join(job_ids)} ({len(image)} image bytes each)")
     states = hosted.poll_all(client, job_ids, lambda job_id: poll_one(client, job_id))
     done = [(job_id, seed) for job_id, seed in zip(job_ids, seeds) if states[job_id].state == "done"]
     failed = [states[j].value for j in job_ids if states[j].state == "failed"]

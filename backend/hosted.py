@@ -190,3 +190,14 @@ def run_scrubbed(fn: Callable, job: dict, ctx, *secrets: str):
     except Exception as exc:  # report without secrets; the scrubbed traceback goes to the log
         print(safe.scrub(traceback.format_exc()), file=sys.stderr, flush=True)
         raise JobError(protocol.INTERNAL, safe.scrub(f"{type(exc).__name__}: {exc}")) from None
+
+
+def resumed_tasks(options: dict, ctx) -> list[dict]:
+    """Tasks of an earlier session to poll again instead of submitting (options["resume_tasks"]:
+    [{"task_id", "seed", ...}]), announced again so the record keeps them; [] for a new job."""
+    tasks = [t for t in options.get("resume_tasks") or [] if isinstance(t, dict) and t.get("task_id")]
+    for task in tasks:
+        ctx.remote_task(task.get("provider", ""), str(task["task_id"]),
+                        **{k: v for k, v in task.items() if k not in ("task_id", "provider", "resumed")}, resumed=True)
+        ctx.log(f"resuming job {task['task_id']}")
+    return tasks

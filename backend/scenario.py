@@ -193,6 +193,10 @@ def _run(job: dict, ctx, key: str, secret: str) -> dict:
     MAPPINGS[mode].check(settings)
     options = job.get("options") or {}
     api = Api(ctx, options, key, secret)
+    resumed = hosted.resumed_tasks(options, ctx)  # submitted before Blender stopped: poll, never submit twice
+    if resumed:
+        job_ids, seeds = [str(t["task_id"]) for t in resumed], [int(t.get("seed", settings["seed"])) for t in resumed]
+        return _collect(ctx, api, job_ids, seeds, [None] * len(job_ids), mode, MODELS[mode])
     image = inputs.data_uri(runware.image_png(inputs.load_rgba(job["input"]["rgba"])))
     mesh_uri = mesh_data_uri(job["input"]["mesh"]) if mode == "retexture" else None
     image_asset = api.upload(image, "image.png", 0.01)
@@ -215,6 +219,12 @@ def _run(job: dict, ctx, key: str, secret: str) -> dict:
         job_ids.append(job_id)
         costs.append(cost)
     ctx.log(f"submitted {', '.join(job_ids)} ({model})")
+    return _collect(ctx, api, job_ids, seeds, costs, mode, model)
+
+
+def _collect(ctx, api: Api, job_ids: list[str], seeds: list[int], costs: list, mode: str, model: str) -> dict:
+    """Poll the submitted jobs, download each success's GLB."""
+    count = len(job_ids)
     states = hosted.poll_all(api.client, job_ids, api.poll_one)
     done = [i for i, job_id in enumerate(job_ids) if states[job_id].state == "done"]
     failed = [states[j].value for j in job_ids if states[j].state == "failed"]

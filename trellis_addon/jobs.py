@@ -35,12 +35,14 @@ FINISHED_STATES = (DONE, FAILED, CANCELLED)
 _io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trellis-io")
 
 
-def submit_io(fn, *args) -> None:
-    """Run fn(*args) on the background file thread (never on Blender's main thread)."""
+def submit_io(fn, *args):
+    """Run fn(*args) on the background file thread (never on Blender's main thread); a Future, or
+    None when it ran at once (shutting down)."""
     try:
-        _io.submit(fn, *args)
+        return _io.submit(fn, *args)
     except RuntimeError:  # shutting down
         fn(*args)
+        return None
 
 
 def flush_records(timeout: float = 10.0) -> None:
@@ -192,7 +194,8 @@ class Job:
         self.options = options or {}
         self._secrets = secrets or {}  # sent to the worker over its stdin only; never recorded
         self.mode, self.mesh_path = mode, mesh_path  # "retexture": mesh_path is the GLB to re-texture
-        self.remote: dict | None = None  # the submitted remote task, recorded at once
+        self.remote: dict | None = None  # the latest submitted remote task, recorded at once
+        self.remote_tasks: list[dict] = []  # every one (a hosted job per result)
         self.log_path = os.path.join(output_dir, "worker.log")
         self.state = QUEUED
         self.stage = ""
@@ -295,6 +298,7 @@ class Job:
             self.messages.append(msg.get("text", ""))
         elif kind == "remote_task":
             self.remote = {k: v for k, v in msg.items() if k not in ("type", "id")}
+            self.remote_tasks.append(self.remote)
             self.save_record()  # a paid task id is on disk before anything else can go wrong
         elif kind == "result":
             history.history.invalidate()  # result.json is on disk
@@ -342,7 +346,7 @@ class Job:
             "created": self.created, "seconds": round(self.elapsed, 3),
             "files": result.get("files", []), "seeds": result.get("seeds", []), "cost": result.get("cost"),
             "cost_unit": self.cost_unit if result else None, "target_size": self.target_size,
-            "remote": self.remote, "objects": self.objects, "log": self.log_path,
+            "remote": self.remote, "remote_tasks": self.remote_tasks, "objects": self.objects, "log": self.log_path,
         }
 
     def save_record(self) -> None:

@@ -12,7 +12,7 @@ import bpy
 
 from . import generation, history, jobs, prefs
 
-RESUMABLE = ("runware",)  # backends whose worker can poll an earlier task (options["resume_task"])
+RESUMABLE = ("runware", "empiriolabs", "scenario")  # workers that can poll an earlier session's tasks
 POLL_SECONDS = 0.5
 _resumed: list[jobs.Job] = []
 
@@ -22,7 +22,8 @@ def resume_entry(entry: history.Entry) -> jobs.Job:
     record = entry.record
     backend = record.get("backend", "")
     remote = record.get("remote") or {}
-    if backend not in RESUMABLE or not remote.get("task_id"):
+    tasks = [t for t in record.get("remote_tasks") or [remote] if isinstance(t, dict) and t.get("task_id")]
+    if backend not in RESUMABLE or not tasks:
         raise generation.RequestError(f"{entry.id}: a {backend or 'unknown'} task cannot be resumed")
     if any(j.output_dir == entry.folder and not j.is_finished for j in jobs.manager.jobs):
         raise generation.RequestError(f"{entry.id} is already being resumed")
@@ -33,7 +34,8 @@ def resume_entry(entry: history.Entry) -> jobs.Job:
     job = jobs.Job(name=record.get("name") or entry.id, backend=backend, settings=record.get("settings") or {},
                    rgba_path=os.path.join(entry.folder, history.INPUT), output_dir=entry.folder,
                    image_ref=record.get("image", ""), target_size=float(record.get("target_size") or 0.0),
-                   options=dict(options, resume_task=remote["task_id"]), secrets=secrets)
+                   options=dict(options, **_resume_options(backend, tasks)), secrets=secrets,
+                   mode=record.get("mode") or "generate")
     generation.enqueue(job)
     _resumed.append(job)
     if not bpy.app.timers.is_registered(_drive):
@@ -41,17 +43,29 @@ def resume_entry(entry: history.Entry) -> jobs.Job:
     return job
 
 
-def resume_pending() -> list[jobs.Job]:
-    """Resume every pending remote task of the history; entries that cannot be resumed are skipped."""
-    history.history.invalidate()
+def _resume_options(backend: str, tasks: list[dict]) -> dict:
+    """Runware polls its one task UUID; the others poll one provider job per result."""
+    return {"resume_task": tasks[-1]["task_id"]} if backend == "runware" else {"resume_tasks": tasks}
+
+
+def resume_pending(found: list[history.Entry] | None = None) -> list[jobs.Job]:
+    """Resume every pending remote task of the history (or of `found`, a scan made elsewhere); entries
+    that cannot be resumed are skipped."""
+    if found is None:
+        history.history.invalidate()
+        found = history.history.entries(prefs.jobs_root())
     started = []
-    for entry in history.history.entries(prefs.jobs_root()):
+    for entry in found:
         if entry.state == history.PENDING:
             try:
                 started.append(resume_entry(entry))
             except generation.RequestError as exc:
                 print(f"TRELLIS: not resumed: {exc}")
     return started
+
+
+def _pending(root: str) -> list[history.Entry]:
+    return [e for e in history.History._scan(root) if e.state == history.PENDING]
 
 
 def _drive():
@@ -66,9 +80,28 @@ def _drive():
     return POLL_SECONDS if _resumed else None
 
 
+_scan = None  # the start-up scan running on the file thread
+
+
 def _on_start():
-    if not bpy.app.background:  # scripts and batches never start network work implicitly
-        resume_pending()
+    if bpy.app.background:  # scripts and batches never start network work implicitly
+        return None
+    return scan_then_resume()
+
+
+def scan_then_resume():
+    """Timer step: scan the history on the file thread, then resume what it found here (main thread).
+    Returns the seconds until the next step, None when done."""
+    global _scan
+    if _scan is None:
+        _scan = jobs.submit_io(_pending, prefs.jobs_root())
+        if _scan is None:
+            return None
+    if not _scan.done():
+        return POLL_SECONDS
+    scan, _scan = _scan, None
+    if scan.exception() is None and scan.result():
+        resume_pending(scan.result())
     return None
 
 
@@ -77,6 +110,6 @@ def register():
 
 
 def unregister():
-    for fn in (_on_start, _drive):
+    for fn in (_on_start, scan_then_resume, _drive):
         if bpy.app.timers.is_registered(fn):
             bpy.app.timers.unregister(fn)

@@ -10,6 +10,7 @@ import bpy
 import pytest
 
 from conftest import EXAMPLE_IMAGE, PKG, mod
+from test_provider_operators import empiriolabs, online, scenario  # noqa: F401 (fixtures)
 from test_runware_operator import KEY, runware  # noqa: F401 (fixture)
 
 FAST = dict(backend="PREVIEW", resolution=512, texture_size=1024, decimation_target=100000)
@@ -257,3 +258,51 @@ def test_remote_task_of_a_crashed_session_is_resumed_not_paid_twice(runware):  #
     assert entry.state == "ready" and entry.record["seeds"] == [61]
     assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
     assert json.loads(bpy.context.view_layer.objects.active["trellis2"])["seed"] == 61
+
+
+def _crash_after_submit(backend, settings_overrides, submitted):
+    """Start a job, wait until `submitted()` tasks are recorded, then lose Blender's side of it."""
+    import time
+    jobs, generation = mod("trellis_addon.jobs"), mod("trellis_addon.generation")
+    settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), settings_overrides)
+    job = generation.enqueue(generation.prepare_job(image=EXAMPLE_IMAGE, backend=backend, settings=settings))
+    end = time.monotonic() + 60
+    while len(job.remote_tasks) < submitted and time.monotonic() < end:
+        job.poll()
+        time.sleep(0.02)
+    jobs.flush_records()
+    job.worker.kill()
+    jobs.manager.jobs.remove(job)
+    mod("trellis_addon.jobs").manager.unload()
+
+
+def _resume_at_start():
+    """What the next Blender start does: scan on the file thread, then resume; drive until done."""
+    import time
+    resume = mod("trellis_addon.resume")
+    end = time.monotonic() + 60
+    while resume.scan_then_resume() is not None and time.monotonic() < end:
+        time.sleep(0.02)
+    resumed = list(resume._resumed)
+    while any(not j.is_finished for j in resumed) and time.monotonic() < end:
+        resume._drive()
+        time.sleep(0.05)
+    return resumed
+
+
+@pytest.mark.parametrize("provider", ["empiriolabs", "scenario"])
+def test_hosted_jobs_of_a_crashed_session_are_resumed_not_paid_twice(provider, request):
+    server = request.getfixturevalue(provider)
+    server.never_finish = True
+    _crash_after_submit(provider, {"seed": 90, "number_results": 2}, submitted=2)
+    [entry] = entries()
+    assert entry.state == "pending" and len(entry.record["remote_tasks"]) == 2
+    assert len(server.jobs) == 2
+    server.never_finish = False
+    [resumed] = _resume_at_start()
+    assert resumed.state == "done", resumed.error
+    assert len(server.jobs) == 2, "the jobs were polled again, not submitted again"
+    [entry] = entries()
+    assert entry.state == "ready" and sorted(entry.record["seeds"]) == [90, 91] and len(entry.files) == 2
+    assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
+    assert len(bpy.data.collections["TRELLIS"].objects) == 2
