@@ -45,7 +45,8 @@ def draw_entry(layout, entry: history.Entry) -> None:
         col.template_icon(icon_value=icon, scale=2.0)
     col = row.column(align=True)
     col.label(text=f"{entry.title} · {record.get('backend', '?')}")
-    col.label(text=f"{when} · seed {seeds} · {_size(entry.size)}")
+    col.label(text=f"seed {seeds}")
+    col.label(text=f"{when} · {_size(entry.size)}")
     if entry.state == history.READY:
         col.label(text="Not imported yet", icon="INFO")
     elif entry.state == history.PENDING:
@@ -67,6 +68,7 @@ class TRELLIS_PT_history(_SidebarPanel, bpy.types.Panel):
     bl_parent_id = "TRELLIS_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
     bl_order = 20
+    bl_ui_units_x = 14  # width when shown as a popover (wm.call_panel)
 
     def draw(self, context):
         layout = self.layout

@@ -237,6 +237,31 @@ def check_beside_empty():
         bpy.ops.view3d.view_all()
 
 
+def history_scanned():
+    """Wait condition: the History panel's scan (file thread) has measured every entry."""
+    history = importlib.import_module(f"{PKG}.trellis_addon.history")
+    prefs = importlib.import_module(f"{PKG}.trellis_addon.prefs")
+    shown = history.history.snapshot(prefs.jobs_root(), jobs().submit_io)
+    results = [e for e in shown if e.state != history.OTHER]
+    HISTORY["results"] = len(results)
+    return len(results) >= 3 and history.history._measured
+
+
+def open_history():
+    """The History panel as a popover at the viewport's centre (wm.call_panel), as it draws in the sidebar."""
+    window, area, region = view3d()
+    xdotool("mousemove", str(region.x + region.width // 3), str(window.height - region.y - region.height * 4 // 5))
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.wm.call_panel(name="TRELLIS_PT_history", keep_open=True)
+
+
+def close_history():
+    xdotool("key", "Escape")
+    assert HISTORY["results"] >= 3, f"History lists {HISTORY['results']} results"
+
+
+HISTORY = {"results": 0}
+
 # (name, action, wait condition before the next step)
 STEPS = [
     ("close splash", close_splash, None),
@@ -263,6 +288,10 @@ STEPS = [
     ("choose Generate 3D Mesh (TRELLIS.2)", choose_last_menu_entry, empty_job_done),
     ("result beside the empty", check_beside_empty, None),
     ("beside screenshot", lambda: screenshot("09_beside_empty.png"), None),
+    ("history scanned", lambda: None, history_scanned),
+    ("open History", open_history, lambda: time.monotonic() - state["waiting_since"] > 1.5),
+    ("history screenshot", lambda: screenshot("10_history.png"), None),
+    ("close History", close_history, None),
 ]
 
 

@@ -37,7 +37,7 @@ WHEELS=$(mktemp -d)
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" cattrs==25.1.1 attrs==25.3.0 \
   typing_extensions==4.15.0 pytest==8.3.4 pluggy==1.7.0 iniconfig==2.3.1 pytest-blender==3.0.8
 mkdir -p "$DIR/tmp/wheels" && cp "$WHEELS"/*.whl "$DIR/tmp/wheels/"
-chroot "$DIR" sh -c 'python3 -m pip install -q --no-deps --break-system-packages /tmp/wheels/*.whl'
+chroot "$DIR" sh -c 'python3 -m pip install -q --no-deps --ignore-installed --break-system-packages /tmp/wheels/*.whl'
 chroot "$DIR" blender --version | head -n 1
 touch "$MARK"
 echo "GUI chroot ready: $DIR"
