@@ -10,7 +10,7 @@ import bpy
 import pytest
 
 from conftest import EXAMPLE_IMAGE, PKG, mod
-from test_provider_operators import empiriolabs, online, scenario  # noqa: F401 (fixtures)
+from test_provider_operators import EL_KEY, SC_KEY, SC_SECRET, empiriolabs, online, scenario  # noqa: F401
 from test_runware_operator import KEY, runware  # noqa: F401 (fixture)
 
 FAST = dict(backend="PREVIEW", resolution=512, texture_size=1024, decimation_target=100000)
@@ -306,3 +306,8 @@ def test_hosted_jobs_of_a_crashed_session_are_resumed_not_paid_twice(provider, r
     assert entry.state == "ready" and sorted(entry.record["seeds"]) == [90, 91] and len(entry.files) == 2
     assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
     assert len(bpy.data.collections["TRELLIS"].objects) == 2
+    secrets = [s.encode() for s in (EL_KEY, SC_KEY, SC_SECRET)]
+    for name in os.listdir(entry.folder):
+        with open(os.path.join(entry.folder, name), "rb") as f:
+            data = f.read()
+        assert not any(secret in data for secret in secrets), f"a key in {name}"
