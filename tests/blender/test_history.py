@@ -186,6 +186,7 @@ def test_corrupt_entries_are_shown_broken_and_can_be_deleted(scene):
 
 def test_no_key_in_any_history_file(runware):  # noqa: F811
     bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=3, number_results=2)
+    mod("trellis_addon.jobs").flush_records()
     root = mod("trellis_addon.prefs").jobs_root()
     checked = 0
     for dirpath, _, names in os.walk(root):
@@ -306,6 +307,7 @@ def test_hosted_jobs_of_a_crashed_session_are_resumed_not_paid_twice(provider, r
     assert entry.state == "ready" and sorted(entry.record["seeds"]) == [90, 91] and len(entry.files) == 2
     assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
     assert len(bpy.data.collections["TRELLIS"].objects) == 2
+    mod("trellis_addon.jobs").flush_records()  # job.json is rewritten on the file thread
     secrets = [s.encode() for s in (EL_KEY, SC_KEY, SC_SECRET)]
     for name in os.listdir(entry.folder):
         with open(os.path.join(entry.folder, name), "rb") as f:
