@@ -110,6 +110,6 @@ def register():
 
 
 def unregister():
-    for fn in (_on_start, scan_then_resume, _drive):
+    for fn in (_on_start, _drive):
         if bpy.app.timers.is_registered(fn):
             bpy.app.timers.unregister(fn)
