@@ -147,24 +147,24 @@ OVERRIDES = tuple(
     for s in STAGES
 )
 
-# Knobs only the local pipeline has (Runware's spec has none of them; hosted backends ignore them).
+# Knobs of the local pipeline that Runware does not take (EmpirioLabs takes them all, Scenario remesh_band).
 # Defaults are pipeline.json's and Trellis2ImageTo3DPipeline.run's / o_voxel to_glb's.
 _INTERVALS = {"sparse_structure": (0.6, 1.0), "shape_slat": (0.6, 1.0), "tex_slat": (0.6, 0.9)}
 LOCAL_PARAMS = tuple(
     Param(f"{s.name}_guidance_interval_{end}", "", "float", _INTERVALS[s.name][i], f"Guidance {end.title()}",
-          f"{s.label} stage (local only): guidance applies from this fraction of the schedule to the end value",
+          f"{s.label} stage: guidance applies from this fraction of the schedule to the end value",
           0, 1, stage=s.name)
     for s in STAGES for i, end in enumerate(("start", "end"))
 ) + (
     Param("max_num_tokens", "", "int", 49152, "Max Tokens",
-          "Local only: token budget of the 1536 cascade; the resolution is lowered until the model fits it. "
+          "Token budget of the 1536 cascade; the resolution is lowered until the model fits it. "
           "Fewer tokens need less VRAM", 8192, 262144),
     Param("preprocess_image", "", "bool", True, "Preprocess Image",
-          "Local only: remove the background (unless the image has alpha), crop and centre the object"),
+          "Remove the background (unless the image has alpha), crop and centre the object"),
     Param("remesh_band", "", "float", 1.0, "Remesh Band",
-          "Local only: width of the narrow band used when remeshing, in voxels", 0, 4),
+          "Width of the narrow band used when remeshing, in voxels", 0, 4),
     Param("remesh_project", "", "float", 0.9, "Remesh Project",
-          "Local only: how far remeshed vertices are projected back onto the original surface", 0, 1),
+          "How far remeshed vertices are projected back onto the original surface", 0, 1),
 )
 
 PARAMS: tuple[Param, ...] = (

@@ -3,10 +3,30 @@ from __future__ import annotations
 
 import bpy
 
-from ..backend import registry, schema
+from ..backend import providers, registry, schema
 from ..trellis_addon import jobs
 
 CATEGORY = "TRELLIS"
+ADVANCED = ("max_num_tokens", "preprocess_image", "remesh_band", "remesh_project")
+
+
+def ignored_settings(backend: str) -> frozenset:
+    """Schema settings the scene's backend does not send (drawn greyed out)."""
+    return frozenset(providers.ignored(backend.lower()))
+
+
+def draw_prop(layout, settings, name: str, ignored: frozenset, **kwargs):
+    """One setting on its own row, greyed out (still editable) when the backend ignores it."""
+    row = layout.row(align=True)
+    row.active = name not in ignored
+    row.prop(settings, name, **kwargs)
+    return row
+
+
+def note_ignored(layout, backend: str, names, ignored: frozenset) -> None:
+    if ignored.intersection(names):
+        label = registry.BY_ID[backend.lower()].label.split(" (")[0]
+        layout.label(text=f"Greyed out: {label} ignores them", icon="INFO")
 
 
 class _SidebarPanel:
@@ -62,13 +82,14 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
             box.label(text="Online access is off", icon="ERROR")
             box.label(text="Preferences ▸ System ▸ Allow Online Access")
 
+        ignored = ignored_settings(s.backend)
         col = layout.column()
         col.use_property_split = True
         col.use_property_decorate = False
-        col.row(align=True).prop(s, "resolution", expand=True)
-        col.prop(s, "texture_size")
-        col.prop(s, "decimation_target")
-        col.prop(s, "remesh")
+        draw_prop(col, s, "resolution", ignored, expand=True)
+        for name in ("texture_size", "decimation_target", "remesh"):
+            draw_prop(col, s, name, ignored)
+        note_ignored(col, s.backend, ("resolution", "texture_size", "decimation_target", "remesh"), ignored)
         row = col.row(align=True)
         row.prop(s, "random_seed", text="", icon="FILE_REFRESH", toggle=True)
         sub = row.row(align=True)
@@ -110,8 +131,11 @@ def _stage_panel(stage: schema.Stage, order: int) -> type:
         col.active = getattr(s, stage.override)
         if not col.active:
             col.label(text="Model defaults are used", icon="INFO")
-        for param in stage.params:
-            col.prop(s, param.name)
+        ignored = ignored_settings(s.backend)
+        names = [p.name for p in stage.params]
+        for name in names:
+            draw_prop(col, s, name, ignored)
+        note_ignored(col, s.backend, names, ignored)
 
     return type(f"TRELLIS_PT_{stage.name}", (_SidebarPanel, bpy.types.Panel), {
         "bl_label": f"{stage.label} Sampler", "bl_parent_id": "TRELLIS_PT_main",
@@ -120,31 +144,36 @@ def _stage_panel(stage: schema.Stage, order: int) -> type:
     })
 
 
-class TRELLIS_PT_local_advanced(_SidebarPanel, bpy.types.Panel):
-    """What only the local pipeline has"""
+class TRELLIS_PT_advanced(_SidebarPanel, bpy.types.Panel):
+    """Knobs only some backends take (the local pipeline, EmpirioLabs): greyed out where ignored"""
 
-    bl_label = "Advanced (Local)"
+    bl_label = "Advanced"
     bl_parent_id = "TRELLIS_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
     bl_order = len(schema.STAGES)
 
     @classmethod
     def poll(cls, context):
-        return context.scene.trellis2.backend == "LOCAL"
+        return registry.BY_ID[context.scene.trellis2.backend.lower()].is_ai
 
     def draw(self, context):
         s = context.scene.trellis2
+        ignored = ignored_settings(s.backend)
         col = self.layout.column()
         col.use_property_split = True
         col.use_property_decorate = False
+        names = list(ADVANCED)
         for stage in schema.STAGES:
+            interval = [f"{stage.name}_guidance_interval_{end}" for end in ("start", "end")]
+            names += interval
             row = col.row(align=True, heading=f"{stage.label} Interval")
-            row.active = getattr(s, stage.override)
-            row.prop(s, f"{stage.name}_guidance_interval_start", text="")
-            row.prop(s, f"{stage.name}_guidance_interval_end", text="")
-        for name in ("max_num_tokens", "preprocess_image", "remesh_band", "remesh_project"):
-            col.prop(s, name)
+            row.active = getattr(s, stage.override) and not ignored.intersection(interval)
+            for name in interval:
+                row.prop(s, name, text="")
+        for name in ADVANCED:
+            draw_prop(col, s, name, ignored)
+        note_ignored(col, s.backend, names, ignored)
 
 
 classes = ((TRELLIS_PT_main,) + tuple(_stage_panel(s, i) for i, s in enumerate(schema.STAGES))
-           + (TRELLIS_PT_local_advanced,))
+           + (TRELLIS_PT_advanced,))
