@@ -17,6 +17,7 @@ class BackendInfo:
     cost_unit: str = "USD"  # what the result's cost counts: USD, or Scenario's creative units ("CU")
     modes: tuple = ("generate",)  # job modes: "generate" (image to mesh), "retexture" (mesh + image)
     model: str = ""  # the hosted model's id (part of history's cache key)
+    can_quote: bool = False  # answers a cost quote without generating (options["quote_only"])
 
     def estimate_cost(self, settings: dict) -> float:
         if not self.price_per_result:
@@ -40,7 +41,7 @@ BACKENDS = (
     BackendInfo("scenario", "Scenario (cloud)",
                 "TRELLIS.2 on Scenario's hosted API, paid in creative units (CU); can also retexture a mesh. "
                 "Needs an API key and secret and online access", "scenario", True, True, None, "CU",
-                ("generate", "retexture"), model="model_trellis-2"),
+                ("generate", "retexture"), model="model_trellis-2", can_quote=True),
     BackendInfo("local", "Local GPU (TRELLIS.2)",
                 "TRELLIS.2 on your NVIDIA GPU (24 GB+), in your TRELLIS.2 environment's Python: free, private, "
                 "no upload. The model stays loaded between jobs", "local_trellis2", True, False,

@@ -1,5 +1,5 @@
 """Operators: thin wrappers that hand work to trellis_addon."""
-from . import from_image, generate, history, local, presets, retexture
+from . import from_image, generate, history, local, presets, quote, retexture
 
 classes = (generate.classes + presets.classes + local.classes + from_image.classes + history.classes
-           + retexture.classes)
+           + retexture.classes + quote.classes)

@@ -8,15 +8,7 @@ import bpy
 
 from ..backend import schema
 from ..trellis_addon import generation, jobs, props
-
-TIMER_SECONDS = 0.1
-
-
-def _redraw_sidebars(context) -> None:
-    for window in context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+from .modal_job import TIMER_SECONDS, redraw_sidebars as _redraw_sidebars
 
 
 class TRELLIS_OT_generate(bpy.types.Operator):

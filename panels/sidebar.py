@@ -106,13 +106,17 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         row.scale_y = 1.5
         row.operator("trellis.generate", text="Generate" if not active else "Generate Another",
                      icon="MESH_MONKEY")
+        if info.can_quote:
+            layout.operator("trellis.quote_cost", icon="FUND")
         if "retexture" in info.modes:
             layout.operator("trellis.retexture", icon="TEXTURE")
         last = jobs.manager.jobs[-1] if jobs.manager.jobs else None
         if last is not None and last.is_finished and not active:
             icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(last.state, "INFO")
             layout.label(text=last.text, icon=icon)
-            if last.cost is not None and last.cost_unit != "USD":
+            if last.is_quote:
+                pass  # its text is the quote
+            elif last.cost is not None and last.cost_unit != "USD":
                 layout.label(text=f"Cost {last.cost_text()}", icon="FUND")
             elif last.cost is not None:
                 layout.label(text=f"Cost ${last.cost:.4f} · session ${jobs.manager.session_cost:.4f}",

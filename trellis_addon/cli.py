@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("image", help="image file (png, jpg, jpeg, webp, bmp, tif, exr)")
     gen.add_argument("-o", "--output", help="out.glb (the model's GLB; several results: out_1.glb, ...) or "
                                             "out.blend (the scene with the result). Unset: print the GLB paths")
+    gen.add_argument("--quote", action="store_true",
+                     help="print the provider's price for this request and generate nothing (Scenario's dry run)")
     _add_settings(gen)
     batch = sub.add_parser("batch", help="every image in a folder or glob, one output each",
                            description="Generate from many images. Writes OUTDIR/<image name>.glb and "
@@ -167,7 +169,8 @@ def run_generate(args) -> int:
     if output and not output.lower().endswith((".glb", ".blend")):
         print(f"trellis: error: -o must end in .glb or .blend, got {args.output!r}", file=sys.stderr)
         return 2
-    job = generation.prepare_job(image=os.path.abspath(args.image), force_new=args.force_new, **_scene_request(args))
+    job = generation.prepare_job(image=os.path.abspath(args.image), force_new=args.force_new, quote=args.quote,
+                                 **_scene_request(args))
     generation.enqueue(job)
     try:
         generation.wait(job)
@@ -175,6 +178,10 @@ def run_generate(args) -> int:
         job.cancel()
         print("trellis: interrupted", file=sys.stderr)
         return 130
+    if job.state == jobs.IMPORTING and job.is_quote:
+        print(f"trellis: {generation.finish_quote(job)}")
+        jobs.flush_records()
+        return 0
     if job.state == jobs.IMPORTING and (not output or output.lower().endswith(".glb")):
         generation.persist_record(job)
         written = copy_results(job, output) if output else job.result["files"]

@@ -5,6 +5,7 @@ import contextlib
 import os
 import random
 import re
+import shutil
 import signal
 import time
 import tomllib
@@ -90,11 +91,13 @@ def answered_from_cache(*, image, backend: str, settings: dict, force_new: bool 
 
 
 def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0, anchor: str = "",
-                keep_image: bool = True, force_new: bool = False, mode: str = "generate") -> jobs.Job:
+                keep_image: bool = True, force_new: bool = False, mode: str = "generate",
+                quote: bool = False) -> jobs.Job:
     """Check everything, write the prepared image, return an unstarted Job. Raises RequestError.
     A request with an explicit seed that history already answered comes back as a job served from
     the cache (no worker, no network, no cost) unless force_new. anchor: an object the result is placed
-    next to. keep_image=False removes an image this call loaded from a file once read (batches)."""
+    next to. keep_image=False removes an image this call loaded from a file once read (batches).
+    quote: ask the provider what the request would cost instead (nothing generated; see finish_quote)."""
     backend = backend.lower()
     if backend not in registry.BY_ID:
         raise RequestError(f"Unknown backend {backend!r} (available: {', '.join(registry.BY_ID)})")
@@ -104,12 +107,15 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
     if mode not in info.modes:
         able = ", ".join(b.label for b in registry.BACKENDS if mode in b.modes)
         raise RequestError(f"{info.label} cannot {mode} (use {able})")
+    if quote and not info.can_quote:
+        able = ", ".join(b.label for b in registry.BACKENDS if b.can_quote)
+        raise RequestError(f"{info.label} gives no cost quote before generating ({able} does)")
     try:
         providers.check(backend, settings, mode)
     except schema.SettingError as exc:
         raise RequestError(f"Invalid setting {exc}") from None
     rgba, name, image_ref = _read_image(image, keep_image)
-    image_sha, key, cached = _cache_lookup(rgba, backend, settings, force_new, mode)
+    image_sha, key, cached = _cache_lookup(rgba, backend, settings, force_new or quote, mode)
     if cached is not None:
         job = jobs.Job(name=name, backend=backend, settings=settings, output_dir=cached.folder,
                        rgba_path=os.path.join(cached.folder, history.INPUT), image_ref=image_ref,
@@ -128,18 +134,41 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
             options, secrets = prefs.remote_access(backend)
         except prefs.AccessError as exc:
             raise RequestError(f"{info.label}: {exc}") from None
-        check_session_cap(info.estimate_cost(settings))
+        if not quote:
+            check_session_cap(info.estimate_cost(settings))
+    if quote:
+        options["quote_only"] = True
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "image"
-    folder = os.path.join(prefs.jobs_root(),
-                          f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}")
+    root = os.path.join(prefs.jobs_root(), QUOTES) if quote else prefs.jobs_root()  # hidden from history
+    folder = os.path.join(root, f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}")
     os.makedirs(folder, exist_ok=True)
     rgba_path = os.path.join(folder, history.INPUT)
     np.save(rgba_path, rgba)
-    history.write_thumbnail(rgba, os.path.join(folder, history.THUMB))
+    if not quote:
+        history.write_thumbnail(rgba, os.path.join(folder, history.THUMB))
     job = jobs.Job(name=name, backend=backend, settings=settings, rgba_path=rgba_path, output_dir=folder,
                    image_ref=image_ref, target_size=target_size, options=options, secrets=secrets, mode=mode)
     job.anchor, job.image_sha, job.cache_key = anchor, image_sha, key
     return job
+
+
+QUOTES = ".quotes"  # quote jobs' folders, under the jobs folder; removed once answered
+
+
+def quote_text(job: jobs.Job) -> str:
+    """"Quote: 24 CU (2 × 12)": the total, and per result when there are several (fits the sidebar)."""
+    info = job.result.get("info", {})
+    count = int(info.get("number_results") or 1)
+    each = f" ({count} × {info['cost_per_result']:g})" if count > 1 and "cost_per_result" in info else ""
+    return f"Quote: {job.cost:g} {job.cost_unit}{each}"
+
+
+def finish_quote(job: jobs.Job) -> str:
+    """Close a quote job that has its answer (nothing to import); its folder goes. Returns a message
+    naming the provider."""
+    job.set_finished(jobs.DONE, quote_text(job))
+    jobs.submit_io(shutil.rmtree, job.output_dir, True)  # after the record write queued before it
+    return f"{registry.BY_ID[job.backend].label.split(' (')[0]} {job.text[0].lower()}{job.text[1:]}"
 
 
 def persist_record(job: jobs.Job) -> None:

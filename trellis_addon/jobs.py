@@ -253,6 +253,11 @@ class Job:
         return self.backend in LOCAL_BACKENDS
 
     @property
+    def is_quote(self) -> bool:
+        """A cost quote (Scenario's dry run): nothing is generated, nothing is spent."""
+        return bool(self.options.get("quote_only"))
+
+    @property
     def cost_unit(self) -> str:
         return (self.result or {}).get("cost_unit") or "USD"
 
@@ -303,7 +308,9 @@ class Job:
         elif kind == "result":
             history.history.invalidate()  # result.json is on disk
             self.result = msg
-            if self.cost_unit == "USD":
+            if self.is_quote:
+                pass  # a price, not a spend
+            elif self.cost_unit == "USD":
                 manager.session_cost += float(msg.get("cost") or 0.0)
             else:  # Scenario's creative units: never mixed into the USD spending guard
                 manager.session_credits[self.cost_unit] = (manager.session_credits.get(self.cost_unit, 0.0)

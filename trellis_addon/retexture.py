@@ -61,7 +61,9 @@ def _fit(source: bpy.types.Object, target: bpy.types.Object) -> None:
 
 def apply_result(context, job: jobs.Job, obj: bpy.types.Object, on_copy: bool = False) -> bpy.types.Object:
     """Put the job's first result on obj (or a copy of it): new UV map transferred from the result,
-    result's material. Returns the object that got it; the imported result is removed."""
+    result's material. Returns the object that got it (active, with the selection as it was); the imported
+    result is removed."""
+    selected = [o.name for o in context.view_layer.objects if o.select_get()]
     imported = importer.import_glb(context, job.result["files"][0])
     try:
         source = next((o for o in imported if o.type == "MESH"), None)
@@ -105,7 +107,12 @@ def apply_result(context, job: jobs.Job, obj: bpy.types.Object, on_copy: bool = 
         for mesh in meshes:
             if mesh.users == 0:
                 bpy.data.meshes.remove(mesh)
+        for name in selected:
+            if name in context.view_layer.objects:
+                context.view_layer.objects[name].select_set(True)
     target["trellis2_retexture"] = f'{{"job": "{job.id}", "backend": "{job.backend}"}}'
+    target.select_set(True)
+    context.view_layer.objects.active = target
     job.objects = [target.name]
     job.set_finished(jobs.DONE, f"Retextured {target.name}")
     return target

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import EXAMPLE_IMAGE, ROOT
 from servers.runware_server import RunwareServer
+from servers.scenario_server import ScenarioServer
 
 FAST = ["--resolution", "512", "--texture-size", "1024", "--decimation-target", "100000"]
 RUNNER = os.path.join(ROOT, "scripts", "trellis_cli.py")
@@ -195,3 +196,17 @@ def test_headless_script_example(saved_prefs, tmp_path):
     bad = subprocess.run(cmd[:-2] + [str(tmp_path / "missing.png"), str(tmp_path / "x.blend")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "generation failed" in bad.stderr and "Image file not found" in bad.stderr
+
+
+def test_generate_quote_prints_the_price_and_generates_nothing(saved_prefs, tmp_path):
+    key, secret = "sc-cli-key-1029", "sc-cli-secret-3847"
+    with ScenarioServer(key=key, secret=secret) as server:
+        out = run("generate", EXAMPLE_IMAGE, "--backend", "scenario", "--quote", "--number-results", "3",
+                  online=True, env={"SCENARIO_API_KEY": key, "SCENARIO_API_SECRET": secret,
+                                    "TRELLIS_SCENARIO_URL": server.url})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Scenario quote: 36 CU (3 × 12)" in out.stdout
+    assert server.quotes == 1 and server.jobs == {}
+    assert key not in out.stdout + out.stderr and secret not in out.stdout + out.stderr
+    refused = run("generate", EXAMPLE_IMAGE, "--backend", "preview", "--quote")
+    assert refused.returncode == 1 and "no cost quote" in refused.stderr

@@ -106,3 +106,34 @@ def test_provider_limit_is_refused_before_any_worker_starts(scenario):
     with pytest.raises(RuntimeError, match="Scenario accepts Remesh Band \\(remeshBand\\) 1 to 4, got 0.5"):
         bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=1, remesh_band=0.5)
     assert len(mod("trellis_addon.jobs").manager.jobs) == count and scenario.requests == []
+
+
+def test_scenario_quote_generates_nothing_and_spends_nothing(scenario):
+    jobs, history = mod("trellis_addon.jobs"), mod("trellis_addon.history")
+    s = bpy.context.scene.trellis2
+    s.image, s.backend, s.number_results = bpy.data.images.load(EXAMPLE_IMAGE), "SCENARIO", 2
+    credits, objects = jobs.manager.session_credits.get("CU", 0.0), len(bpy.data.objects)
+    assert bpy.ops.trellis.quote_cost() == {"FINISHED"}
+    job = jobs.manager.jobs[-1]
+    assert job.is_quote and job.state == jobs.DONE
+    assert job.text == "Quote: 24 CU (2 × 12)"
+    submits = [r for r in scenario.requests if r["path"].startswith("/v1/generate/")]
+    assert scenario.quotes == 1 and scenario.jobs == {} and len(submits) == 1
+    assert submits[0]["query"] == {"dryRun": ["true"]}
+    assert len(bpy.data.objects) == objects, "a quote adds nothing to the scene"
+    assert jobs.manager.session_credits.get("CU", 0.0) == credits, "a quote is not a spend"
+    jobs.flush_records()
+    root = _prefs().output_dir
+    assert history.history.entries(root) == [] and os.listdir(os.path.join(root, ".quotes")) == []
+
+
+def test_quote_only_where_the_provider_gives_one(scenario):
+    s = bpy.context.scene.trellis2
+    s.image = bpy.data.images.load(EXAMPLE_IMAGE)
+    s.backend = "SCENARIO"
+    assert bpy.ops.trellis.quote_cost.poll()
+    s.backend = "RUNWARE"
+    assert not bpy.ops.trellis.quote_cost.poll()
+    generation = mod("trellis_addon.generation")
+    with pytest.raises(generation.RequestError, match="Runware.*no cost quote.*Scenario"):
+        generation.prepare_job(image=EXAMPLE_IMAGE, backend="runware", settings=s.to_settings(), quote=True)

@@ -9,26 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLE_IMAGE, PKG, ROOT, mod
+from servers import meshes
 from servers.scenario_server import ScenarioServer
 
 SC_KEY, SC_SECRET = "sc-rt-key-11223344", "sc-rt-secret-55667788"
 
 
 def textured_box_glb() -> bytes:
-    """A unit-cube result as a hosted service may return it: normalized, with UVs and a material."""
-    import tempfile
-
     from backend import glb, png
-    corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], np.float32)
-    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.uint32)
-    vertices = corners[faces.reshape(-1)]
-    uvs = np.tile([[0, 0], [1, 0], [0, 1]], (12, 1)).astype(np.float32)
-    pixel = png.encode_png(np.array([[[10, 200, 30, 255]]], np.uint8))
-    path = os.path.join(tempfile.mkdtemp(), "box.glb")
-    glb.write_glb(path, vertices, np.tile([0, 1, 0], (36, 1)), uvs, np.arange(36, dtype=np.uint32).reshape(-1, 3),
-                  pixel, pixel, name="retextured")
-    return open(path, "rb").read()
+    return meshes.textured_box_glb(glb, png)
 
 
 def make_object():
@@ -85,6 +74,7 @@ def test_scenario_retexture_keeps_geometry_and_transform(scenario):
     assert call["path"].endswith("model_trellis-2-retexture") and call["body"]["resolution"] == 512
     assert scenario.assets[call["body"]["model"]]["data"].startswith("data:model/gltf-binary;base64,")
     assert set(bpy.data.objects) == {obj}, "the imported result is gone"
+    assert bpy.context.view_layer.objects.active == obj and obj.select_get()
 
 
 def test_scenario_retexture_on_a_copy_leaves_the_original(scenario):
@@ -94,6 +84,7 @@ def test_scenario_retexture_on_a_copy_leaves_the_original(scenario):
     copy = bpy.data.objects[f"{obj.name}.retextured"]
     assert [m.name for m in obj.data.materials] == ["Old"] and signature(obj) == before
     assert signature(copy) == before and copy.data.materials[0].name != "Old"
+    assert bpy.context.view_layer.objects.active == copy and obj.select_get() and copy.select_get()
 
 
 def test_local_retexture_through_the_stand_in_pipeline(local):

@@ -3,7 +3,8 @@
     blender --factory-startup --python tests/gui/gui_smoke.py -- ZIP OUTDIR IMAGE
 
 Installs the extension zip, shows the TRELLIS sidebar, generates through the modal operator (as the
-Generate button does), cancels a job with a real Esc key press, checks the result and undo, and saves
+Generate button does), cancels a job with a real Esc key press, checks the result and undo, asks
+Scenario's test server for a quote and retextures a sphere (both modal), and saves
 screenshots (ImageMagick's `import -window root`; Blender's own screenshot is black under Xvfb).
 Writes OUTDIR/result.json and quits with exit code 0 on success. Every step runs from a
 bpy.app.timers callback, so the window keeps drawing between steps.
@@ -261,6 +262,72 @@ def close_history():
 
 
 HISTORY = {"results": 0}
+SCENARIO = {}
+
+
+def start_scenario():
+    """Scenario against its test server: the sidebar shows Quote Cost (and greys what Scenario ignores)."""
+    from servers.meshes import textured_box_glb
+    from servers.scenario_server import ScenarioServer
+    glb, png = (importlib.import_module(f"{PKG}.backend.{name}") for name in ("glb", "png"))
+    server = SCENARIO["server"] = ScenarioServer(key="gui-sc-key", secret="gui-sc-secret",
+                                                 glb=textured_box_glb(glb, png)).__enter__()
+    server.polls_to_finish = 2
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.scenario_api_key, prefs.scenario_api_secret, prefs.scenario_url = "gui-sc-key", "gui-sc-secret", server.url
+    bpy.context.scene.trellis2.backend = "SCENARIO"
+    bpy.context.scene.trellis2.number_results = 2
+
+
+def quote_cost():
+    SCENARIO["jobs"] = len(jobs().manager.jobs)
+    window, area, region = view3d()
+    ui = next(r for r in area.regions if r.type == "UI")
+    with bpy.context.temp_override(window=window, area=area, region=ui):
+        assert bpy.ops.trellis.quote_cost("INVOKE_DEFAULT") == {"RUNNING_MODAL"}
+
+
+def quote_done():
+    return len(jobs().manager.jobs) > SCENARIO["jobs"] and last_job().is_finished
+
+
+def check_quote():
+    job = last_job()
+    assert job.state == "done" and job.is_quote, f"{job.state}: {job.error}"
+    assert job.text == "Quote: 24 CU (2 × 12)", job.text
+    assert SCENARIO["server"].jobs == {}, "a quote generates nothing"
+    bpy.context.scene.trellis2.number_results = 1
+
+
+def retexture_modal():
+    """Retexture a sphere through the modal operator: Blender keeps drawing while the job runs."""
+    window, area, region = view3d()
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.mesh.primitive_uv_sphere_add(segments=24, ring_count=12, location=(4.0, 0.0, 1.0))
+        bpy.ops.ed.undo_push(message="Add sphere")  # a script's operator call pushes no undo step itself
+    sphere = bpy.context.active_object
+    SCENARIO["sphere"], SCENARIO["vertices"] = sphere.name, len(sphere.data.vertices)
+    SCENARIO["jobs"] = len(jobs().manager.jobs)
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        assert bpy.ops.trellis.retexture("INVOKE_DEFAULT") == {"RUNNING_MODAL"}, "retexture must not block"
+    assert not last_job().is_finished
+
+
+def check_retexture():
+    job = last_job()
+    assert job.state == "done" and job.mode == "retexture", f"{job.state}: {job.error}"
+    sphere = bpy.data.objects[SCENARIO["sphere"]]
+    assert len(sphere.data.vertices) == SCENARIO["vertices"] and sphere.active_material is not None
+    assert bpy.context.view_layer.objects.active == sphere and sphere.select_get(), "still selected and active"
+    window, area, region = view3d()
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.ed.undo()
+    undone = bpy.data.objects[SCENARIO["sphere"]].active_material is None
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.ed.redo()
+    redone = bpy.data.objects[SCENARIO["sphere"]].active_material is not None
+    assert undone and redone, f"one undo step takes the new material off (undone={undone}, redone={redone})"
+    SCENARIO["server"].__exit__(None, None, None)
 
 # (name, action, wait condition before the next step)
 STEPS = [
@@ -292,6 +359,13 @@ STEPS = [
     ("open History", open_history, lambda: time.monotonic() - state["waiting_since"] > 1.5),
     ("history screenshot", lambda: screenshot("10_history.png"), None),
     ("close History", close_history, None),
+    ("scenario", start_scenario, None),
+    ("quote (modal)", quote_cost, quote_done),
+    ("quote", check_quote, None),
+    ("quote screenshot", lambda: screenshot("11_quote.png"), None),
+    ("retexture (modal)", retexture_modal, lambda: last_job().is_finished),
+    ("retextured", check_retexture, None),
+    ("retexture screenshot", lambda: screenshot("12_retexture.png"), None),
 ]
 
 

@@ -1,0 +1,66 @@
+"""A job-running operator: modal with a timer in the UI (Blender never waits), blocking in scripts."""
+from __future__ import annotations
+
+import bpy
+
+from ..trellis_addon import generation, jobs
+
+TIMER_SECONDS = 0.1
+
+
+def redraw_sidebars(context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class ModalJob:
+    """Subclasses give _start(context) -> queued Job or None (having reported why), and
+    _done(context, job) -> the operator's result once the job is ready to import or finished."""
+
+    def execute(self, context):
+        job = self._start(context)
+        if job is None:
+            return {"CANCELLED"}
+        try:
+            with generation.ctrl_c_interrupts():
+                generation.wait(job)
+        except KeyboardInterrupt:
+            job.cancel()
+        result = self._done(context, job)
+        jobs.flush_records()  # a script may read job.json as soon as the operator returns
+        return result
+
+    def invoke(self, context, event):
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        self._job = self._start(context)
+        if self._job is None:
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        redraw_sidebars(context)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        generation.pump()
+        if job.poll():
+            context.workspace.status_text_set(generation.progress_line(job))
+            redraw_sidebars(context)
+        if job.state == jobs.IMPORTING or job.is_finished:
+            context.window_manager.event_timer_remove(self._timer)
+            context.workspace.status_text_set(None)
+            result = self._done(context, job)
+            redraw_sidebars(context)
+            return result
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context):  # Blender ends the operator (window closed, file loaded)
+        self._job.cancel()
+        context.window_manager.event_timer_remove(self._timer)
