@@ -8,7 +8,9 @@ Add-on -> worker (stdin):
    "settings": {flat schema settings, seed resolved}, "output_dir": path,
    "options": {backend options, e.g. base_url}, "secrets": {e.g. api_key}}  (secrets are never logged)
    "mode": "generate" (default) | "retexture" (input also has "mesh": path.glb, the mesh to re-texture)
-  {"type": "cancel", "id": str}      stop the running job at the next check
+   "threaded": bool (run beside other jobs on a thread of its own: hosted APIs, which wait on the network)
+  {"type": "preload", "backend": str}  import that backend's module now (a batch is about to start)
+  {"type": "cancel", "id": str}      stop the running job at the next check (no id: every running job)
   {"type": "shutdown"}               exit after the current job (EOF on stdin means the same)
 
 Worker -> add-on (stdout):

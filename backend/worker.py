@@ -1,6 +1,8 @@
 """The worker process: reads jobs from stdin, runs a backend, reports on the protocol channel.
 
 Started by the add-on as ``python -m backend`` in the extension's root folder; see protocol.py.
+Jobs run one after another, except those sent with ``"threaded": true`` (hosted APIs: they mostly wait
+on the network), which run on their own threads beside the rest, each with its own cancel flag.
 """
 from __future__ import annotations
 
@@ -107,8 +109,7 @@ class Worker:
         self.channel = channel
         self.jobs: list[dict] = []
         self.cond = threading.Condition()
-        self.cancel_event = threading.Event()
-        self.current: str | None = None  # id of the running job
+        self.running: dict[str, threading.Event] = {}  # job id -> its cancel flag
         self.closed = False
 
     def read_stdin(self) -> None:
@@ -124,11 +125,16 @@ class Worker:
                 continue
             if msg["type"] == "cancel":
                 with self.cond:
-                    if msg.get("id") in (None, self.current):
-                        self.cancel_event.set()  # the running job
+                    if msg.get("id") is None:
+                        for event in self.running.values():
+                            event.set()
+                    elif msg["id"] in self.running:
+                        self.running[msg["id"]].set()
                     elif any(j.get("id") == msg.get("id") for j in self.jobs):  # a queued one: drop it
                         self.jobs = [j for j in self.jobs if j.get("id") != msg.get("id")]
                         self.channel.send("cancelled", id=msg.get("id"))
+            elif msg["type"] == "preload":
+                threading.Thread(target=self.preload, args=(str(msg.get("backend", "")),), daemon=True).start()
             elif msg["type"] in ("job", "shutdown"):
                 with self.cond:
                     if msg["type"] == "job":
@@ -140,29 +146,61 @@ class Worker:
             self.jobs.clear()
             self.closed = True
             self.cond.notify()
-        self.cancel_event.set()
+            for event in self.running.values():
+                event.set()
         watchdog = threading.Timer(5.0, os._exit, args=(3,))
         watchdog.daemon = True  # a job that ignores the cancel flag is cut off
         watchdog.start()
 
-    def next_job(self, idle_exit: float | None = None) -> dict | None:
-        """The next job; None when closed, or after idle_exit seconds without one (frees the GPU)."""
-        deadline = time.monotonic() + idle_exit if idle_exit else None
+    @staticmethod
+    def preload(backend_id: str) -> None:
+        try:
+            registry.load(backend_id)
+        except Exception as exc:  # the job itself will report it
+            _log(f"preload {backend_id}: {type(exc).__name__}: {exc}")
+
+    def next_job(self, idle_exit: float | None = None) -> tuple[dict, threading.Event] | None:
+        """(the next job, its cancel flag); None when closed, or after idle_exit seconds with nothing
+        to do (frees the GPU)."""
+        deadline = None
         with self.cond:
             while not self.jobs and not self.closed:
-                left = deadline - time.monotonic() if deadline else None
-                if left is not None and left <= 0:
+                if self.running or not idle_exit:
+                    deadline = None
+                    self.cond.wait()  # woken by a new job, or a threaded job's end
+                    continue
+                deadline = deadline or time.monotonic() + idle_exit
+                left = deadline - time.monotonic()
+                if left <= 0:
                     _log(f"idle for {idle_exit:g} s: exiting to free memory")
                     return None
                 self.cond.wait(left)
-            job = self.jobs.pop(0) if self.jobs else None
-            self.current = job.get("id") if job else None
-            self.cancel_event.clear()
-            return job
+            if not self.jobs:
+                return None
+            job = self.jobs.pop(0)
+            event = self.running[job.get("id", "?")] = threading.Event()
+            return job, event
 
-    def run_job(self, job: dict) -> None:
+    def start_job(self, job: dict, cancel_event: threading.Event) -> threading.Thread | None:
+        """Run the job: on its own thread when it asks for one (returned), else here and now."""
+        if not job.get("threaded"):
+            self.run_job(job, cancel_event)
+            return None
+        thread = threading.Thread(target=self.run_job, args=(job, cancel_event), name=f"job-{job.get('id')}")
+        thread.start()
+        return thread
+
+    def run_job(self, job: dict, cancel_event: threading.Event) -> None:
+        try:
+            self._run_job(job, cancel_event)
+        finally:
+            with self.cond:
+                self.running.pop(job.get("id", "?"), None)
+                self.cond.notify_all()
+
+    def _run_job(self, job: dict, cancel_event: threading.Event) -> None:
         job_id = job.get("id", "?")
-        ctx = JobContext(job, self.channel, self.cancel_event)
+        ctx = JobContext(job, self.channel, cancel_event)
         started = time.monotonic()
         _log(f"job {job_id}: backend {job.get('backend')}, settings {job.get('settings')}")
         try:
@@ -206,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(),
                  python=sys.version.split()[0], backends=[b.id for b in registry.BACKENDS])
     threading.Thread(target=worker.read_stdin, name="stdin", daemon=True).start()
+    threads = []
     while True:
-        job = worker.next_job(args.idle_exit or None)
-        if job is None:
+        taken = worker.next_job(args.idle_exit or None)
+        if taken is None:
+            for thread in threads:  # queued work ends first ("shutdown"); EOF has cancelled it
+                thread.join()
             return 0
-        worker.run_job(job)
+        threads = [t for t in threads if t.is_alive()] + [t for t in [worker.start_job(*taken)] if t]

@@ -261,6 +261,7 @@ def run_batch(args) -> int:
         return 1
     os.makedirs(outdir, exist_ok=True)
     request = _scene_request(args)
+    generation.prewarm(request["backend"])
     names = output_names(found)
     manifest = Manifest(os.path.join(outdir, MANIFEST))
     previous = read_manifest(manifest.path) if args.resume else {}

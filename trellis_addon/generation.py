@@ -14,7 +14,7 @@ import uuid
 import bpy
 import numpy as np
 
-from ..backend import providers, registry, schema
+from ..backend import protocol, providers, registry, schema
 from . import history, image_input, importer, jobs, prefs
 
 
@@ -301,14 +301,25 @@ def progress_line(job: jobs.Job) -> str:
     return f"TRELLIS {job.name}: {job.fraction * 100:5.1f}% {job.text}{step} [{job.elapsed:.1f}s]"
 
 
+def _pooled_worker(job: jobs.Job | None) -> jobs.WorkerProcess:
+    log = os.path.join(prefs.jobs_root(), "worker-pool.log")
+    # a worker started under other TRELLIS_* variables (test and debug switches) is not reused
+    key = ("blender-python", tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TRELLIS_"))))
+    return jobs.manager.pooled_worker(key, lambda: jobs.WorkerProcess(log_path=log, persistent=True, key=key), job)
+
+
+def prewarm(backend: str) -> None:
+    """Start the pooled worker a batch's hosted or offline jobs will use, with the backend's module
+    imported, while its first images are read."""
+    if backend != "local":
+        _pooled_worker(None).send(protocol.encode("preload", backend=backend))
+
+
 def worker_for(job: jobs.Job) -> jobs.WorkerProcess:
     """A warm worker: the local GPU one (one model load for many jobs), or an idle one of the pool that
     runs hosted and offline jobs in Blender's Python (no process start per job)."""
     if job.backend != "local":
-        log = os.path.join(prefs.jobs_root(), "worker-pool.log")
-        # a worker started under other TRELLIS_* variables (test and debug switches) is not reused
-        key = ("blender-python", tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TRELLIS_"))))
-        return jobs.manager.pooled_worker(key, lambda: jobs.WorkerProcess(log_path=log, persistent=True, key=key))
+        return _pooled_worker(job)
     setup, _ = prefs.local_setup()
     log = os.path.join(prefs.jobs_root(), "local-worker.log")
     key = (setup["python"], tuple(sorted(setup["env"].items())), setup["idle_exit"])

@@ -64,18 +64,21 @@ def to_rgba8(image: bpy.types.Image) -> np.ndarray:
         w, h = source.size
         flat = np.empty(w * h * 4, dtype=np.float32)
         source.pixels.foreach_get(flat)
-        is_linear = source.is_float and source.colorspace_settings.name not in ("sRGB", "Non-Color")
+        is_float = source.is_float
+        is_linear = is_float and source.colorspace_settings.name not in ("sRGB", "Non-Color")
     finally:
         if temp is not None:
             bpy.data.images.remove(temp)
-    rgba = flat.reshape(h, w, 4)[::-1]
-    rgb = rgba[..., :3]
+    rgba = flat.reshape(h, w, 4)
     if is_linear:  # float images hold linear values; the model expects an ordinary sRGB picture
-        rgb = np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * np.power(np.clip(rgb, 0, None), 1 / 2.4) - 0.055)
-    out = np.empty((h, w, 4), dtype=np.uint8)
-    out[..., :3] = np.clip(rgb * 255.0 + 0.5, 0, 255)
-    out[..., 3] = np.clip(rgba[..., 3] * 255.0 + 0.5, 0, 255)
-    return np.ascontiguousarray(out)
+        rgb = rgba[..., :3]
+        rgba[..., :3] = np.where(rgb <= 0.0031308, rgb * 12.92,
+                                 1.055 * np.power(np.clip(rgb, 0, None), 1 / 2.4) - 0.055)
+    if is_float:  # byte images are within 0..1 already
+        np.clip(flat, 0.0, 1.0, out=flat)
+    flat *= 255.0
+    flat += 0.5
+    return np.ascontiguousarray(flat.astype(np.uint8).reshape(h, w, 4)[::-1])
 
 
 def check_foreground(rgba: np.ndarray, name: str) -> None:

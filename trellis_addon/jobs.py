@@ -17,7 +17,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from ..backend import protocol
+from ..backend import protocol, registry
 from . import history
 
 EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +25,7 @@ LOG_TAIL_LINES = 12
 KILL_GRACE_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 10.0  # a persistent worker gets this long to stop a job before it is killed
 POOL_IDLE_SECONDS = 60.0  # a warm worker for hosted/offline jobs exits after this long without a job
+SHARED_JOBS_PER_WORKER = 8  # hosted jobs one pooled worker runs at once, each on its own thread
 
 # Job states
 QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
@@ -79,6 +80,7 @@ class WorkerProcess:
         self.busy: set[str] = set()
         self.idle_since = time.monotonic()
         self.proc: subprocess.Popen | None = None
+        self.stopping = False  # stdin closed or killed: takes no more jobs
         self._lock = threading.Lock()
 
     def command(self) -> list[str]:
@@ -116,6 +118,7 @@ class WorkerProcess:
             pass  # the worker is gone; the reader thread reports how it ended
 
     def close_stdin(self) -> None:
+        self.stopping = True
         try:
             self.proc.stdin.close()
         except OSError:
@@ -231,8 +234,8 @@ class Job:
         if self.mesh_path:
             job_input["mesh"] = self.mesh_path
         self.worker.submit(self, protocol.encode(
-            "job", id=self.id, backend=self.backend, mode=self.mode, input=job_input,
-            settings=self.settings, output_dir=self.output_dir, options=self.options, secrets=self._secrets))
+            "job", id=self.id, backend=self.backend, mode=self.mode, input=job_input, settings=self.settings,
+            output_dir=self.output_dir, options=self.options, secrets=self._secrets, threaded=self.shares_worker))
         self.save_record()
 
     def _release_worker(self) -> None:
@@ -251,6 +254,12 @@ class Job:
     @property
     def is_local(self) -> bool:
         return self.backend in LOCAL_BACKENDS
+
+    @property
+    def shares_worker(self) -> bool:
+        """Hosted jobs mostly wait on the network: several run on threads of one worker process."""
+        info = registry.BY_ID.get(self.backend)
+        return bool(info and info.needs_network)
 
     @property
     def is_quote(self) -> bool:
@@ -383,7 +392,7 @@ class JobManager:
         self.session_credits: dict[str, float] = {}  # other cost units (Scenario's "CU") this session
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
         self._persistent: WorkerProcess | None = None
-        self._pool: list[WorkerProcess] = []  # warm workers for hosted and offline jobs, one job each at a time
+        self._pool: list[WorkerProcess] = []  # warm workers for offline jobs (one at a time) and hosted ones
 
     max_parallel = 3  # hosted and offline jobs running at once (preference); local ones run one at a time
 
@@ -452,11 +461,20 @@ class JobManager:
             self._persistent = worker = make().start()
         return worker
 
-    def pooled_worker(self, key, make) -> WorkerProcess:
-        """An idle warm worker for `key`, or a new one: no process start and imports per job."""
+    def pooled_worker(self, key, make, job: Job | None = None) -> WorkerProcess:
+        """A warm worker for `key`, or a new one: no process start and imports per job. A job that
+        shares_worker joins one already running such jobs (up to SHARED_JOBS_PER_WORKER); any other
+        gets an idle worker to itself."""
         self._pool = [w for w in self._pool if w.alive]
-        for worker in self._pool:
-            if worker.key == key and not worker.busy:
+        candidates = [w for w in self._pool if w.key == key and not w.stopping]
+        if job is not None and job.shares_worker:
+            for worker in candidates:
+                with worker._lock:
+                    sharing = [worker.jobs.get(i) for i in worker.busy]
+                if 0 < len(sharing) < SHARED_JOBS_PER_WORKER and all(j and j.shares_worker for j in sharing):
+                    return worker
+        for worker in candidates:
+            if not worker.busy:
                 return worker
         worker = make().start()
         self._pool.append(worker)

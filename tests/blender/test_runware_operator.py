@@ -135,3 +135,37 @@ def test_truncated_download_is_an_error_not_an_importer_crash(runware):
     with pytest.raises(RuntimeError, match=r"_0\.glb is not a complete GLB"):
         generate()
     assert "TRELLIS" not in bpy.data.collections or not bpy.data.collections["TRELLIS"].objects
+
+
+def test_hosted_jobs_share_one_worker_and_cancel_alone(runware):
+    """Hosted jobs run on threads of one pooled worker (no process start each); an offline job beside
+    them gets a worker of its own; cancelling one hosted job leaves the others and the worker running."""
+    runware.task_seconds = 1.5
+    generation, jobs = mod("trellis_addon.generation"), mod("trellis_addon.jobs")
+    settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 3})
+
+    def queued(backend, seed):
+        job = generation.prepare_job(image=EXAMPLE_IMAGE, backend=backend, settings=dict(settings, seed=seed),
+                                     force_new=True)
+        return generation.enqueue(job, max_parallel=4)
+
+    hosted = [queued("runware", seed) for seed in (1, 2, 3)]
+    offline = queued("preview", 4)
+
+    def run_until(condition, timeout=60):
+        end = time.monotonic() + timeout
+        while not condition() and time.monotonic() < end:
+            jobs.manager.poll_all(4)
+            time.sleep(0.02)
+
+    run_until(lambda: all(j.remote for j in hosted))
+    assert len(runware.tasks) == 3, "all three submitted at once"
+    assert len({j.worker for j in hosted}) == 1 and offline.worker not in {j.worker for j in hosted}
+    shared = hosted[0].worker
+    bpy.ops.trellis.cancel(job_id=hosted[1].id)
+    run_until(lambda: all(j.state == jobs.IMPORTING or j.is_finished for j in hosted + [offline]))
+    assert [j.state for j in hosted] == [jobs.IMPORTING, jobs.CANCELLED, jobs.IMPORTING]
+    assert offline.state == jobs.IMPORTING and shared.alive and not shared.busy
+    for job in hosted + [offline]:
+        if not job.is_finished:
+            job.set_finished(jobs.DONE, "checked")

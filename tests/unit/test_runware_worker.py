@@ -199,3 +199,48 @@ def test_every_request_validates_against_the_spec():
     bad["settings"]["textureSize"] = 3000
     with pytest.raises(jsonschema.ValidationError):  # the check is not vacuous
         jsonschema.validate(bad, item_schema)
+
+
+def test_threaded_jobs_run_side_by_side_and_cancel_one_by_one(tmp_path, server):
+    """Three hosted jobs on one worker process, each on its own thread: all wait on the server at once;
+    cancelling one leaves the others running. A preview job sent meanwhile is not held up either."""
+    server.polls_to_finish, server.task_seconds = 0, 1.5
+    proc = start_worker()
+    started = time.monotonic()
+    for name in ("a", "b", "c"):
+        folder = tmp_path / name
+        folder.mkdir()
+        send(proc, "job", **dict(job(folder, server), id=name, threaded=True))
+    deadline = time.monotonic() + 10
+    while len(server.tasks) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(server.tasks) == 3, "all three submitted before any finished"
+    send(proc, "cancel", id="b")
+    ends = {}
+    messages = []
+    while len(ends) < 3:
+        messages += read_until(proc, {"result", "error", "cancelled"}, timeout=20)
+        ends[messages[-1]["id"]] = (messages[-1]["type"], time.monotonic() - started)
+    proc.stdin.close()
+    assert proc.wait(10) == 0
+    assert ends["b"][0] == "cancelled" and ends["a"][0] == ends["c"][0] == "result", ends
+    assert max(t for _, t in ends.values()) < 2 * 1.5, f"ran side by side, not one after another: {ends}"
+    assert {m["id"] for m in messages if m["type"] == "remote_task"} == {"a", "b", "c"}
+
+
+def test_untagged_jobs_still_run_one_after_another(tmp_path, server):
+    server.polls_to_finish, server.task_seconds = 0, 0.8
+    proc = start_worker()
+    for name in ("a", "b", "c"):
+        folder = tmp_path / name
+        folder.mkdir()
+        send(proc, "job", **dict(job(folder, server), id=name))
+    assert read_until(proc, {"remote_task"}, timeout=20)[-1]["id"] == "a"
+    send(proc, "cancel", id="b")  # still queued behind a: dropped without running
+    messages = read_until(proc, {"cancelled"}, timeout=20)
+    assert messages[-1]["id"] == "b" and len(server.tasks) == 1, "only a runs while b and c wait"
+    messages += read_until(proc, {"result"}, timeout=20)
+    messages += read_until(proc, {"result"}, timeout=20)
+    proc.stdin.close()
+    assert proc.wait(10) == 0 and len(server.tasks) == 2
+    assert [m["id"] for m in messages if m["type"] == "result"] == ["a", "c"]
