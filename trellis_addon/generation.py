@@ -135,7 +135,7 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
         except prefs.AccessError as exc:
             raise RequestError(f"{info.label}: {exc}") from None
         if not quote:
-            check_session_cap(info.estimate_cost(settings))
+            check_session_cap(info, settings, mode)
     if quote:
         options["quote_only"] = True
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "image"
@@ -249,12 +249,23 @@ def operator_mode() -> str:
     return "EXEC_DEFAULT" if bpy.app.background or bpy.context.window is None else "INVOKE_DEFAULT"
 
 
-def check_session_cap(estimate: float) -> None:
-    cap = prefs.get().session_cap if prefs.get() else 0.0
-    spent = jobs.manager.session_cost
+def check_session_cap(info: registry.BackendInfo, settings: dict, mode: str = "generate") -> None:
+    """Refuse a hosted job that would take the session past its cap: USD (Session Cap) or the backend's
+    credits (Credit Cap; estimated from the last price the provider reported)."""
+    p = prefs.get()
+    if info.cost_unit == "USD":
+        cap, spent, estimate = (p.session_cap if p else 0.0), jobs.manager.session_cost, info.estimate_cost(settings)
+        if cap and spent + estimate > cap:
+            raise RequestError(f"Session spending cap ${cap:.2f} reached (spent ${spent:.2f}, this job about "
+                               f"${estimate:.2f}): raise it in the add-on preferences")
+        return
+    cap, spent = (p.session_credit_cap if p else 0.0), jobs.manager.session_credits.get(info.cost_unit, 0.0)
+    price = jobs.manager.credit_prices.get((info.id, mode, settings["resolution"]), 0.0)
+    estimate = price * settings["number_results"]
     if cap and spent + estimate > cap:
-        raise RequestError(f"Session spending cap ${cap:.2f} reached (spent ${spent:.2f}, this job about "
-                           f"${estimate:.2f}): raise it in the add-on preferences")
+        unit = info.cost_unit
+        raise RequestError(f"Session credit cap {cap:g} {unit} reached (spent {spent:g} {unit}, this job about "
+                           f"{estimate:g} {unit}): raise it in the add-on preferences")
 
 
 def needs_cost_confirmation(backend: str, settings: dict) -> float:

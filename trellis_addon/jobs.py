@@ -317,6 +317,10 @@ class Job:
         elif kind == "result":
             history.history.invalidate()  # result.json is on disk
             self.result = msg
+            if self.cost_unit != "USD" and msg.get("cost") is not None:  # for the credit cap's estimates
+                count = len(msg.get("seeds") or []) or (msg.get("info") or {}).get("number_results") or 1
+                manager.credit_prices[(self.backend, self.mode, self.settings.get("resolution"))] = (
+                    float(msg["cost"]) / count)
             if self.is_quote:
                 pass  # a price, not a spend
             elif self.cost_unit == "USD":
@@ -390,6 +394,7 @@ class JobManager:
         self.jobs: list[Job] = []
         self.session_cost = 0.0  # USD reported by hosted backends this session
         self.session_credits: dict[str, float] = {}  # other cost units (Scenario's "CU") this session
+        self.credit_prices: dict[tuple, float] = {}  # (backend, mode, resolution) -> last price per result
         self.modal_timings: list[float] = []  # seconds per modal callback, last modal job
         self._persistent: WorkerProcess | None = None
         self._pool: list[WorkerProcess] = []  # warm workers for offline jobs (one at a time) and hosted ones

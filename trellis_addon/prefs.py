@@ -57,6 +57,11 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
     session_cap: bpy.props.FloatProperty(
         name="Session Cap", default=5.0, min=0.0, precision=2,
         description="Refuse hosted jobs once this session's spending (USD) would pass this. 0: no cap")
+    session_credit_cap: bpy.props.FloatProperty(
+        name="Credit Cap", default=0.0, min=0.0, precision=0,
+        description="Refuse Scenario jobs once this session's creative units (CU) would pass this. The job's "
+                    "estimate is the last price Scenario reported (a result or a quote) at that resolution. "
+                    "0: no cap")
 
     local_python: bpy.props.StringProperty(
         name="TRELLIS.2 Python", subtype="FILE_PATH",
@@ -111,6 +116,7 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         row = box.row()
         row.prop(self, "confirm_above")
         row.prop(self, "session_cap")
+        row.prop(self, "session_credit_cap")
         if not bpy.app.online_access:
             box.label(text="Online access is off: Preferences ▸ System ▸ Network ▸ Allow Online Access",
                       icon="ERROR")

@@ -137,3 +137,26 @@ def test_quote_only_where_the_provider_gives_one(scenario):
     generation = mod("trellis_addon.generation")
     with pytest.raises(generation.RequestError, match="Runware.*no cost quote.*Scenario"):
         generation.prepare_job(image=EXAMPLE_IMAGE, backend="runware", settings=s.to_settings(), quote=True)
+
+
+def test_credit_cap_refuses_scenario_jobs_before_sending(scenario):
+    """The Credit Cap counts creative units: the estimate is the last price Scenario reported (here a quote)."""
+    jobs, generation = mod("trellis_addon.jobs"), mod("trellis_addon.generation")
+    s = bpy.context.scene.trellis2
+    s.image, s.backend, s.number_results, s.resolution = bpy.data.images.load(EXAMPLE_IMAGE), "SCENARIO", 1, "1024"
+    jobs.manager.credit_prices.clear()
+    spent = jobs.manager.session_credits.get("CU", 0.0)
+    _prefs().session_credit_cap = spent + 20
+    try:
+        assert bpy.ops.trellis.quote_cost() == {"FINISHED"}  # learns 12 CU per result at 1024
+        assert jobs.manager.credit_prices[("scenario", "generate", 1024)] == 12
+        assert bpy.ops.trellis.generate(backend="SCENARIO", seed=8, force_new=True) == {"FINISHED"}  # 12 <= 20
+        sent = len(scenario.requests)
+        with pytest.raises(RuntimeError, match=r"Session credit cap \d+ CU reached .*this job about 12 CU"):
+            bpy.ops.trellis.generate(backend="SCENARIO", seed=9, force_new=True)  # 12 + 12 > 20
+        assert len(scenario.requests) == sent, "nothing sent past the cap"
+        generation.prepare_job(image=EXAMPLE_IMAGE, backend="scenario", settings=s.to_settings(), quote=True)
+        _prefs().session_credit_cap = 0.0
+        assert bpy.ops.trellis.generate(backend="SCENARIO", seed=9, force_new=True) == {"FINISHED"}
+    finally:
+        _prefs().session_credit_cap = 0.0
