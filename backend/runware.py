@@ -21,7 +21,7 @@ exists, so a paid task is neither lost nor started twice.
 
 Options (job["options"]): base_url, poll_timeout (s), poll_first/poll_factor/poll_cap (s),
 retry_tries/retry_base/retry_cap (submit/upload retries), download_tries, read_timeout (s, polls),
-inline_limit (bytes).
+inline_limit (bytes), resume_tasks ([{"task_id"}]: poll that earlier task UUID instead of submitting).
 """
 from __future__ import annotations
 
@@ -328,9 +328,10 @@ def _run(job: dict, ctx, api_key: str) -> dict:
     providers.RUNWARE.check(settings)
     client = Client(ctx, api_key, job.get("options") or {})
     count = settings["number_results"]
-    resume = (job.get("options") or {}).get("resume_task")
+    resume = [t for t in (job.get("options") or {}).get("resume_tasks") or [] if isinstance(t, dict)
+              and t.get("task_id")]
     if resume:  # submitted before Blender stopped: poll it again, never submit (or pay) twice
-        task, image_bytes = {"taskUUID": str(resume)}, 0
+        task, image_bytes = {"taskUUID": str(resume[-1]["task_id"])}, 0
         tally = Tally(task["taskUUID"], count)
         ctx.remote_task("runware", task["taskUUID"], base_url=client.url, number_results=count, resumed=True)
         ctx.log(f"resuming task {task['taskUUID']}")

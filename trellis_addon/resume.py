@@ -10,9 +10,10 @@ import os
 
 import bpy
 
+from ..backend import registry
 from . import generation, history, jobs, prefs
 
-RESUMABLE = ("runware", "empiriolabs", "scenario")  # workers that can poll an earlier session's tasks
+RESUMABLE = tuple(b.id for b in registry.BACKENDS if b.needs_network)  # hosted: they poll earlier tasks
 POLL_SECONDS = 0.5
 _resumed: list[jobs.Job] = []
 
@@ -34,18 +35,13 @@ def resume_entry(entry: history.Entry) -> jobs.Job:
     job = jobs.Job(name=record.get("name") or entry.id, backend=backend, settings=record.get("settings") or {},
                    rgba_path=os.path.join(entry.folder, history.INPUT), output_dir=entry.folder,
                    image_ref=record.get("image", ""), target_size=float(record.get("target_size") or 0.0),
-                   options=dict(options, **_resume_options(backend, tasks)), secrets=secrets,
+                   options=dict(options, resume_tasks=tasks), secrets=secrets,
                    mode=record.get("mode") or "generate")
     generation.enqueue(job)
     _resumed.append(job)
     if not bpy.app.timers.is_registered(_drive):
         bpy.app.timers.register(_drive, first_interval=POLL_SECONDS)
     return job
-
-
-def _resume_options(backend: str, tasks: list[dict]) -> dict:
-    """Runware polls its one task UUID; the others poll one provider job per result."""
-    return {"resume_task": tasks[-1]["task_id"]} if backend == "runware" else {"resume_tasks": tasks}
 
 
 def resume_pending(found: list[history.Entry] | None = None) -> list[jobs.Job]:
