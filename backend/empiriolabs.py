@@ -137,19 +137,13 @@ def _not_again() -> bool:
                                   "again (it would be billed twice): check your EmpirioLabs dashboard")
 
 
-def _run(job: dict, ctx, api_key: str) -> dict:
-    settings = job["settings"]
-    if job.get("mode", "generate") != "generate":
-        raise JobError("bad_settings", f"{PROVIDER} cannot retexture a mesh: use Scenario or the local GPU")
-    providers.EMPIRIOLABS.check(settings)
-    client = hosted.Client(ctx, PROVIDER, job.get("options") or {}, {"base_url": DEFAULT_URL},
-                           {"Authorization": f"Bearer {api_key}"}, status_error)
-    resumed = hosted.resumed_tasks(job.get("options") or {}, ctx)  # submitted before Blender stopped
-    count = len(resumed) or settings["number_results"]
-    job_ids = [str(t["task_id"]) for t in resumed]
-    seeds = [int(t.get("seed", settings["seed"])) for t in resumed]
-    image = "" if resumed else inputs.data_uri(runware.image_png(inputs.load_rgba(job["input"]["rgba"])))
-    for index in range(0 if resumed else count):
+def _submit(client: hosted.Client, ctx, settings: dict, rgba_path: str) -> tuple[list[str], list[int]]:
+    """One generation per result (seed, seed+1, ...), each announced as soon as it is accepted:
+    (job ids, seeds)."""
+    image = inputs.data_uri(runware.image_png(inputs.load_rgba(rgba_path)))
+    count = settings["number_results"]
+    job_ids, seeds = [], []
+    for index in range(count):
         seed = (settings["seed"] + index) % (providers.SEED_MAX + 1)
         text = f"Submitting to {PROVIDER}" + (f" ({index + 1}/{count})" if count > 1 else "")
         ctx.progress("queued", index, count, hosted.REMOTE_START, text)
@@ -162,8 +156,24 @@ def _run(job: dict, ctx, api_key: str) -> dict:
         ctx.remote_task("empiriolabs", job_id, base_url=client.url, seed=seed, index=index)
         job_ids.append(job_id)
         seeds.append(seed)
-    if not resumed:
-        ctx.log(f"submitted {', '.join(job_ids)} ({len(image)} image bytes each)")
+    ctx.log(f"submitted {', '.join(job_ids)} ({len(image)} image bytes each)")
+    return job_ids, seeds
+
+
+def _run(job: dict, ctx, api_key: str) -> dict:
+    settings = job["settings"]
+    if job.get("mode", "generate") != "generate":
+        raise JobError("bad_settings", f"{PROVIDER} cannot retexture a mesh: use Scenario or the local GPU")
+    providers.EMPIRIOLABS.check(settings)
+    client = hosted.Client(ctx, PROVIDER, job.get("options") or {}, {"base_url": DEFAULT_URL},
+                           {"Authorization": f"Bearer {api_key}"}, status_error)
+    resumed = hosted.resumed_tasks(job.get("options") or {}, ctx)  # submitted before Blender stopped
+    if resumed:  # poll them again, never submit (or pay) twice
+        job_ids = [str(t["task_id"]) for t in resumed]
+        seeds = [int(t.get("seed", settings["seed"])) for t in resumed]
+    else:
+        job_ids, seeds = _submit(client, ctx, settings, job["input"]["rgba"])
+    count = len(job_ids)
     states = hosted.poll_all(client, job_ids, lambda job_id: poll_one(client, job_id))
     done = [(job_id, seed) for job_id, seed in zip(job_ids, seeds) if states[job_id].state == "done"]
     failed = [states[j].value for j in job_ids if states[j].state == "failed"]
