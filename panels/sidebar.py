@@ -155,6 +155,7 @@ class TRELLIS_PT_advanced(_SidebarPanel, bpy.types.Panel):
     bl_parent_id = "TRELLIS_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
     bl_order = len(schema.STAGES)
+    bl_ui_units_x = 14  # as a popover (wm.call_panel): wide enough for the interval rows and the note
 
     @classmethod
     def poll(cls, context):
@@ -170,10 +171,10 @@ class TRELLIS_PT_advanced(_SidebarPanel, bpy.types.Panel):
         for stage in schema.STAGES:
             interval = [f"{stage.name}_guidance_interval_{end}" for end in ("start", "end")]
             names += interval
-            row = col.row(align=True, heading=f"{stage.label} Interval")
-            row.active = getattr(s, stage.override) and not ignored.intersection(interval)
-            for name in interval:
-                row.prop(s, name, text="")
+            sub = col.column(align=True)
+            sub.active = getattr(s, stage.override) and not ignored.intersection(interval)
+            sub.prop(s, interval[0], text=f"{stage.label.split()[-1]} Guidance")  # Structure, Shape, Texture
+            sub.prop(s, interval[1], text="To")
         for name in ADVANCED:
             draw_prop(col, s, name, ignored)
         note_ignored(col, s.backend, names, ignored)

@@ -190,6 +190,14 @@ def check_runware():
     RUNWARE["server"].__exit__(None, None, None)
 
 
+def open_advanced():
+    """The Advanced sub-panel as a popover while Runware is chosen: every knob greyed out, with the note."""
+    window, area, region = view3d()
+    xdotool("mousemove", str(region.x + region.width // 3), str(window.height - region.y - region.height * 4 // 5))
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.wm.call_panel(name="TRELLIS_PT_advanced", keep_open=True)
+
+
 EMPTY = {}
 
 
@@ -349,6 +357,9 @@ STEPS = [
     ("confirm", confirm_cost, runware_done),
     ("runware result", check_runware, None),
     ("cost screenshot", lambda: screenshot("07_cost.png"), None),
+    ("open Advanced (Runware)", open_advanced, lambda: time.monotonic() - state["waiting_since"] > 1.0),
+    ("advanced screenshot", lambda: screenshot("07b_advanced_greyed.png"), None),
+    ("close Advanced", lambda: xdotool("key", "Escape"), None),
     ("image empty", add_image_empty, None),
     ("right-click the image empty", right_click_empty, lambda: time.monotonic() - state["waiting_since"] > 1.5),
     ("context menu screenshot", lambda: screenshot("08_context_menu.png"), None),
