@@ -1,17 +1,16 @@
-"""trellis.generate: modal with a progress bar in the UI, blocking in scripts and background mode."""
+"""trellis.generate: modal with a progress bar in the UI, blocking in scripts and background mode (ModalJob)."""
 from __future__ import annotations
 
 import json
-import time
 
 import bpy
 
 from ..backend import schema
 from ..trellis_addon import generation, jobs, props
-from .modal_job import TIMER_SECONDS, redraw_sidebars as _redraw_sidebars
+from .modal_job import ModalJob
 
 
-class TRELLIS_OT_generate(bpy.types.Operator):
+class TRELLIS_OT_generate(ModalJob, bpy.types.Operator):
     """Generate a textured 3D mesh from the image and add it at the 3D cursor"""
 
     bl_idname = "trellis.generate"
@@ -59,7 +58,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
             return None
         return generation.enqueue(job)
 
-    def _finish(self, context, job: jobs.Job) -> set:
+    def _done(self, context, job: jobs.Job) -> set:
         if job.state == jobs.IMPORTING:
             try:
                 generation.import_job(context, job)
@@ -74,21 +73,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         self.report({"ERROR"}, f"TRELLIS: {job.error}")
         return {"CANCELLED"}
 
-    # --- blocking: scripts and background mode -----------------------------------------------------
-    def execute(self, context):
-        job = self._start(context)
-        if job is None:
-            return {"CANCELLED"}
-        try:
-            with generation.ctrl_c_interrupts():
-                generation.wait(job)
-        except KeyboardInterrupt:
-            job.cancel()
-        result = self._finish(context, job)
-        jobs.flush_records()  # a script may read job.json as soon as the operator returns
-        return result
-
-    # --- modal: the UI stays responsive -----------------------------------------------------------
+    # --- modal in the UI (ModalJob), after the cost confirmation; blocking in scripts ----------------
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
@@ -103,45 +88,7 @@ class TRELLIS_OT_generate(bpy.types.Operator):
                         if k != "rna_type" and self.properties.is_property_set(k)}
             bpy.ops.trellis.confirm_cost("INVOKE_DEFAULT", estimate=estimate, keywords=json.dumps(keywords))
             return {"CANCELLED"}
-        self._job = self._start(context, request)
-        if self._job is None:
-            return {"CANCELLED"}
-        jobs.manager.modal_timings = []
-        self._shown_second = -1
-        self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
-        context.window_manager.modal_handler_add(self)
-        _redraw_sidebars(context)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        job = self._job
-        if event.type == "ESC" and event.value == "PRESS":
-            job.cancel()
-        elif event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        started = time.perf_counter()
-        generation.pump()
-        changed = job.poll()
-        if job.state == jobs.IMPORTING or job.is_finished:
-            return self._end_modal(context, job)
-        second = int(job.elapsed)
-        if changed or second != self._shown_second:  # the bar's elapsed time ticks each second
-            self._shown_second = second
-            context.workspace.status_text_set(generation.progress_line(job))
-            _redraw_sidebars(context)
-        jobs.manager.modal_timings.append(time.perf_counter() - started)
-        return {"PASS_THROUGH"}
-
-    def _end_modal(self, context, job):
-        context.window_manager.event_timer_remove(self._timer)
-        context.workspace.status_text_set(None)
-        result = self._finish(context, job)
-        _redraw_sidebars(context)
-        return result
-
-    def cancel(self, context):  # Blender ends the operator (window closed, file loaded)
-        self._job.cancel()
-        context.window_manager.event_timer_remove(self._timer)
+        return self._run_modal(context, self._start(context, request))
 
 
 class TRELLIS_OT_cancel(bpy.types.Operator):

@@ -1,6 +1,8 @@
 """A job-running operator: modal with a timer in the UI (Blender never waits), blocking in scripts."""
 from __future__ import annotations
 
+import time
+
 import bpy
 
 from ..trellis_addon import generation, jobs
@@ -35,9 +37,14 @@ class ModalJob:
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        self._job = self._start(context)
-        if self._job is None:
+        return self._run_modal(context, self._start(context))
+
+    def _run_modal(self, context, job):
+        """Follow a started job from a window-manager timer; Esc cancels it."""
+        if job is None:
             return {"CANCELLED"}
+        self._job, self._shown_second = job, -1
+        jobs.manager.modal_timings = []
         self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
         context.window_manager.modal_handler_add(self)
         redraw_sidebars(context)
@@ -49,16 +56,21 @@ class ModalJob:
             job.cancel()
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
+        started = time.perf_counter()
         generation.pump()
-        if job.poll():
-            context.workspace.status_text_set(generation.progress_line(job))
-            redraw_sidebars(context)
+        changed = job.poll()
         if job.state == jobs.IMPORTING or job.is_finished:
             context.window_manager.event_timer_remove(self._timer)
             context.workspace.status_text_set(None)
             result = self._done(context, job)
             redraw_sidebars(context)
             return result
+        second = int(job.elapsed)
+        if changed or second != self._shown_second:  # the bar's elapsed time ticks each second
+            self._shown_second = second
+            context.workspace.status_text_set(generation.progress_line(job))
+            redraw_sidebars(context)
+        jobs.manager.modal_timings.append(time.perf_counter() - started)
         return {"PASS_THROUGH"}
 
     def cancel(self, context):  # Blender ends the operator (window closed, file loaded)
