@@ -114,11 +114,11 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         if last is not None and last.is_finished and not active:
             icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(last.state, "INFO")
             layout.label(text=last.text, icon=icon)
-            if last.is_quote:
-                pass  # its text is the quote
-            elif last.cost is not None and last.cost_unit != "USD":
+            if last.cost is None or last.is_quote:
+                pass  # nothing spent (a quote's text is its price)
+            elif last.cost_unit != "USD":
                 layout.label(text=f"Cost {last.cost_text()}", icon="FUND")
-            elif last.cost is not None:
+            else:
                 layout.label(text=f"Cost ${last.cost:.4f} · session ${jobs.manager.session_cost:.4f}",
                              icon="FUND")
 

@@ -155,20 +155,21 @@ def prepare_job(*, image, backend: str, settings: dict, target_size: float = 0.0
 QUOTES = ".quotes"  # quote jobs' folders, under the jobs folder; removed once answered
 
 
-def quote_text(job: jobs.Job) -> str:
-    """"Quote: 24 CU (2 × 12)": the total, and per result when there are several (fits the sidebar)."""
+def quote_amount(job: jobs.Job) -> str:
+    """"24 CU (2 × 12)": the total, and per result when there are several."""
     info = job.result.get("info", {})
     count = int(info.get("number_results") or 1)
     each = f" ({count} × {info['cost_per_result']:g})" if count > 1 and "cost_per_result" in info else ""
-    return f"Quote: {job.cost:g} {job.cost_unit}{each}"
+    return f"{job.cost:g} {job.cost_unit}{each}"
 
 
 def finish_quote(job: jobs.Job) -> str:
-    """Close a quote job that has its answer (nothing to import); its folder goes. Returns a message
-    naming the provider."""
-    job.set_finished(jobs.DONE, quote_text(job))
+    """Close a quote job that has its answer (nothing to import; its folder goes): "Quote: ..." as its
+    text (fits the sidebar). Returns the message naming the provider."""
+    amount = quote_amount(job)
+    job.set_finished(jobs.DONE, f"Quote: {amount}")
     jobs.submit_io(shutil.rmtree, job.output_dir, True)  # after the record write queued before it
-    return f"{registry.BY_ID[job.backend].label.split(' (')[0]} {job.text[0].lower()}{job.text[1:]}"
+    return f"{registry.BY_ID[job.backend].label.split(' (')[0]} quote: {amount}"
 
 
 def persist_record(job: jobs.Job) -> None:
@@ -327,8 +328,8 @@ def prewarm(backend: str) -> None:
 
 
 def worker_for(job: jobs.Job) -> jobs.WorkerProcess:
-    """A warm worker: the local GPU one (one model load for many jobs), or an idle one of the pool that
-    runs hosted and offline jobs in Blender's Python (no process start per job)."""
+    """A warm worker: the local GPU one (one model load for many jobs), or one of the pool that runs
+    hosted jobs (several on one worker, on threads) and offline ones (a worker each) in Blender's Python."""
     if job.backend != "local":
         return _pooled_worker(job)
     setup, _ = prefs.local_setup()
