@@ -3,7 +3,8 @@ import bpy
 
 from . import operators, panels
 from .panels import history as history_panel, menus
-from .trellis_addon import cli, jobs, prefs, props, resume
+from .trellis_addon import cli, prefs, props, resume, spending
+from .trellis_addon.queue import manager
 
 classes = props.classes + prefs.classes + operators.classes + panels.classes
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
@@ -12,6 +13,7 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(clas
 def register():
     _register_classes()
     props.register()
+    spending.register()
     menus.register()
     history_panel.register()
     cli.register()
@@ -23,7 +25,8 @@ def unregister():
     cli.unregister()
     menus.unregister()
     history_panel.unregister()
-    jobs.manager.shutdown()
+    manager.shutdown()
+    spending.unregister()
     operators.local.unregister_timers()
     props.unregister()
     _unregister_classes()

@@ -32,7 +32,7 @@ def main() -> int:
     faces = write_test_glb(glb_path, 500000, 2048)
     import bpy
     install_extension(work)
-    jobs = importlib.import_module(f"{PKG}.trellis_addon.jobs")
+    jobs = importlib.import_module(f"{PKG}.trellis_addon.queue")
     prefs = bpy.context.preferences.addons[PKG].preferences
     bpy.context.preferences.system.use_online_access = True
     image = os.path.join(ROOT, "examples", "mushroom.png")
@@ -42,13 +42,13 @@ def main() -> int:
         prefs.runware_api_key, prefs.runware_url, prefs.session_cap = "bench-key", server.url, 0.0
         bpy.ops.wm.read_homefile(use_empty=True)
         started = time.perf_counter()
-        bpy.ops.trellis.generate(image=image, backend="RUNWARE", seed=5)
+        bpy.ops.trellis.generate(image=image, backend="runware", seed=5)
         first = time.perf_counter() - started
         before = len(server.requests) + len(server.gets)
         for _ in range(args.rounds):
             bpy.ops.wm.read_homefile(use_empty=True)
             started = time.perf_counter()
-            bpy.ops.trellis.generate(image=image, backend="RUNWARE", seed=5)
+            bpy.ops.trellis.generate(image=image, backend="runware", seed=5)
             hits.append(time.perf_counter() - started)
             assert jobs.manager.jobs[-1].from_cache, "expected a cache hit"
         sent = len(server.requests) + len(server.gets) - before
@@ -57,7 +57,7 @@ def main() -> int:
             os.remove(importer.snapshot_path(path))
         bpy.ops.wm.read_homefile(use_empty=True)
         started = time.perf_counter()
-        bpy.ops.trellis.generate(image=image, backend="RUNWARE", seed=5)
+        bpy.ops.trellis.generate(image=image, backend="runware", seed=5)
         from_glb = time.perf_counter() - started
     for _ in range(args.rounds):
         bpy.ops.wm.read_homefile(use_empty=True)

@@ -65,17 +65,16 @@ def main() -> int:
                                "--output-dir", work], check=True, capture_output=True, text=True
                               ).stdout.strip().splitlines()[-1]
     bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
-    jobs = importlib.import_module(f"{PKG}.trellis_addon.jobs")
-    generation = importlib.import_module(f"{PKG}.trellis_addon.generation")
+    jobs = importlib.import_module(f"{PKG}.trellis_addon.queue")
+    results = importlib.import_module(f"{PKG}.trellis_addon.results")
 
     def bare():
         bpy.ops.import_scene.gltf(filepath=glb_path)
 
     def ours():
         job = jobs.Job(name="bench", backend="preview", settings={}, rgba_path="", output_dir=work,
-                       image_ref="bench.png")
-        job.result, job.state = {"files": [glb_path], "seeds": [1]}, jobs.IMPORTING
-        generation.import_job(bpy.context, job)
+                       image_ref="bench.png", result={"files": [glb_path], "seeds": [1]}, state=jobs.IMPORTING)
+        results.import_job(bpy.context, job)
 
     times = {"bare": [], "ours": []}
     for round_index in range(args.rounds):

@@ -130,7 +130,7 @@ def main() -> int:
     faces = write_test_glb(glb_path, 500000, 2048)
     import bpy
     install_extension(work)
-    jobs = importlib.import_module(f"{PKG}.trellis_addon.jobs")
+    jobs = importlib.import_module(f"{PKG}.trellis_addon.queue")
     photo = os.path.join(work, "photo.png")
     photo_png(photo)
     prefs = bpy.context.preferences.addons[PKG].preferences
@@ -139,7 +139,7 @@ def main() -> int:
         server.polls_to_finish = 0
         prefs.runware_api_key, prefs.runware_url, prefs.session_cap = "bench-key", server.url, 0.0
         bpy.ops.wm.read_homefile(use_empty=True)
-        bpy.ops.trellis.generate(image=photo, backend="RUNWARE", seed=1)
+        bpy.ops.trellis.generate(image=photo, backend="runware", seed=1)
         sent = sum(r["bytes"] for r in server.requests)
         job = jobs.manager.jobs[-1]
         poll_done = server.success_served_at

@@ -15,7 +15,7 @@ import addon_utils
 EXTENSION = "bl_ext.user_default.trellis2"  # installed from the extension zip, repository "user_default"
 
 
-def main(image: str, out_blend: str, backend: str = "PREVIEW") -> None:
+def main(image: str, out_blend: str, backend: str = "preview") -> None:
     if EXTENSION not in bpy.context.preferences.addons:
         addon_utils.enable(EXTENSION, default_set=True)
     bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)

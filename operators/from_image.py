@@ -5,13 +5,13 @@ import os
 
 import bpy
 
-from ..trellis_addon import generation
+from ..trellis_addon import blocking
 from ..trellis_addon.image_input import IMAGE_EXTENSIONS
 
 
 
 def _generate(image: str, anchor: str = "") -> set:
-    return bpy.ops.trellis.generate(generation.operator_mode(), image=image, place_near=anchor)
+    return bpy.ops.trellis.generate(blocking.operator_mode(), image=image, place_near=anchor)
 
 
 def image_empties(context) -> list[bpy.types.Object]:

@@ -5,8 +5,8 @@ import json
 
 import bpy
 
-from ..backend import schema
-from ..trellis_addon import generation, jobs, props
+from ..trellis_addon import props, request, results, spending
+from ..trellis_addon.queue import CANCELLED, DONE, IMPORTING, manager
 from .modal_job import ModalJob
 
 
@@ -17,12 +17,7 @@ class TRELLIS_OT_generate(ModalJob, bpy.types.Operator):
     bl_label = "Generate 3D Mesh"
     bl_options = {"UNDO"}  # one undo step; no redo panel, which would re-run the whole job
 
-    __annotations__ = {p.name: props.operator_property(p) for p in schema.PARAMS}
-    __annotations__.update(
-        image=bpy.props.StringProperty(
-            name="Image", options={"SKIP_SAVE"},
-            description="Image file path or image datablock name. Empty: the TRELLIS panel's image"),
-        backend=bpy.props.EnumProperty(items=props.backend_items(), name="Backend", options={"SKIP_SAVE"}),
+    __annotations__ = props.job_keywords(
         target_size=bpy.props.FloatProperty(
             name="Target Size", default=0.0, options={"SKIP_SAVE"},
             description="Longest side of the result in metres; 0 keeps the model's size"),
@@ -37,37 +32,31 @@ class TRELLIS_OT_generate(ModalJob, bpy.types.Operator):
         cost_confirmed=bpy.props.BoolProperty(options={"SKIP_SAVE", "HIDDEN"}),
     )
 
-    # --- shared -----------------------------------------------------------------------------------
-    def _request(self, context) -> dict:
+    def _request(self, context) -> request.Request:
         """The scene's settings with this call's keywords on top; raises RequestError."""
         scene = context.scene.trellis2
-        is_set = self.properties.is_property_set
-        overrides = {p.name: getattr(self, p.name) for p in schema.PARAMS if is_set(p.name)}
-        return dict(settings=generation.resolve_settings(scene.to_settings(), overrides),
-                    image=self.image if is_set("image") else scene.image,
-                    backend=self.backend if is_set("backend") else scene.backend,
-                    target_size=self.target_size if is_set("target_size") else scene.target_size,
-                    anchor=self.place_near,
-                    force_new=self.force_new if is_set("force_new") else scene.force_new)
+        settings, chosen = props.overrides(self, scene, ("image", "backend", "target_size", "force_new"))
+        return request.Request(settings=request.resolve_settings(scene.to_settings(), settings),
+                               anchor=self.place_near, **chosen)
 
-    def _start(self, context, request: dict | None = None) -> jobs.Job | None:
+    def _start(self, context, checked: request.Request | None = None):
         try:
-            job = generation.prepare_job(**(request or self._request(context)))
-        except (generation.RequestError, OSError) as exc:
+            job = request.prepare(checked or self._request(context))
+        except (request.RequestError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return None
-        return generation.enqueue(job)
+        return manager.enqueue(job)
 
-    def _done(self, context, job: jobs.Job) -> set:
-        if job.state == jobs.IMPORTING:
+    def _done(self, context, job) -> set:
+        if job.state == IMPORTING:
             try:
-                generation.import_job(context, job)
-            except generation.RequestError:
+                results.import_job(context, job)
+            except request.RequestError:
                 pass
-        if job.state == jobs.DONE:
+        if job.state == DONE:
             self.report({"INFO"}, f"TRELLIS: added {', '.join(job.objects)} in {job.elapsed:.1f} s")
             return {"FINISHED"}
-        if job.state == jobs.CANCELLED:
+        if job.state == CANCELLED:
             self.report({"WARNING"}, "TRELLIS: generation cancelled")
             return {"CANCELLED"}
         self.report({"ERROR"}, f"TRELLIS: {job.error}")
@@ -78,17 +67,17 @@ class TRELLIS_OT_generate(ModalJob, bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         try:
-            request = self._request(context)
-        except generation.RequestError as exc:
+            checked = self._request(context)
+        except request.RequestError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        estimate = generation.needs_cost_confirmation(request["backend"], request["settings"])
-        if estimate and not self.cost_confirmed and not generation.answered_from_cache(**request):
+        estimate = spending.session.needs_confirmation(checked.backend, checked.settings)
+        if estimate and not self.cost_confirmed and not request.answered_from_cache(checked):
             keywords = {k: getattr(self, k) for k in self.properties.rna_type.properties.keys()
                         if k != "rna_type" and self.properties.is_property_set(k)}
             bpy.ops.trellis.confirm_cost("INVOKE_DEFAULT", estimate=estimate, keywords=json.dumps(keywords))
             return {"CANCELLED"}
-        return self._run_modal(context, self._start(context, request))
+        return self._run_modal(context, self._start(context, checked))
 
 
 class TRELLIS_OT_cancel(bpy.types.Operator):
@@ -101,7 +90,7 @@ class TRELLIS_OT_cancel(bpy.types.Operator):
     job_id: bpy.props.StringProperty(options={"SKIP_SAVE"})
 
     def execute(self, context):
-        targets = [jobs.manager.get(self.job_id)] if self.job_id else jobs.manager.active()
+        targets = [manager.get(self.job_id)] if self.job_id else manager.active()
         for job in filter(None, targets):
             job.cancel()
         return {"FINISHED"}

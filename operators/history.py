@@ -2,13 +2,14 @@
 Variations and Load Settings."""
 from __future__ import annotations
 
-import json
 import os
 
 import bpy
 
 from ..backend import schema
-from ..trellis_addon import generation, history, importer, jobs, prefs, props, resume
+from ..trellis_addon import blocking, history, prefs, props, request, results, resume
+from ..trellis_addon.queue import IMPORTING, Job, manager
+from ..trellis_addon.record import OBJECT_PROPERTY, Record
 
 
 def _entry(entry_id: str) -> history.Entry | None:
@@ -19,11 +20,8 @@ def _entry(entry_id: str) -> history.Entry | None:
 
 def _active_record(context) -> dict | None:
     obj = context.active_object
-    text = obj.get(importer.RECORD_PROPERTY) if obj is not None else None
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
+    record = Record.from_text(obj.get(OBJECT_PROPERTY)) if obj is not None else None
+    return record.to_json() if record else None
 
 
 def load_settings(scene_settings, record: dict) -> None:
@@ -38,7 +36,7 @@ def load_settings(scene_settings, record: dict) -> None:
     if record.get("seed") is not None:
         scene_settings.seed = int(record["seed"])
     if record.get("backend"):
-        scene_settings.backend = record["backend"].upper()
+        scene_settings.backend = record["backend"]
 
 
 def _source(record: dict) -> str:
@@ -52,6 +50,14 @@ class _EntryOperator:
     bl_options = {"INTERNAL"}
     entry: bpy.props.StringProperty(options={"SKIP_SAVE"})  # folder name under the results folder
 
+    def _entry_in(self, states: tuple, what: str) -> history.Entry | None:
+        """The entry, when it is in one of the states; else reported (None)."""
+        entry = _entry(self.entry)
+        if entry is None or entry.state not in states:
+            self.report({"ERROR"}, f"History entry {self.entry!r} has {what}")
+            return None
+        return entry
+
 
 class TRELLIS_OT_history_import(_EntryOperator, bpy.types.Operator):
     """Import this result again (or for the first time, if Blender stopped before importing it)"""
@@ -61,23 +67,20 @@ class TRELLIS_OT_history_import(_EntryOperator, bpy.types.Operator):
     bl_options = {"UNDO", "INTERNAL"}
 
     def execute(self, context):
-        entry = _entry(self.entry)
-        if entry is None or entry.state not in (history.DONE, history.READY):
-            self.report({"ERROR"}, f"History entry {self.entry!r} has no importable result")
+        entry = self._entry_in((history.DONE, history.READY), "no importable result")
+        if entry is None:
             return {"CANCELLED"}
         record = entry.record
-        job = jobs.Job(name=entry.title, backend=record.get("backend", "preview"),
-                       settings=record.get("settings") or {}, rgba_path=os.path.join(entry.folder, history.INPUT),
-                       output_dir=entry.folder, image_ref=record.get("image", ""),
-                       target_size=float(record.get("target_size") or 0.0))
-        job.image_sha, job.cache_key = record.get("image_hash", ""), record.get("cache_key", "")
-        job.result = {"files": entry.files, "seeds": record.get("seeds", []), "cost": record.get("cost"),
-                      "info": record.get("info", {})}
-        job.remote, job.created = record.get("remote"), record.get("created", job.created)
-        job.state = jobs.IMPORTING
+        job = Job(name=entry.title, backend=record.get("backend", "preview"), mode=record.get("mode", "generate"),
+                  settings=record.get("settings") or {}, rgba_path=os.path.join(entry.folder, history.INPUT),
+                  output_dir=entry.folder, image_ref=record.get("image", ""), model=record.get("model", ""),
+                  target_size=float(record.get("target_size") or 0.0), image_sha=record.get("image_hash", ""),
+                  cache_key=record.get("cache_key", ""), remote=record.get("remote"), created=record.get("created"),
+                  result={"files": entry.files, "seeds": record.get("seeds", []), "cost": record.get("cost"),
+                          "cost_unit": record.get("cost_unit"), "info": record.get("info", {})}, state=IMPORTING)
         try:
-            generation.import_job(context, job)
-        except generation.RequestError as exc:
+            results.import_job(context, job)
+        except request.RequestError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"TRELLIS: imported {', '.join(job.objects)} from history")
@@ -91,13 +94,12 @@ class TRELLIS_OT_history_resume(_EntryOperator, bpy.types.Operator):
     bl_label = "Resume Download"
 
     def execute(self, context):
-        entry = _entry(self.entry)
-        if entry is None or entry.state != history.PENDING:
-            self.report({"ERROR"}, f"History entry {self.entry!r} has no pending remote task")
+        entry = self._entry_in((history.PENDING,), "no pending remote task")
+        if entry is None:
             return {"CANCELLED"}
         try:
             resume.resume_entry(entry)
-        except generation.RequestError as exc:
+        except request.RequestError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         return {"FINISHED"}
@@ -144,7 +146,7 @@ class TRELLIS_OT_history_delete(_EntryOperator, bpy.types.Operator):
         entry = _entry(self.entry)
         if entry is None:
             return {"CANCELLED"}
-        if any(j.output_dir == entry.folder for j in jobs.manager.active()):
+        if any(j.output_dir == entry.folder for j in manager.active()):
             self.report({"ERROR"}, "A running job uses this folder")
             return {"CANCELLED"}
         history.history.delete(entry)
@@ -163,7 +165,7 @@ class TRELLIS_OT_history_prune(bpy.types.Operator):
         if not p or p.history_cap_gb <= 0:
             self.report({"INFO"}, "No size cap set (preferences: Keep at Most)")
             return {"CANCELLED"}
-        keep = {j.output_dir for j in jobs.manager.active()}
+        keep = {j.output_dir for j in manager.active()}
         deleted = history.history.prune(prefs.jobs_root(), int(p.history_cap_gb * 1024 ** 3), keep)
         self.report({"INFO"}, f"TRELLIS: deleted {len(deleted)} old results")
         return {"FINISHED"}
@@ -229,8 +231,8 @@ def _generate(op, record: dict, settings: dict) -> set:
     except schema.SettingError as exc:
         op.report({"ERROR"}, f"The stored settings are invalid: {exc}")
         return {"CANCELLED"}
-    backend = (record.get("backend") or "preview").upper()
-    return bpy.ops.trellis.generate(generation.operator_mode(), image=image, backend=backend,
+    backend = record.get("backend") or "preview"
+    return bpy.ops.trellis.generate(blocking.operator_mode(), image=image, backend=backend,
                                     target_size=float(record.get("target_size") or 0.0), **keywords)
 
 

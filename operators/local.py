@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import bpy
 
-from ..trellis_addon import doctor, jobs, prefs
+from ..trellis_addon import doctor, prefs
+from ..trellis_addon.queue import manager
 
 
 class TRELLIS_OT_unload_model(bpy.types.Operator):
@@ -13,7 +14,7 @@ class TRELLIS_OT_unload_model(bpy.types.Operator):
     bl_label = "Unload Model"
 
     def execute(self, context):
-        stopped = jobs.manager.unload()
+        stopped = manager.unload()
         self.report({"INFO"}, "TRELLIS.2 model unloaded" if stopped else "No model was loaded")
         return {"FINISHED"}
 
@@ -27,7 +28,7 @@ class TRELLIS_OT_check_local_setup(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            doctor.start()
+            doctor.start(*prefs.local_setup())
         except prefs.AccessError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -1,11 +1,10 @@
 """A job-running operator: modal with a timer in the UI (Blender never waits), blocking in scripts."""
 from __future__ import annotations
 
-import time
-
 import bpy
 
-from ..trellis_addon import generation, jobs
+from ..trellis_addon import blocking
+from ..trellis_addon.queue import IMPORTING, flush_records, manager
 
 TIMER_SECONDS = 0.1
 
@@ -26,12 +25,12 @@ class ModalJob:
         if job is None:
             return {"CANCELLED"}
         try:
-            with generation.ctrl_c_interrupts():
-                generation.wait(job)
+            with blocking.ctrl_c_interrupts():
+                blocking.wait(job)
         except KeyboardInterrupt:
             job.cancel()
         result = self._done(context, job)
-        jobs.flush_records()  # a script may read job.json as soon as the operator returns
+        flush_records()  # a script may read job.json as soon as the operator returns
         return result
 
     def invoke(self, context, event):
@@ -44,7 +43,6 @@ class ModalJob:
         if job is None:
             return {"CANCELLED"}
         self._job, self._shown_second = job, -1
-        jobs.manager.modal_timings = []
         self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
         context.window_manager.modal_handler_add(self)
         redraw_sidebars(context)
@@ -56,10 +54,9 @@ class ModalJob:
             job.cancel()
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
-        started = time.perf_counter()
-        generation.pump()
+        manager.pump()
         changed = job.poll()
-        if job.state == jobs.IMPORTING or job.is_finished:
+        if job.state == IMPORTING or job.is_finished:
             context.window_manager.event_timer_remove(self._timer)
             context.workspace.status_text_set(None)
             result = self._done(context, job)
@@ -68,9 +65,8 @@ class ModalJob:
         second = int(job.elapsed)
         if changed or second != self._shown_second:  # the bar's elapsed time ticks each second
             self._shown_second = second
-            context.workspace.status_text_set(generation.progress_line(job))
+            context.workspace.status_text_set(blocking.progress_line(job))
             redraw_sidebars(context)
-        jobs.manager.modal_timings.append(time.perf_counter() - started)
         return {"PASS_THROUGH"}
 
     def cancel(self, context):  # Blender ends the operator (window closed, file loaded)

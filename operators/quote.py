@@ -4,7 +4,8 @@ from __future__ import annotations
 import bpy
 
 from ..backend import registry
-from ..trellis_addon import generation, jobs
+from ..trellis_addon import request, results
+from ..trellis_addon.queue import CANCELLED, IMPORTING, manager
 from .modal_job import ModalJob
 
 
@@ -17,24 +18,23 @@ class TRELLIS_OT_quote_cost(ModalJob, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return registry.BY_ID[context.scene.trellis2.backend.lower()].can_quote
+        return registry.get(context.scene.trellis2.backend).can_quote
 
     def _start(self, context):
         s = context.scene.trellis2
         try:
-            settings = generation.resolve_settings(s.to_settings(), {})
-            job = generation.prepare_job(image=s.image, backend=s.backend, settings=settings, quote=True)
-        except (generation.RequestError, OSError) as exc:
+            settings = request.resolve_settings(s.to_settings(), {})
+            job = request.prepare(request.Request(image=s.image, backend=s.backend, settings=settings, quote=True))
+        except (request.RequestError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return None
-        return generation.enqueue(job)
+        return manager.enqueue(job)
 
     def _done(self, context, job):
-        if job.state == jobs.IMPORTING:
-            self.report({"INFO"}, f"TRELLIS: {generation.finish_quote(job)}")
+        if job.state == IMPORTING:
+            self.report({"INFO"}, f"TRELLIS: {results.finish_quote(job)}")
             return {"FINISHED"}
-        self.report({"WARNING"} if job.state == jobs.CANCELLED else {"ERROR"},
-                    f"TRELLIS: quote {job.error or job.text}")
+        self.report({"WARNING"} if job.state == CANCELLED else {"ERROR"}, f"TRELLIS: quote {job.error or job.text}")
         return {"CANCELLED"}
 
 

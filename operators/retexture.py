@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from ..backend import schema
-from ..trellis_addon import generation, jobs, props, retexture
+from ..trellis_addon import props, request, retexture
+from ..trellis_addon.queue import CANCELLED, IMPORTING, manager
 from .modal_job import ModalJob
 
 
@@ -16,12 +16,7 @@ class TRELLIS_OT_retexture(ModalJob, bpy.types.Operator):
     bl_label = "Retexture from Image"
     bl_options = {"UNDO"}  # one undo step; no redo panel, which would run the whole job again
 
-    __annotations__ = {p.name: props.operator_property(p) for p in schema.PARAMS}
-    __annotations__.update(
-        image=bpy.props.StringProperty(
-            name="Image", options={"SKIP_SAVE"},
-            description="Image file path or image datablock name. Empty: the TRELLIS panel's image"),
-        backend=bpy.props.EnumProperty(items=props.backend_items(), name="Backend", options={"SKIP_SAVE"}),
+    __annotations__ = props.job_keywords(
         on_copy=bpy.props.BoolProperty(
             name="On a Copy", options={"SKIP_SAVE"},
             description="Put the new material on a copy of the object and leave the original as it is"),
@@ -34,33 +29,30 @@ class TRELLIS_OT_retexture(ModalJob, bpy.types.Operator):
 
     def _start(self, context):
         scene = context.scene.trellis2
-        is_set = self.properties.is_property_set
         self._object = context.active_object.name
         try:
-            overrides = {p.name: getattr(self, p.name) for p in schema.PARAMS if is_set(p.name)}
-            settings = generation.resolve_settings(scene.to_settings(), overrides)
-            job = retexture.prepare(context, context.active_object,
-                                    image=self.image if is_set("image") else scene.image,
-                                    backend=(self.backend if is_set("backend") else scene.backend).lower(),
-                                    settings=settings)
-        except (generation.RequestError, OSError) as exc:
+            settings, chosen = props.overrides(self, scene)
+            checked = request.Request(settings=request.resolve_settings(scene.to_settings(), settings),
+                                      mode="retexture", **chosen)
+            job = retexture.prepare(context, context.active_object, checked)
+        except (request.RequestError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return None
-        return generation.enqueue(job)
+        return manager.enqueue(job)
 
     def _done(self, context, job):
         obj = bpy.data.objects.get(self._object)
-        if job.state == jobs.IMPORTING and obj is None:
+        if job.state == IMPORTING and obj is None:
             job.fail(f"Retexture failed: {self._object} was deleted while the job ran")
-        elif job.state == jobs.IMPORTING:
+        elif job.state == IMPORTING:
             try:
                 target = retexture.apply_result(context, job, obj, self.on_copy)
-            except (generation.RequestError, RuntimeError, TypeError) as exc:
+            except (request.RequestError, RuntimeError, TypeError) as exc:
                 job.fail(f"Retexture failed: {exc}")
             else:
                 self.report({"INFO"}, f"TRELLIS: retextured {target.name} in {job.elapsed:.1f} s")
                 return {"FINISHED"}
-        self.report({"WARNING"} if job.state == jobs.CANCELLED else {"ERROR"}, f"TRELLIS: {job.error or job.text}")
+        self.report({"WARNING"} if job.state == CANCELLED else {"ERROR"}, f"TRELLIS: {job.error or job.text}")
         return {"CANCELLED"}
 
 

@@ -1,14 +1,15 @@
 """3D View ▸ Sidebar ▸ TRELLIS ▸ History and Selected Result."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import bpy
 import bpy.utils.previews
 
-from ..trellis_addon import history, importer, jobs, prefs
+from ..trellis_addon import history, prefs
+from ..trellis_addon.queue import submit_io
+from ..trellis_addon.record import OBJECT_PROPERTY, Record
 from .sidebar import _SidebarPanel
 
 SHOWN = 12  # entries listed; the folder keeps them all
@@ -73,7 +74,7 @@ class TRELLIS_PT_history(_SidebarPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         root = prefs.jobs_root(create=False)
-        entries = [e for e in history.history.snapshot(root, jobs.submit_io) if e.state != history.OTHER]
+        entries = [e for e in history.history.snapshot(root, submit_io) if e.state != history.OTHER]
         total = sum(e.size for e in entries)  # measured on the file thread by snapshot()
         p = prefs.get()
         cap = f" of {p.history_cap_gb:g} GB" if p and p.history_cap_gb > 0 else ""
@@ -98,18 +99,16 @@ class TRELLIS_PT_result(_SidebarPanel, bpy.types.Panel):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and importer.RECORD_PROPERTY in obj
+        return obj is not None and OBJECT_PROPERTY in obj
 
     def draw(self, context):
         obj = context.active_object
-        try:
-            record = json.loads(obj[importer.RECORD_PROPERTY])
-        except (ValueError, TypeError):
+        record = Record.from_text(obj.get(OBJECT_PROPERTY))
+        if record is None:
             self.layout.label(text="Unreadable TRELLIS record", icon="ERROR")
             return
         col = self.layout.column(align=True)
-        col.label(text=f"{record.get('backend', '?')} · seed {record.get('seed')}"
-                       + (" · from cache" if record.get("from_cache") else ""))
+        col.label(text=f"{record.backend or '?'} · seed {record.seed}" + (" · from cache" if record.from_cache else ""))
         row = col.row(align=True)
         row.operator("trellis.regenerate", icon="FILE_REFRESH")
         row.operator("trellis.variations", icon="MOD_ARRAY")

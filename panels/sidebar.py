@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import bpy
 
-from ..backend import providers, registry, schema
-from ..trellis_addon import jobs
+from ..backend import protocol, registry, schema
+from ..trellis_addon import spending
+from ..trellis_addon.queue import QUEUED, Job, manager
 
 CATEGORY = "TRELLIS"
 ADVANCED = ("max_num_tokens", "preprocess_image", "remesh_band", "remesh_project")
@@ -12,7 +13,7 @@ ADVANCED = ("max_num_tokens", "preprocess_image", "remesh_band", "remesh_project
 
 def ignored_settings(backend: str) -> frozenset:
     """Schema settings the scene's backend does not send (drawn greyed out)."""
-    return frozenset(providers.ignored(backend.lower()))
+    return frozenset(registry.ignored(backend))
 
 
 def draw_prop(layout, settings, name: str, ignored: frozenset, **kwargs):
@@ -25,7 +26,7 @@ def draw_prop(layout, settings, name: str, ignored: frozenset, **kwargs):
 
 def note_ignored(layout, backend: str, names, ignored: frozenset) -> None:
     if ignored.intersection(names):
-        label = registry.BY_ID[backend.lower()].label.split(" (")[0]
+        label = registry.get(backend).short_label
         layout.label(text=f"Greyed out: {label} ignores them", icon="INFO")
 
 
@@ -35,11 +36,11 @@ class _SidebarPanel:
     bl_category = CATEGORY
 
 
-def draw_job(layout, job: jobs.Job, with_name: bool) -> None:
+def draw_job(layout, job: Job, with_name: bool) -> None:
     row = layout.row(align=True)
-    backend = registry.BY_ID[job.backend].label.split(" (")[0]
+    backend = job.info.short_label
     name = f"{job.name} ({backend}) · " if with_name else ""
-    if job.state == jobs.QUEUED:
+    if job.state == QUEUED:
         row.label(text=f"{name}Queued", icon="TIME")
     else:
         row.progress(factor=job.fraction, type="BAR", text=f"{name}{job.text} · {job.elapsed:.0f} s")
@@ -50,12 +51,30 @@ def draw_job(layout, job: jobs.Job, with_name: bool) -> None:
 
 def draw_queue(layout, active: list) -> None:
     if len(active) > 1:
-        queued = sum(j.state == jobs.QUEUED for j in active)
+        queued = sum(j.state == QUEUED for j in active)
         row = layout.row()
         row.label(text=f"Jobs: {len(active) - queued} running, {queued} queued", icon="SORTTIME")
         row.operator("trellis.cancel", text="Cancel All", icon="CANCEL").job_id = ""
     for job in active:
         draw_job(layout, job, with_name=len(active) > 1)
+
+
+def draw_outcome(layout, job: Job) -> None:
+    """The last job's end: its text, what to do about a failure (from its error code's remedy), its cost."""
+    icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(job.state, "INFO")
+    layout.label(text=job.text, icon=icon)
+    remedy = job.error_code.remedy if job.error_code else None
+    if remedy == protocol.Remedy.FIX_ACCOUNT:
+        layout.operator("preferences.addon_show", text="Check Key in Preferences", icon="PREFERENCES").module = \
+            __package__.rsplit(".", 1)[0]
+    elif remedy == protocol.Remedy.RETRY:
+        layout.label(text="Temporary: try again later", icon="TIME")
+    elif remedy == protocol.Remedy.FIX_SETUP:
+        layout.operator("trellis.check_local_setup", icon="CHECKMARK")
+    if job.cost is not None and not job.is_quote:  # a quote's text is its price
+        spent = spending.session.total(job.cost_unit)
+        layout.label(text=f"Cost {spending.money(job.cost, job.cost_unit)} · session "
+                          f"{spending.money(spent, job.cost_unit)}", icon="FUND")
 
 
 class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
@@ -72,7 +91,7 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         layout.template_ID_preview(s, "image", open="image.open", rows=3, cols=6)
 
         layout.prop(s, "backend")
-        info = registry.BY_ID[s.backend.lower()]
+        info = registry.get(s.backend)
         if not info.is_ai:
             box = layout.box()
             box.label(text="Not TRELLIS.2: an offline stand-in", icon="INFO")
@@ -100,7 +119,7 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
         col.prop(s, "number_results")
         col.prop(s, "target_size")
 
-        active = jobs.manager.active()
+        active = manager.active()
         draw_queue(layout, active)
         row = layout.row()
         row.scale_y = 1.5
@@ -110,17 +129,9 @@ class TRELLIS_PT_main(_SidebarPanel, bpy.types.Panel):
             layout.operator("trellis.quote_cost", icon="FUND")
         if "retexture" in info.modes:
             layout.operator("trellis.retexture", icon="TEXTURE")
-        last = jobs.manager.jobs[-1] if jobs.manager.jobs else None
+        last = manager.jobs[-1] if manager.jobs else None
         if last is not None and last.is_finished and not active:
-            icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(last.state, "INFO")
-            layout.label(text=last.text, icon=icon)
-            if last.cost is None or last.is_quote:
-                pass  # nothing spent (a quote's text is its price)
-            elif last.cost_unit != "USD":
-                layout.label(text=f"Cost {last.cost_text()}", icon="FUND")
-            else:
-                layout.label(text=f"Cost ${last.cost:.4f} · session ${jobs.manager.session_cost:.4f}",
-                             icon="FUND")
+            draw_outcome(layout, last)
 
 
 def _stage_panel(stage: schema.Stage, order: int) -> type:
@@ -159,7 +170,7 @@ class TRELLIS_PT_advanced(_SidebarPanel, bpy.types.Panel):
 
     @classmethod
     def poll(cls, context):
-        return registry.BY_ID[context.scene.trellis2.backend.lower()].is_ai
+        return registry.get(context.scene.trellis2.backend).is_ai
 
     def draw(self, context):
         s = context.scene.trellis2

@@ -77,7 +77,7 @@ def main() -> int:
 
     install_extension(bpy)
     bpy.ops.wm.read_homefile(use_empty=True)
-    bpy.ops.trellis.generate(image=os.path.abspath(args.image), backend=args.backend.upper(), seed=args.seed)
+    bpy.ops.trellis.generate(image=os.path.abspath(args.image), backend=args.backend.lower(), seed=args.seed)
     obj = bpy.context.view_layer.objects.active
     record = json.loads(obj["trellis2"])
     name = obj.name

@@ -16,8 +16,9 @@ import time
 import bpy
 
 from ..backend import registry, schema
-from . import generation, jobs
+from . import blocking, request, results, spending
 from .image_input import IMAGE_EXTENSIONS
+from .queue import CANCELLED, DONE, FAILED, IMPORTING, Job, flush_records, manager
 
 COMMAND = "trellis"
 MANIFEST = "manifest.jsonl"
@@ -62,7 +63,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "generation settings", "Unset options keep the scene's value (initially the default shown). Setting "
                                "a sampler knob turns that stage's override on.")
-    group.add_argument("--backend", choices=[b.id for b in registry.BACKENDS], type=str.lower,
+    group.add_argument("--backend", choices=list(registry.BY_ID), type=str.lower,
                        help="where the model runs (default: the scene's backend, initially preview): " +
                             "; ".join(f"{b.id} = {b.label}" for b in registry.BACKENDS))
     for p in schema.PARAMS:
@@ -131,8 +132,8 @@ def overrides(args) -> dict:
 
 def _scene_request(args) -> dict:
     scene = bpy.context.scene.trellis2
-    settings = generation.resolve_settings(scene.to_settings(), overrides(args))
-    return dict(settings=settings, backend=args.backend or scene.backend.lower(),
+    settings = request.resolve_settings(scene.to_settings(), overrides(args))
+    return dict(settings=settings, backend=args.backend or scene.backend,
                 target_size=args.target_size if args.target_size is not None else scene.target_size)
 
 
@@ -145,14 +146,14 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help or a usage error: argparse has printed it
         return int(exc.code or 0)
     try:
-        with generation.ctrl_c_interrupts():
+        with blocking.ctrl_c_interrupts():
             return run_generate(args) if args.command == "generate" else run_batch(args)
-    except generation.RequestError as exc:
+    except request.RequestError as exc:
         print(f"trellis: error: {exc}", file=sys.stderr)
         return 1
 
 
-def copy_results(job: jobs.Job, output: str) -> list[str]:
+def copy_results(job: Job, output: str) -> list[str]:
     """The job's GLB files copied to output (out.glb, or out_1.glb ... for several)."""
     files = job.result["files"]
     stem, ext = os.path.splitext(output)
@@ -169,33 +170,33 @@ def run_generate(args) -> int:
     if output and not output.lower().endswith((".glb", ".blend")):
         print(f"trellis: error: -o must end in .glb or .blend, got {args.output!r}", file=sys.stderr)
         return 2
-    job = generation.prepare_job(image=os.path.abspath(args.image), force_new=args.force_new, quote=args.quote,
-                                 **_scene_request(args))
-    generation.enqueue(job)
+    job = request.prepare(request.Request(image=os.path.abspath(args.image), force_new=args.force_new,
+                                          quote=args.quote, **_scene_request(args)))
+    manager.enqueue(job)
     try:
-        generation.wait(job)
+        blocking.wait(job)
     except KeyboardInterrupt:
         job.cancel()
         print("trellis: interrupted", file=sys.stderr)
         return 130
-    if job.state == jobs.IMPORTING and job.is_quote:
-        print(f"trellis: {generation.finish_quote(job)}")
-        jobs.flush_records()
+    if job.state == IMPORTING and job.is_quote:
+        print(f"trellis: {results.finish_quote(job)}")
+        flush_records()
         return 0
-    if job.state == jobs.IMPORTING and (not output or output.lower().endswith(".glb")):
-        generation.persist_record(job)
+    if job.state == IMPORTING and (not output or output.lower().endswith(".glb")):
+        results.persist_record(job)
         written = copy_results(job, output) if output else job.result["files"]
-        job.set_finished(jobs.DONE, "Done")
-    elif job.state == jobs.IMPORTING:
-        generation.import_job(bpy.context, job)
+        job.set_finished(DONE, "Done")
+    elif job.state == IMPORTING:
+        results.import_job(bpy.context, job)
         bpy.ops.wm.save_as_mainfile(filepath=output)
         written = [output]
-    if job.state != jobs.DONE:
+    if job.state != DONE:
         print(f"trellis: error: {job.error or job.text}", file=sys.stderr)
         return 1
-    jobs.flush_records()
+    flush_records()
     seeds = ", ".join(map(str, job.result.get("seeds", [])))
-    cost = f", cost ${job.cost:.4f}" if job.cost is not None else ""
+    cost = f", cost {spending.money(job.cost, job.cost_unit)}" if job.cost is not None else ""
     print(f"trellis: {job.name} done in {job.elapsed:.1f} s (seed {seeds}{cost})")
     for path in written:
         print(path)
@@ -260,12 +261,12 @@ def run_batch(args) -> int:
         print(f"trellis: no files in {args.inputs}: nothing to do", file=sys.stderr)
         return 1
     os.makedirs(outdir, exist_ok=True)
-    request = _scene_request(args)
-    generation.prewarm(request["backend"])
+    wanted = _scene_request(args)
+    manager.prewarm(wanted["backend"])
     names = output_names(found)
     manifest = Manifest(os.path.join(outdir, MANIFEST))
     previous = read_manifest(manifest.path) if args.resume else {}
-    pending, counts, cost, started = [], {"done": 0, "failed": 0, "unsupported": 0, "resumed": 0}, 0.0, time.time()
+    pending, counts, costs, started = [], {"done": 0, "failed": 0, "unsupported": 0, "resumed": 0}, {}, time.time()
     for path in found:
         old = previous.get(path)
         if old and old.get("state") == "done" and all(os.path.isfile(o) for o in old.get("output") or [None]):
@@ -281,15 +282,17 @@ def run_batch(args) -> int:
     total, running, finished_count = len(pending), {}, 0
 
     def record(path, job, error=None, outputs=()):
-        nonlocal finished_count, cost
+        nonlocal finished_count
         finished_count += 1
         result = (job.result or {}) if job else {}
-        cost += float(result.get("cost") or 0.0)
+        if result.get("cost"):
+            costs[job.cost_unit] = costs.get(job.cost_unit, 0.0) + float(result["cost"])
         state = "done" if error is None else "failed"
         counts[state] += 1
-        manifest.write(input=path, output=list(outputs), state=state, backend=request["backend"],
+        manifest.write(input=path, output=list(outputs), state=state, backend=wanted["backend"],
                        settings=job.settings if job else None, seed=result.get("seeds"),
-                       cost=result.get("cost"), duration=round(job.elapsed, 3) if job else 0.0, error=error,
+                       cost=result.get("cost"), cost_unit=job.cost_unit if job and result else None,
+                       duration=round(job.elapsed, 3) if job else 0.0, error=error,
                        job_folder=job.output_dir if job else None, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
         where = f" -> {', '.join(outputs)}" if outputs else f": FAILED: {error}"
         took = f" in {job.elapsed:.1f} s" if job else ""
@@ -300,30 +303,30 @@ def run_batch(args) -> int:
         while pending or running:
             while pending and len(running) < 2 * args.jobs:  # a few prepared ahead, not the whole batch
                 path = pending.pop(0)
-                settings = request["settings"]
+                settings = wanted["settings"]
                 if settings["random_seed"]:  # a new seed per image
-                    settings = generation.resolve_settings(settings, {})
+                    settings = request.resolve_settings(settings, {})
                 try:
-                    job = generation.prepare_job(image=path, backend=request["backend"], settings=settings,
-                                                 target_size=request["target_size"], keep_image=False,
-                                                 force_new=args.force_new)
-                except generation.RequestError as exc:
+                    job = request.prepare(request.Request(
+                        image=path, backend=wanted["backend"], settings=settings, target_size=wanted["target_size"],
+                        keep_image=False, force_new=args.force_new))
+                except request.RequestError as exc:
                     record(path, None, error=str(exc))
                     continue
-                generation.enqueue(job, args.jobs)
+                manager.enqueue(job, args.jobs)
                 running[job.id] = (path, job)
-            jobs.manager.poll_all(args.jobs)
+            manager.poll_all(args.jobs)
             for job_id, (path, job) in list(running.items()):
-                if job.state == jobs.IMPORTING:
+                if job.state == IMPORTING:
                     try:
-                        generation.persist_record(job)
+                        results.persist_record(job)
                         outputs = copy_results(job, os.path.join(outdir, names[path] + ".glb"))
                     except OSError as exc:
                         job.fail(f"Could not write the output: {exc}")
                     else:
-                        job.set_finished(jobs.DONE, "Done")
+                        job.set_finished(DONE, "Done")
                         record(path, job, outputs=outputs)
-                if job.state in (jobs.FAILED, jobs.CANCELLED):
+                if job.state in (FAILED, CANCELLED):
                     record(path, job, error=job.error or job.text)
                 if job.is_finished:
                     del running[job_id]
@@ -334,12 +337,12 @@ def run_batch(args) -> int:
             job.cancel()
     finally:
         manifest.close()
-        jobs.flush_records()
+        flush_records()
     left = len(pending) + len(running) if interrupted else 0
     summary = (f"trellis: batch {'interrupted' if interrupted else 'finished'} in {time.time() - started:.1f} s: "
                f"{counts['done']} done, {counts['failed']} failed, {counts['unsupported']} unsupported skipped, "
                f"{counts['resumed']} done earlier" + (f", {left} not run (rerun with --resume)" if left else "")
-               + (f"; cost ${cost:.4f}" if cost else "") + f"; manifest {manifest.path}")
+               + (f"; cost {spending.summary(costs)}" if costs else "") + f"; manifest {manifest.path}")
     print(summary, flush=True)
     if interrupted:
         return 130

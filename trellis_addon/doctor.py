@@ -6,22 +6,22 @@ import os
 import subprocess
 import threading
 
-from . import jobs, prefs
+from .paths import EXTENSION_ROOT
 
 state = {"running": False, "report": None, "error": None}
 
 
-def start() -> None:
-    """Start a check in a background thread; state["report"] is filled when it ends."""
+def start(setup: dict, options: dict) -> None:
+    """Start a check in a background thread (setup, options: prefs.local_setup()); state["report"] is
+    filled when it ends."""
     if state["running"]:
         return
-    setup, options = prefs.local_setup()  # raises prefs.AccessError
     state.update(running=True, report=None, error=None)
 
     def work():
         try:
             out = subprocess.run([setup["python"], "-s", "-m", "backend.doctor", "--model", options["model"]],
-                                 cwd=jobs.EXTENSION_ROOT, capture_output=True, text=True, timeout=300,
+                                 cwd=EXTENSION_ROOT, capture_output=True, text=True, timeout=300,
                                  env=dict(os.environ, **setup["env"]))
             lines = out.stdout.strip().splitlines()
             if not lines:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import png
+from .record import Record, RecordError
 
 JOB, RESULT, RECORD, THUMB, INPUT = "job.json", "result.json", "record.json", "thumb.png", "input_rgba.npy"
 THUMB_SIDE = 128
@@ -92,11 +93,11 @@ def write_json_atomic(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read(path: str) -> dict | None:
+def _read(path: str) -> dict:
+    """A job folder's JSON file as a type-checked record (RecordError, a ValueError, otherwise)."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    Record.from_json(data)  # type check; the fields as written are kept
     return data
 
 
@@ -129,7 +130,7 @@ def read_entry(folder: str) -> Entry | None:
                     return Entry(folder, BROKEN, data, f"missing {', '.join(missing) or 'result files'}")
                 return entry
         job = _read(paths[JOB])
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecordError) as exc:
         return Entry(folder, BROKEN, {}, f"unreadable: {exc}")
     if job.get("remote") and job.get("state") not in ("failed", "cancelled", "done"):
         return Entry(folder, PENDING, job)
@@ -194,10 +195,6 @@ class History:
                 found.append(entry)
         found.sort(key=lambda e: (e.created or _mtime(e.folder)), reverse=True)
         return found
-
-    def results(self, root: str) -> list[Entry]:
-        """Results, not-yet-imported results, pending remote tasks and broken ones (a synchronous scan)."""
-        return [e for e in self.entries(root) if e.state != OTHER]
 
     def find_cached(self, root: str, key: str) -> Entry | None:
         for entry in self.entries(root):

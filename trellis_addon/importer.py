@@ -1,14 +1,14 @@
 """Bring a finished job's GLB files into the scene with Blender's glTF importer and place them."""
 from __future__ import annotations
 
-import json
 import os
 
 import bpy
 from mathutils import Vector
 
+from .record import OBJECT_PROPERTY, Record
+
 COLLECTION_NAME = "TRELLIS"
-RECORD_PROPERTY = "trellis2"  # JSON string on each imported root object
 SPACING = 1.25  # results side by side, in multiples of the widest result
 
 
@@ -106,7 +106,7 @@ def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:
     return Vector(map(min, *points)), Vector(map(max, *points))
 
 
-def place_results(context, groups: list[list[bpy.types.Object]], name: str, record: dict,
+def place_results(context, groups: list[list[bpy.types.Object]], name: str, record: Record,
                   target_size: float = 0.0, anchor: bpy.types.Object | None = None) -> list[bpy.types.Object]:
     """Move each result to the 3D cursor standing on it (side by side for several), or beside the
     anchor object (the image empty it came from); into the TRELLIS collection, named after the image,
@@ -123,8 +123,7 @@ def place_results(context, groups: list[list[bpy.types.Object]], name: str, reco
             coll.objects.link(obj)
         for i, root in enumerate(roots):
             root.name = name if len(groups) == 1 and i == 0 else f"{name}.{index + 1:02d}"
-            seeds = record.get("seeds") or [None]
-            root[RECORD_PROPERTY] = json.dumps(dict(record, seed=seeds[min(index, len(seeds) - 1)]))
+            root[OBJECT_PROPERTY] = record.for_object(index)
         lo, hi = _world_bounds(objects)
         longest = max(hi - lo) if hi != lo else 0.0
         if target_size > 0 and longest > 0:

@@ -6,6 +6,26 @@ import os
 import bpy
 
 from .. import __package__ as base_package
+from ..backend import registry
+from . import doctor
+
+
+def hosted_backends() -> list[registry.BackendInfo]:
+    return [b for b in registry.BACKENDS if b.needs_network]
+
+
+def _access_properties() -> dict:
+    """A key (and secret) and a URL override per hosted backend of the registry."""
+    out = {}
+    for info in hosted_backends():
+        for credential in info.credentials:
+            out[info.credential_pref(credential)] = bpy.props.StringProperty(
+                name=f"{info.short_label} {credential.label}", subtype="PASSWORD", description=credential.description)
+        out[info.url_pref()] = bpy.props.StringProperty(
+            name=f"{info.short_label} URL",
+            description=f"API root (proxies, testing), with or without its /v1. Empty: {info.url_env} or "
+                        f"{info.default_url}")
+    return out
 
 
 class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
@@ -20,30 +40,6 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         description="History size cap: the oldest results are deleted beyond it (never a running job or a "
                     "paid task not yet downloaded). 0: keep everything")
 
-    runware_api_key: bpy.props.StringProperty(
-        name="Runware API Key", subtype="PASSWORD",
-        description="Key from runware.ai. Stored in your Blender preferences, never in .blend files. "
-                    "Empty: the RUNWARE_API_KEY environment variable")
-    runware_url: bpy.props.StringProperty(
-        name="Runware URL", description="API endpoint (proxies, testing). Empty: TRELLIS_RUNWARE_URL or "
-                                        "https://api.runware.ai/v1")
-    empiriolabs_api_key: bpy.props.StringProperty(
-        name="EmpirioLabs API Key", subtype="PASSWORD",
-        description="Key from empiriolabs.ai. Stored in your Blender preferences, never in .blend files. "
-                    "Empty: the EMPIRIOLABS_API_KEY environment variable")
-    empiriolabs_url: bpy.props.StringProperty(
-        name="EmpirioLabs URL", description="API base (proxies, testing). Empty: TRELLIS_EMPIRIOLABS_URL or "
-                                            "https://api.empiriolabs.ai")
-    scenario_api_key: bpy.props.StringProperty(
-        name="Scenario API Key", subtype="PASSWORD",
-        description="API key from app.scenario.com. Stored in your Blender preferences, never in .blend files. "
-                    "Empty: the SCENARIO_API_KEY environment variable")
-    scenario_api_secret: bpy.props.StringProperty(
-        name="Scenario API Secret", subtype="PASSWORD",
-        description="The secret that goes with the Scenario key. Empty: the SCENARIO_API_SECRET environment variable")
-    scenario_url: bpy.props.StringProperty(
-        name="Scenario URL", description="API base (proxies, testing). Empty: TRELLIS_SCENARIO_URL or "
-                                         "https://api.cloud.scenario.com/v1")
     poll_timeout_minutes: bpy.props.FloatProperty(
         name="Remote Timeout", default=20.0, min=1.0, max=240.0, subtype="TIME_ABSOLUTE",
         description="Give up waiting for a hosted result after this many minutes")
@@ -98,19 +94,18 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         layout.label(text=f"In use: {jobs_root(create=False)}", icon="FILE_FOLDER")
         layout.prop(self, "history_cap_gb")
         box = layout.box()
-        box.label(text="Runware (hosted TRELLIS.2)", icon="WORLD")
-        box.prop(self, "runware_api_key")
-        if not self.runware_api_key:
-            found = "found" if os.environ.get("RUNWARE_API_KEY") else "not set"
-            box.label(text=f"RUNWARE_API_KEY environment variable: {found}", icon="INFO")
-        box.prop(self, "runware_url")
-        for title, names in (("EmpirioLabs (hosted TRELLIS.2)", ("empiriolabs_api_key", "empiriolabs_url")),
-                             ("Scenario (hosted TRELLIS.2, creative units)",
-                              ("scenario_api_key", "scenario_api_secret", "scenario_url"))):
+        box.label(text="Hosted TRELLIS.2", icon="WORLD")
+        for info in hosted_backends():
             sub = box.box()
-            sub.label(text=title, icon="WORLD")
-            for name in names:
+            unit = f", paid in {info.cost_unit}" if info.cost_unit != "USD" else ""
+            sub.label(text=info.label + unit, icon="WORLD")
+            for credential in info.credentials:
+                name = info.credential_pref(credential)
                 sub.prop(self, name)
+                if not getattr(self, name):
+                    found = "found" if os.environ.get(credential.env) else "not set"
+                    sub.label(text=f"{credential.env} environment variable: {found}", icon="INFO")
+            sub.prop(self, info.url_pref())
         box.prop(self, "poll_timeout_minutes")
         box.prop(self, "max_parallel_jobs")
         row = box.row()
@@ -128,7 +123,6 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         row = box.row()
         row.operator("trellis.check_local_setup", icon="CHECKMARK")
         row.operator("trellis.unload_model", icon="X")
-        from . import doctor  # here: doctor imports this module
         doctor.draw(box)
 
 
@@ -147,6 +141,7 @@ def jobs_root(create: bool = True) -> str:
     return bpy.utils.extension_path_user(base_package, path="jobs", create=create)
 
 
+TRELLIS_AP_preferences.__annotations__.update(_access_properties())
 classes = (TRELLIS_AP_preferences,)
 
 
@@ -154,33 +149,23 @@ class AccessError(ValueError):
     pass
 
 
-REMOTE = {  # backend id -> (key preference, key variable, URL preference, URL variable)
-    "runware": ("runware_api_key", "RUNWARE_API_KEY", "runware_url", "TRELLIS_RUNWARE_URL"),
-    "empiriolabs": ("empiriolabs_api_key", "EMPIRIOLABS_API_KEY", "empiriolabs_url", "TRELLIS_EMPIRIOLABS_URL"),
-    "scenario": ("scenario_api_key", "SCENARIO_API_KEY", "scenario_url", "TRELLIS_SCENARIO_URL"),
-}
-EXTRA_SECRETS = {  # backend id -> (secret name, preference, variable)
-    "scenario": (("api_secret", "scenario_api_secret", "SCENARIO_API_SECRET"),),
-}
-
-
 def remote_access(backend_id: str) -> tuple[dict, dict]:
     """(options, secrets) for a hosted backend: preferences win over the environment. AccessError when
-    online access is off or no key is set; nothing is sent then."""
-    key_pref, key_env, url_pref, url_env = REMOTE[backend_id]
+    online access is off or a key is missing; nothing is sent then."""
+    info = registry.get(backend_id)
     if not bpy.app.online_access:
         raise AccessError("Online access is off: turn on Edit ▸ Preferences ▸ System ▸ Network ▸ "
                           "Allow Online Access (headless: blender --online-mode)")
     prefs = get()
-    key = (getattr(prefs, key_pref, "") if prefs else "") or os.environ.get(key_env, "")
-    if not key:
-        raise AccessError(f"No API key: set it in the TRELLIS add-on preferences or the {key_env} variable")
-    secrets = {"api_key": key}
-    for name, pref, env in EXTRA_SECRETS.get(backend_id, ()):
-        secrets[name] = (getattr(prefs, pref, "") if prefs else "") or os.environ.get(env, "")
-        if not secrets[name]:
-            raise AccessError(f"No API secret: set it in the TRELLIS add-on preferences or the {env} variable")
-    url = (getattr(prefs, url_pref, "") if prefs else "") or os.environ.get(url_env, "")
+    secrets = {}
+    for credential in info.credentials:
+        value = getattr(prefs, info.credential_pref(credential), "") if prefs else ""
+        value = value or os.environ.get(credential.env, "")
+        if not value:
+            what = credential.label[:4] + credential.label[4:].lower()  # "API key"
+            raise AccessError(f"No {what}: set it in the TRELLIS add-on preferences or the {credential.env} variable")
+        secrets[credential.name] = value
+    url = (getattr(prefs, info.url_pref(), "") if prefs else "") or os.environ.get(info.url_env, "")
     minutes = prefs.poll_timeout_minutes if prefs else 20.0
     return {"base_url": url, "poll_timeout": minutes * 60}, secrets
 

@@ -7,7 +7,8 @@ from ..backend import registry, schema
 
 
 def backend_items():
-    return [(b.id.upper(), b.label, b.description) for b in registry.BACKENDS]
+    """The registry's backends; the enum identifier is the backend id ("runware")."""
+    return [(b.id, b.label, b.description) for b in registry.BACKENDS]
 
 
 def _enum_items(param: schema.Param):
@@ -38,6 +39,25 @@ def operator_property(param: schema.Param):
     if param.kind == "int":
         return bpy.props.IntProperty(default=param.default, **common)
     return bpy.props.FloatProperty(default=param.default, **common)
+
+
+def job_keywords(**extra) -> dict:
+    """Annotations of an operator that runs a job: every schema setting, the image and the backend; unset
+    keywords use the scene's values (see overrides)."""
+    keywords = {p.name: operator_property(p) for p in schema.PARAMS}
+    keywords.update(
+        image=bpy.props.StringProperty(
+            name="Image", options={"SKIP_SAVE"},
+            description="Image file path or image datablock name. Empty: the TRELLIS panel's image"),
+        backend=bpy.props.EnumProperty(items=backend_items(), name="Backend", options={"SKIP_SAVE"}), **extra)
+    return keywords
+
+
+def overrides(operator, scene_settings, names=("image", "backend")) -> tuple[dict, dict]:
+    """(the schema settings this call set, {name: the call's value or the scene's} for `names`)."""
+    is_set = operator.properties.is_property_set
+    settings = {p.name: getattr(operator, p.name) for p in schema.PARAMS if is_set(p.name)}
+    return settings, {n: getattr(operator if is_set(n) else scene_settings, n) for n in names}
 
 
 def scene_value(settings, param: schema.Param):

@@ -11,40 +11,41 @@ import os
 import bpy
 
 from ..backend import registry
-from . import generation, history, jobs, prefs
+from . import history, prefs, request
+from .queue import IMPORTING, DONE, Job, manager, submit_io
 
-RESUMABLE = tuple(b.id for b in registry.BACKENDS if b.needs_network)  # hosted: they poll earlier tasks
 POLL_SECONDS = 0.5
-_resumed: list[jobs.Job] = []
+_resumed: list[Job] = []
 
 
-def resume_entry(entry: history.Entry) -> jobs.Job:
-    """Start polling the entry's remote task again; raises generation.RequestError."""
+def resume_entry(entry: history.Entry) -> Job:
+    """Start polling the entry's remote task again; raises request.RequestError."""
     record = entry.record
     backend = record.get("backend", "")
     remote = record.get("remote") or {}
     tasks = [t for t in record.get("remote_tasks") or [remote] if isinstance(t, dict) and t.get("task_id")]
-    if backend not in RESUMABLE or not tasks:
-        raise generation.RequestError(f"{entry.id}: a {backend or 'unknown'} task cannot be resumed")
-    if any(j.output_dir == entry.folder and not j.is_finished for j in jobs.manager.jobs):
-        raise generation.RequestError(f"{entry.id} is already being resumed")
-    try:
-        options, secrets = prefs.remote_access(backend)
-    except prefs.AccessError as exc:
-        raise generation.RequestError(str(exc)) from None
-    job = jobs.Job(name=record.get("name") or entry.id, backend=backend, settings=record.get("settings") or {},
-                   rgba_path=os.path.join(entry.folder, history.INPUT), output_dir=entry.folder,
-                   image_ref=record.get("image", ""), target_size=float(record.get("target_size") or 0.0),
-                   options=dict(options, resume_tasks=tasks), secrets=secrets,
-                   mode=record.get("mode") or "generate")
-    generation.enqueue(job)
+    info = registry.BY_ID.get(backend)
+    if info is None or not info.needs_network or not tasks:  # hosted backends poll earlier tasks
+        raise request.RequestError(f"{entry.id}: a {backend or 'unknown'} task cannot be resumed")
+    if any(j.output_dir == entry.folder and not j.is_finished for j in manager.jobs):
+        raise request.RequestError(f"{entry.id} is already being resumed")
+    checked = request.Request(image=os.path.join(entry.folder, history.INPUT), backend=backend,
+                              settings=record.get("settings") or {}, mode=record.get("mode") or "generate",
+                              target_size=float(record.get("target_size") or 0.0))
+    options, secrets = request.access(checked)
+    job = Job(name=record.get("name") or entry.id, backend=backend, settings=checked.settings, mode=checked.mode,
+              rgba_path=checked.image, output_dir=entry.folder, image_ref=record.get("image", ""),
+              target_size=checked.target_size, options=dict(options, resume_tasks=tasks), secrets=secrets,
+              model=checked.model, image_sha=record.get("image_hash", ""), cache_key=record.get("cache_key", ""),
+              created=record.get("created"))
+    manager.enqueue(job)
     _resumed.append(job)
     if not bpy.app.timers.is_registered(_drive):
         bpy.app.timers.register(_drive, first_interval=POLL_SECONDS)
     return job
 
 
-def resume_pending(found: list[history.Entry] | None = None) -> list[jobs.Job]:
+def resume_pending(found: list[history.Entry] | None = None) -> list[Job]:
     """Resume every pending remote task of the history (or of `found`, a scan made elsewhere); entries
     that cannot be resumed are skipped."""
     if found is None:
@@ -55,7 +56,7 @@ def resume_pending(found: list[history.Entry] | None = None) -> list[jobs.Job]:
         if entry.state == history.PENDING:
             try:
                 started.append(resume_entry(entry))
-            except generation.RequestError as exc:
+            except request.RequestError as exc:
                 print(f"TRELLIS: not resumed: {exc}")
     return started
 
@@ -66,10 +67,10 @@ def _pending(root: str) -> list[history.Entry]:
 
 def _drive():
     """Timer: poll resumed jobs; a downloaded result stays in history, not imported (History offers it)."""
-    jobs.manager.poll_all()
+    manager.poll_all()
     for job in list(_resumed):
-        if job.state == jobs.IMPORTING:
-            job.set_finished(jobs.DONE, "Downloaded: import it from History")
+        if job.state == IMPORTING:
+            job.set_finished(DONE, "Downloaded: import it from History")
         if job.is_finished:
             _resumed.remove(job)
             history.history.invalidate()
@@ -90,7 +91,7 @@ def scan_then_resume():
     Returns the seconds until the next step, None when done."""
     global _scan
     if _scan is None:
-        _scan = jobs.submit_io(_pending, prefs.jobs_root())
+        _scan = submit_io(_pending, prefs.jobs_root())
         if _scan is None:
             return None
     if not _scan.done():

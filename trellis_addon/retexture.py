@@ -4,11 +4,14 @@ copy of the mesh) is fitted onto the original's world bounds, its UVs are transf
 mesh (vertex count and transform unchanged) and its material replaces the old one."""
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 
 import bpy
 
-from . import generation, importer, jobs
+from . import importer, request
+from .queue import DONE, Job
 
 UV_NAME = "TRELLIS_UV"
 
@@ -25,7 +28,7 @@ def export_mesh(context, obj: bpy.types.Object, path: str) -> None:
         result = bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True,
                                            export_materials="NONE", export_apply=True)
         if "FINISHED" not in result:
-            raise generation.RequestError(f"Could not export {obj.name} as GLB")
+            raise request.RequestError(f"Could not export {obj.name} as GLB")
     finally:
         obj.select_set(False)
         for o in selected:
@@ -33,13 +36,14 @@ def export_mesh(context, obj: bpy.types.Object, path: str) -> None:
         context.view_layer.objects.active = active
 
 
-def prepare(context, obj: bpy.types.Object, *, image, backend: str, settings: dict) -> jobs.Job:
+def prepare(context, obj: bpy.types.Object, checked: request.Request) -> Job:
+    """The retexture job for the object: its mesh exported as the job's input_mesh.glb."""
     if obj is None or obj.type != "MESH":
-        raise generation.RequestError("Select a mesh object to retexture")
-    job = generation.prepare_job(image=image, backend=backend, settings=settings, mode="retexture")
-    job.mesh_path = os.path.join(job.output_dir, "input_mesh.glb")
-    export_mesh(context, obj, job.mesh_path)
-    return job
+        raise request.RequestError("Select a mesh object to retexture")
+    with tempfile.TemporaryDirectory(prefix="trellis-retexture-") as tmp:
+        mesh = os.path.join(tmp, "input_mesh.glb")
+        export_mesh(context, obj, mesh)
+        return request.prepare(checked, mesh_path=mesh)
 
 
 def _fit(source: bpy.types.Object, target: bpy.types.Object) -> None:
@@ -59,7 +63,7 @@ def _fit(source: bpy.types.Object, target: bpy.types.Object) -> None:
     bpy.context.view_layer.update()
 
 
-def apply_result(context, job: jobs.Job, obj: bpy.types.Object, on_copy: bool = False) -> bpy.types.Object:
+def apply_result(context, job: Job, obj: bpy.types.Object, on_copy: bool = False) -> bpy.types.Object:
     """Put the job's first result on obj (or a copy of it): new UV map transferred from the result,
     result's material. Returns the object that got it (active, with the selection as it was); the imported
     result is removed."""
@@ -68,7 +72,7 @@ def apply_result(context, job: jobs.Job, obj: bpy.types.Object, on_copy: bool = 
     try:
         source = next((o for o in imported if o.type == "MESH"), None)
         if source is None:
-            raise generation.RequestError("The retextured result has no mesh")
+            raise request.RequestError("The retextured result has no mesh")
         _fit(source, obj)
         target = obj
         if on_copy:
@@ -110,15 +114,9 @@ def apply_result(context, job: jobs.Job, obj: bpy.types.Object, on_copy: bool = 
         for name in selected:
             if name in context.view_layer.objects:
                 context.view_layer.objects[name].select_set(True)
-    target["trellis2_retexture"] = f'{{"job": "{job.id}", "backend": "{job.backend}"}}'
+    target["trellis2_retexture"] = json.dumps({"job": job.id, "backend": job.backend})
     target.select_set(True)
     context.view_layer.objects.active = target
     job.objects = [target.name]
-    job.set_finished(jobs.DONE, f"Retextured {target.name}")
+    job.set_finished(DONE, f"Retextured {target.name}")
     return target
-
-
-def world_signature(obj: bpy.types.Object) -> tuple:
-    """(vertex count, world matrix as tuples): what retexturing must leave unchanged."""
-    return len(obj.data.vertices), tuple(tuple(round(v, 6) for v in row) for row in obj.matrix_world)
-

@@ -8,7 +8,7 @@ from mathutils import Vector
 
 from conftest import EXAMPLE_IMAGE, PKG, mod
 
-FAST = dict(backend="PREVIEW", resolution=512, texture_size=1024, decimation_target=100000)
+FAST = dict(backend="preview", resolution=512, texture_size=1024, decimation_target=100000)
 
 
 def world_bounds(obj):
@@ -115,10 +115,10 @@ def test_float_image_is_converted_to_srgb(scene):
 
 
 def _error_of(**kwargs):
-    jobs_before = len(mod("trellis_addon.jobs").manager.jobs)
+    jobs_before = len(mod("trellis_addon.queue").manager.jobs)
     with pytest.raises(RuntimeError) as info:
         bpy.ops.trellis.generate(**kwargs)
-    assert len(mod("trellis_addon.jobs").manager.jobs) == jobs_before, "no worker was started"
+    assert len(mod("trellis_addon.queue").manager.jobs) == jobs_before, "no worker was started"
     message = str(info.value)
     assert "Traceback" not in message
     return message
@@ -131,7 +131,7 @@ def test_bad_input_fails_before_any_worker(scene, tmp_path):
     text.write_text("this is not an image\n" * 20)
     blank = bpy.data.images.new("blank", 64, 64)
     blank.generated_color = (1, 1, 1, 1)
-    assert "No image" in _error_of(backend="PREVIEW")
+    assert "No image" in _error_of(backend="preview")
     assert "Image file not found" in _error_of(image=str(tmp_path / "missing.png"))
     assert "empty (0 bytes)" in _error_of(image=str(empty))
     assert "Not an image Blender can read" in _error_of(image=str(text))

@@ -13,13 +13,13 @@ from conftest import EXAMPLE_IMAGE, PKG, mod
 from test_provider_operators import EL_KEY, SC_KEY, SC_SECRET, empiriolabs, online, scenario  # noqa: F401
 from test_runware_operator import KEY, runware  # noqa: F401 (fixture)
 
-FAST = dict(backend="PREVIEW", resolution=512, texture_size=1024, decimation_target=100000)
+FAST = dict(backend="preview", resolution=512, texture_size=1024, decimation_target=100000)
 
 
 def entries():
     h = mod("trellis_addon.history")
     h.history.invalidate()
-    return h.history.results(mod("trellis_addon.prefs").jobs_root())
+    return [e for e in h.history.entries(mod("trellis_addon.prefs").jobs_root()) if e.state != h.OTHER]
 
 
 def active_record():
@@ -52,7 +52,7 @@ def test_result_is_on_disk_before_the_import_and_survives_a_failed_import(scene,
 
 def test_explicit_seed_is_answered_from_history_without_a_request(runware):  # noqa: F811
     def generate(**kw):
-        return bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", **kw)
+        return bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", **kw)
     assert generate(seed=21) == {"FINISHED"}
     assert runware.submits == 1
     first = active_record()
@@ -61,7 +61,7 @@ def test_explicit_seed_is_answered_from_history_without_a_request(runware):  # n
     cached = active_record()
     assert cached["from_cache"] is True and cached["cost"] == 0.0 and cached["seed"] == 21
     assert cached["files"] == first["files"]
-    jobs = mod("trellis_addon.jobs")
+    jobs = mod("trellis_addon.queue")
     assert "(from cache)" in jobs.manager.jobs[-1].text
     assert generate(seed=21, force_new=True) == {"FINISHED"}
     assert runware.submits == 2, "Force New bypasses the cache"
@@ -100,21 +100,21 @@ def test_cache_hit_appends_the_saved_import_and_falls_back_to_the_glb(scene, mon
 
 
 def test_cost_confirmation_is_skipped_for_an_answer_from_history(runware):  # noqa: F811
-    generation = mod("trellis_addon.generation")
+    generation = mod("trellis_addon.request")
     scene_settings = bpy.context.scene.trellis2.to_settings()
-    request = dict(image=EXAMPLE_IMAGE, backend="RUNWARE",
+    request = dict(image=EXAMPLE_IMAGE, backend="runware",
                    settings=generation.resolve_settings(scene_settings, {"seed": 77}))
-    assert not generation.answered_from_cache(**request)
-    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=77)
-    assert generation.answered_from_cache(**request)
-    assert not generation.answered_from_cache(**request, force_new=True)
+    assert not generation.answered_from_cache(generation.Request(**request))
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=77)
+    assert generation.answered_from_cache(generation.Request(**request))
+    assert not generation.answered_from_cache(generation.Request(**request, force_new=True))
     randomized = generation.resolve_settings(scene_settings, {"random_seed": True})
-    assert not generation.answered_from_cache(**dict(request, settings=randomized))
+    assert not generation.answered_from_cache(generation.Request(**dict(request, settings=randomized)))
 
 
 def test_regenerate_comes_from_cache_and_load_settings_fills_the_panel(runware):  # noqa: F811
     s = bpy.context.scene.trellis2
-    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=31, resolution=512,
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=31, resolution=512,
                              shape_slat_override=True, shape_slat_steps=20)
     assert runware.submits == 1
     assert bpy.ops.trellis.regenerate() == {"FINISHED"}
@@ -122,7 +122,7 @@ def test_regenerate_comes_from_cache_and_load_settings_fills_the_panel(runware):
     s.seed, s.resolution, s.shape_slat_override, s.random_seed = 0, "1536", False, True
     assert bpy.ops.trellis.load_settings() == {"FINISHED"}
     assert (s.seed, s.resolution, s.shape_slat_override, s.shape_slat_steps, s.backend) == (
-        31, "512", True, 20, "RUNWARE")
+        31, "512", True, 20, "runware")
 
 
 def test_variations_four_new_seeds_side_by_side(scene):
@@ -185,8 +185,8 @@ def test_corrupt_entries_are_shown_broken_and_can_be_deleted(scene):
 
 
 def test_no_key_in_any_history_file(runware):  # noqa: F811
-    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=3, number_results=2)
-    mod("trellis_addon.jobs").flush_records()
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=3, number_results=2)
+    mod("trellis_addon.queue").flush_records()
     root = mod("trellis_addon.prefs").jobs_root()
     checked = 0
     for dirpath, _, names in os.walk(root):
@@ -207,11 +207,11 @@ def test_result_of_a_killed_blender_is_importable_on_the_next_start(scene, tmp_p
         if {PKG!r} not in bpy.context.preferences.addons:
             addon_utils.enable({PKG!r}, default_set=True)
         bpy.context.preferences.addons[{PKG!r}].preferences.output_dir = {root!r}
-        g = importlib.import_module({PKG!r} + ".trellis_addon.generation")
-        jobs = importlib.import_module({PKG!r} + ".trellis_addon.jobs")
+        g = importlib.import_module({PKG!r} + ".trellis_addon.request")
+        jobs = importlib.import_module({PKG!r} + ".trellis_addon.queue")
         settings = g.resolve_settings(bpy.context.scene.trellis2.to_settings(),
                                       dict(seed=77, resolution=512, texture_size=1024, decimation_target=100000))
-        job = g.enqueue(g.prepare_job(image={EXAMPLE_IMAGE!r}, backend="preview", settings=settings))
+        job = jobs.manager.enqueue(g.prepare_job(image={EXAMPLE_IMAGE!r}, backend="preview", settings=settings))
         while job.state != jobs.IMPORTING:
             job.poll()
             time.sleep(0.02)
@@ -233,10 +233,10 @@ def test_result_of_a_killed_blender_is_importable_on_the_next_start(scene, tmp_p
 def test_remote_task_of_a_crashed_session_is_resumed_not_paid_twice(runware):  # noqa: F811
     """Blender dies while Runware works: the next start polls the same task and offers the result."""
     import time
-    jobs, generation, resume = mod("trellis_addon.jobs"), mod("trellis_addon.generation"), mod("trellis_addon.resume")
+    jobs, generation, resume = mod("trellis_addon.queue"), mod("trellis_addon.request"), mod("trellis_addon.resume")
     runware.never_finish = True
     settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 61})
-    job = generation.enqueue(generation.prepare_job(image=EXAMPLE_IMAGE, backend="runware", settings=settings))
+    job = jobs.manager.enqueue(generation.prepare_job(image=EXAMPLE_IMAGE, backend="runware", settings=settings))
     end = time.monotonic() + 60
     while not job.remote and time.monotonic() < end:
         job.poll()
@@ -264,9 +264,9 @@ def test_remote_task_of_a_crashed_session_is_resumed_not_paid_twice(runware):  #
 def _crash_after_submit(backend, settings_overrides, submitted):
     """Start a job, wait until `submitted()` tasks are recorded, then lose Blender's side of it."""
     import time
-    jobs, generation = mod("trellis_addon.jobs"), mod("trellis_addon.generation")
+    jobs, generation = mod("trellis_addon.queue"), mod("trellis_addon.request")
     settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), settings_overrides)
-    job = generation.enqueue(generation.prepare_job(image=EXAMPLE_IMAGE, backend=backend, settings=settings))
+    job = jobs.manager.enqueue(generation.prepare_job(image=EXAMPLE_IMAGE, backend=backend, settings=settings))
     end = time.monotonic() + 60
     while len(job.remote_tasks) < submitted and time.monotonic() < end:
         job.poll()
@@ -274,7 +274,7 @@ def _crash_after_submit(backend, settings_overrides, submitted):
     jobs.flush_records()
     job.worker.kill()
     jobs.manager.jobs.remove(job)
-    mod("trellis_addon.jobs").manager.unload()
+    mod("trellis_addon.queue").manager.unload()
 
 
 def _resume_at_start():
@@ -307,7 +307,7 @@ def test_hosted_jobs_of_a_crashed_session_are_resumed_not_paid_twice(provider, r
     assert entry.state == "ready" and sorted(entry.record["seeds"]) == [90, 91] and len(entry.files) == 2
     assert bpy.ops.trellis.history_import(entry=entry.id) == {"FINISHED"}
     assert len(bpy.data.collections["TRELLIS"].objects) == 2
-    mod("trellis_addon.jobs").flush_records()  # job.json is rewritten on the file thread
+    mod("trellis_addon.queue").flush_records()  # job.json is rewritten on the file thread
     secrets = [s.encode() for s in (EL_KEY, SC_KEY, SC_SECRET)]
     for name in os.listdir(entry.folder):
         with open(os.path.join(entry.folder, name), "rb") as f:

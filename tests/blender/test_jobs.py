@@ -13,7 +13,7 @@ from conftest import EXAMPLE_IMAGE, PKG, mod
 def start_job(monkeypatch, delay="0", **settings):
     """A real job through the add-on's own path (the modal operator uses the same calls)."""
     monkeypatch.setenv("TRELLIS_PREVIEW_DELAY", delay)
-    generation, jobs = mod("trellis_addon.generation"), mod("trellis_addon.jobs")
+    generation, jobs = mod("trellis_addon.request"), mod("trellis_addon.queue")
     resolved = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(),
                                            dict(resolution=512, texture_size=1024, decimation_target=100000,
                                                 seed=5, **settings))
@@ -63,11 +63,11 @@ def test_progress_comes_per_stage_while_the_main_thread_is_free(scene, monkeypat
 def test_cancel_stops_the_worker_group_and_imports_nothing(scene, monkeypatch):
     job = start_job(monkeypatch, delay="10")
     wait_for(job, lambda j: j.stage == "mask")
-    pid = job.proc.pid
+    pid = job.worker.proc.pid
     bpy.ops.trellis.cancel(job_id=job.id)
     assert job.state == "cancelled"
     assert_process_gone(pid)
-    wait_for(job, lambda j: j.proc.poll() is not None)
+    wait_for(job, lambda j: j.worker.proc.poll() is not None)
     assert not glob.glob(os.path.join(job.output_dir, "*.glb"))
     assert "TRELLIS" not in bpy.data.collections or not bpy.data.collections["TRELLIS"].objects
 
@@ -75,13 +75,13 @@ def test_cancel_stops_the_worker_group_and_imports_nothing(scene, monkeypatch):
 def test_killed_worker_is_reported_with_its_log(scene, monkeypatch):
     job = start_job(monkeypatch, delay="10")
     wait_for(job, lambda j: j.stage == "mask")
-    os.kill(job.proc.pid, signal.SIGKILL)
+    os.kill(job.worker.proc.pid, signal.SIGKILL)
     wait_for(job, lambda j: j.is_finished)
     assert job.state == "failed"
     assert "Worker stopped unexpectedly (exit code -9)" in job.error
     assert "Last lines of" in job.error and "worker.log" in job.error
-    assert_process_gone(job.proc.pid)
-    assert job.proc.returncode == -9, "reaped, not a zombie"
+    assert_process_gone(job.worker.proc.pid)
+    assert job.worker.proc.returncode == -9, "reaped, not a zombie"
 
 
 def test_failed_import_leaves_nothing_half_imported(scene, monkeypatch, tmp_path):
@@ -90,8 +90,8 @@ def test_failed_import_leaves_nothing_half_imported(scene, monkeypatch, tmp_path
     broken = tmp_path / "broken.glb"
     broken.write_bytes(b"glTF not really")
     job.result["files"] = [str(broken)]
-    with pytest.raises(mod("trellis_addon.generation").RequestError, match="Import failed"):
-        mod("trellis_addon.generation").import_job(bpy.context, job)
+    with pytest.raises(mod("trellis_addon.request").RequestError, match="Import failed"):
+        mod("trellis_addon.results").import_job(bpy.context, job)
     assert job.state == "failed"
     assert "TRELLIS" not in bpy.data.collections or not bpy.data.collections["TRELLIS"].objects
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import EXAMPLE_IMAGE, PKG, ROOT, mod
 
-FAST = dict(backend="LOCAL", resolution=512, seed=9, force_new=True)  # every job runs: no history answers
+FAST = dict(backend="local", resolution=512, seed=9, force_new=True)  # every job runs: no history answers
 
 
 @pytest.fixture()
@@ -21,17 +21,17 @@ def local(scene, tmp_path, monkeypatch):
     prefs = bpy.context.preferences.addons[PKG].preferences
     prefs.local_python, prefs.local_repo = sys.executable, os.path.join(ROOT, "tests", "standins")
     prefs.local_keep_minutes = 10.0
-    mod("trellis_addon.jobs").manager.unload()
+    mod("trellis_addon.queue").manager.unload()
 
     def count(name):
         return sum(1 for line in open(calls) if json.loads(line)["call"] == name) if calls.exists() else 0
     yield count
-    mod("trellis_addon.jobs").manager.unload()
+    mod("trellis_addon.queue").manager.unload()
     prefs.local_python = prefs.local_repo = ""
 
 
 def worker_pid():
-    worker = mod("trellis_addon.jobs").manager._persistent
+    worker = mod("trellis_addon.queue").manager._persistent
     return worker.proc.pid if worker and worker.alive else None
 
 
@@ -63,10 +63,10 @@ def test_unload_frees_the_worker_and_the_next_job_loads_again(local):
 
 def test_cancel_keeps_the_warm_worker(local, monkeypatch):
     monkeypatch.setenv("TRELLIS_STANDIN_STEP_SECONDS", "0.3")
-    generation, jobs = mod("trellis_addon.generation"), mod("trellis_addon.jobs")
+    generation, jobs = mod("trellis_addon.request"), mod("trellis_addon.queue")
     settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 1, "resolution": 512})
     job = jobs.manager.add(generation.prepare_job(image=EXAMPLE_IMAGE, backend="local", settings=settings))
-    job.start(generation.worker_for(job))
+    job.start(mod("trellis_addon.queue").manager.worker_for(job))
     end = time.monotonic() + 30
     while job.stage != "sparse_structure" and time.monotonic() < end:
         job.poll()
@@ -83,10 +83,10 @@ def test_cancel_keeps_the_warm_worker(local, monkeypatch):
 
 def test_killed_worker_fails_the_job_and_the_next_starts_fresh(local, monkeypatch):
     monkeypatch.setenv("TRELLIS_STANDIN_STEP_SECONDS", "0.3")
-    generation, jobs = mod("trellis_addon.generation"), mod("trellis_addon.jobs")
+    generation, jobs = mod("trellis_addon.request"), mod("trellis_addon.queue")
     settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 1, "resolution": 512})
     job = jobs.manager.add(generation.prepare_job(image=EXAMPLE_IMAGE, backend="local", settings=settings))
-    job.start(generation.worker_for(job))
+    job.start(mod("trellis_addon.queue").manager.worker_for(job))
     end = time.monotonic() + 30
     while job.stage != "sparse_structure" and time.monotonic() < end:
         job.poll()

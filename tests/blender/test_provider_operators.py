@@ -51,49 +51,49 @@ def scenario(online):
 
 
 def test_empiriolabs_result_lands_in_the_scene_with_its_usd_cost(empiriolabs):
-    jobs = mod("trellis_addon.jobs")
-    before = jobs.manager.session_cost
-    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="EMPIRIOLABS", seed=11, resolution=512) == {"FINISHED"}
+    before = mod("trellis_addon.spending").session.total("USD")
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="empiriolabs", seed=11, resolution=512) == {"FINISHED"}
     obj = bpy.context.view_layer.objects.active
     record = json.loads(obj["trellis2"])
     assert record["backend"] == "empiriolabs" and record["seed"] == 11 and record["cost_unit"] == "USD"
-    assert jobs.manager.session_cost == pytest.approx(before + 0.025)
+    assert mod("trellis_addon.spending").session.total("USD") == pytest.approx(before + 0.025)
     body = next(r["body"] for r in empiriolabs.requests if r["method"] == "POST")
     assert body["resolution"] == "512" and body["seed"] == 11
 
 
 def test_scenario_result_reports_creative_units_not_dollars(scenario):
-    jobs = mod("trellis_addon.jobs")
-    before = jobs.manager.session_cost
-    credits = jobs.manager.session_credits.get("CU", 0.0)
-    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=4) == {"FINISHED"}
+    jobs = mod("trellis_addon.queue")
+    before = mod("trellis_addon.spending").session.total("USD")
+    credits = mod("trellis_addon.spending").session.total("CU")
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="scenario", seed=4) == {"FINISHED"}
     record = json.loads(bpy.context.view_layer.objects.active["trellis2"])
     assert record["backend"] == "scenario" and record["cost"] == 12 and record["cost_unit"] == "CU"
-    assert jobs.manager.session_cost == before, "creative units never count as dollars"
-    assert jobs.manager.session_credits["CU"] == credits + 12
-    assert jobs.manager.jobs[-1].cost_text() == "12 CU"
+    assert mod("trellis_addon.spending").session.total("USD") == before, "creative units never count as dollars"
+    assert mod("trellis_addon.spending").session.total("CU") == credits + 12
+    last = jobs.manager.jobs[-1]
+    assert mod("trellis_addon.spending").money(last.cost, last.cost_unit) == "12 CU"
 
 
 def test_scenario_secret_from_environment_and_never_stored(scenario, monkeypatch, tmp_path):
     _prefs().scenario_api_secret = ""
     with pytest.raises(RuntimeError, match="No API secret.*SCENARIO_API_SECRET"):
-        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=1)
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="scenario", seed=1)
     assert scenario.requests == []
     monkeypatch.setenv("SCENARIO_API_SECRET", SC_SECRET)
-    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=1) == {"FINISHED"}
-    job = mod("trellis_addon.jobs").manager.jobs[-1]
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="scenario", seed=1) == {"FINISHED"}
+    job = mod("trellis_addon.queue").manager.jobs[-1]
     token = base64.b64encode(f"{SC_KEY}:{SC_SECRET}".encode()).decode()
     blend = tmp_path / "scene.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
     for secret in (SC_KEY, SC_SECRET, token):
-        assert secret not in " ".join(job.proc.args)
+        assert secret not in " ".join(job.worker.proc.args)
         assert secret.encode() not in blend.read_bytes()
         for path in glob.glob(os.path.join(job.output_dir, "*")):
             with open(path, "rb") as f:
                 assert secret.encode() not in f.read(), path
 
 
-@pytest.mark.parametrize("backend", ["EMPIRIOLABS", "SCENARIO"])
+@pytest.mark.parametrize("backend", ["empiriolabs", "scenario"])
 def test_online_access_off_sends_nothing(empiriolabs, scenario, backend):
     bpy.context.preferences.system.use_online_access = False
     with pytest.raises(RuntimeError, match="Online access is off"):
@@ -102,17 +102,17 @@ def test_online_access_off_sends_nothing(empiriolabs, scenario, backend):
 
 
 def test_provider_limit_is_refused_before_any_worker_starts(scenario):
-    count = len(mod("trellis_addon.jobs").manager.jobs)
+    count = len(mod("trellis_addon.queue").manager.jobs)
     with pytest.raises(RuntimeError, match="Scenario accepts Remesh Band \\(remeshBand\\) 1 to 4, got 0.5"):
-        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=1, remesh_band=0.5)
-    assert len(mod("trellis_addon.jobs").manager.jobs) == count and scenario.requests == []
+        bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="scenario", seed=1, remesh_band=0.5)
+    assert len(mod("trellis_addon.queue").manager.jobs) == count and scenario.requests == []
 
 
 def test_scenario_quote_generates_nothing_and_spends_nothing(scenario):
-    jobs, history = mod("trellis_addon.jobs"), mod("trellis_addon.history")
+    jobs, history = mod("trellis_addon.queue"), mod("trellis_addon.history")
     s = bpy.context.scene.trellis2
-    s.image, s.backend, s.number_results = bpy.data.images.load(EXAMPLE_IMAGE), "SCENARIO", 2
-    credits, objects = jobs.manager.session_credits.get("CU", 0.0), len(bpy.data.objects)
+    s.image, s.backend, s.number_results = bpy.data.images.load(EXAMPLE_IMAGE), "scenario", 2
+    credits, objects = mod("trellis_addon.spending").session.total("CU"), len(bpy.data.objects)
     assert bpy.ops.trellis.quote_cost() == {"FINISHED"}
     job = jobs.manager.jobs[-1]
     assert job.is_quote and job.state == jobs.DONE
@@ -121,7 +121,7 @@ def test_scenario_quote_generates_nothing_and_spends_nothing(scenario):
     assert scenario.quotes == 1 and scenario.jobs == {} and len(submits) == 1
     assert submits[0]["query"] == {"dryRun": ["true"]}
     assert len(bpy.data.objects) == objects, "a quote adds nothing to the scene"
-    assert jobs.manager.session_credits.get("CU", 0.0) == credits, "a quote is not a spend"
+    assert mod("trellis_addon.spending").session.total("CU") == credits, "a quote is not a spend"
     jobs.flush_records()
     root = _prefs().output_dir
     assert history.history.entries(root) == [] and os.listdir(os.path.join(root, ".quotes")) == []
@@ -130,33 +130,33 @@ def test_scenario_quote_generates_nothing_and_spends_nothing(scenario):
 def test_quote_only_where_the_provider_gives_one(scenario):
     s = bpy.context.scene.trellis2
     s.image = bpy.data.images.load(EXAMPLE_IMAGE)
-    s.backend = "SCENARIO"
+    s.backend = "scenario"
     assert bpy.ops.trellis.quote_cost.poll()
-    s.backend = "RUNWARE"
+    s.backend = "runware"
     assert not bpy.ops.trellis.quote_cost.poll()
-    generation = mod("trellis_addon.generation")
+    generation = mod("trellis_addon.request")
     with pytest.raises(generation.RequestError, match="Runware.*no cost quote.*Scenario"):
         generation.prepare_job(image=EXAMPLE_IMAGE, backend="runware", settings=s.to_settings(), quote=True)
 
 
 def test_credit_cap_refuses_scenario_jobs_before_sending(scenario):
     """The Credit Cap counts creative units: the estimate is the last price Scenario reported (here a quote)."""
-    jobs, generation = mod("trellis_addon.jobs"), mod("trellis_addon.generation")
+    generation = mod("trellis_addon.request")
     s = bpy.context.scene.trellis2
-    s.image, s.backend, s.number_results, s.resolution = bpy.data.images.load(EXAMPLE_IMAGE), "SCENARIO", 1, "1024"
-    jobs.manager.credit_prices.clear()
-    spent = jobs.manager.session_credits.get("CU", 0.0)
+    s.image, s.backend, s.number_results, s.resolution = bpy.data.images.load(EXAMPLE_IMAGE), "scenario", 1, "1024"
+    mod("trellis_addon.spending").session.prices.clear()
+    spent = mod("trellis_addon.spending").session.total("CU")
     _prefs().session_credit_cap = spent + 20
     try:
         assert bpy.ops.trellis.quote_cost() == {"FINISHED"}  # learns 12 CU per result at 1024
-        assert jobs.manager.credit_prices[("scenario", "generate", 1024)] == 12
-        assert bpy.ops.trellis.generate(backend="SCENARIO", seed=8, force_new=True) == {"FINISHED"}  # 12 <= 20
+        assert mod("trellis_addon.spending").session.prices[("scenario", "generate", 1024)] == 12
+        assert bpy.ops.trellis.generate(backend="scenario", seed=8, force_new=True) == {"FINISHED"}  # 12 <= 20
         sent = len(scenario.requests)
         with pytest.raises(RuntimeError, match=r"Session credit cap \d+ CU reached .*this job about 12 CU"):
-            bpy.ops.trellis.generate(backend="SCENARIO", seed=9, force_new=True)  # 12 + 12 > 20
+            bpy.ops.trellis.generate(backend="scenario", seed=9, force_new=True)  # 12 + 12 > 20
         assert len(scenario.requests) == sent, "nothing sent past the cap"
         generation.prepare_job(image=EXAMPLE_IMAGE, backend="scenario", settings=s.to_settings(), quote=True)
         _prefs().session_credit_cap = 0.0
-        assert bpy.ops.trellis.generate(backend="SCENARIO", seed=9, force_new=True) == {"FINISHED"}
+        assert bpy.ops.trellis.generate(backend="scenario", seed=9, force_new=True) == {"FINISHED"}
     finally:
         _prefs().session_credit_cap = 0.0

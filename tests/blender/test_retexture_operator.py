@@ -32,7 +32,7 @@ def make_object():
 
 
 def signature(obj):
-    return mod("trellis_addon.retexture").world_signature(obj)
+    return len(obj.data.vertices), tuple(tuple(round(v, 6) for v in row) for row in obj.matrix_world)
 
 
 @pytest.fixture()
@@ -54,16 +54,16 @@ def local(scene, tmp_path, monkeypatch):
     monkeypatch.setenv("TRELLIS_STANDIN_LOG", str(tmp_path / "calls.jsonl"))
     prefs = bpy.context.preferences.addons[PKG].preferences
     prefs.local_python, prefs.local_repo = sys.executable, os.path.join(ROOT, "tests", "standins")
-    mod("trellis_addon.jobs").manager.unload()
+    mod("trellis_addon.queue").manager.unload()
     yield tmp_path / "calls.jsonl"
-    mod("trellis_addon.jobs").manager.unload()
+    mod("trellis_addon.queue").manager.unload()
     prefs.local_python = prefs.local_repo = ""
 
 
 def test_scenario_retexture_keeps_geometry_and_transform(scenario):
     obj = make_object()
     before = signature(obj)
-    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=3, resolution=512) == {"FINISHED"}
+    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="scenario", seed=3, resolution=512) == {"FINISHED"}
     assert signature(obj) == before
     assert [m.name for m in obj.data.materials] != ["Old"] and len(obj.data.materials) == 1
     assert obj.data.uv_layers.active.name == "TRELLIS_UV"
@@ -80,7 +80,7 @@ def test_scenario_retexture_keeps_geometry_and_transform(scenario):
 def test_scenario_retexture_on_a_copy_leaves_the_original(scenario):
     obj = make_object()
     before = signature(obj)
-    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="SCENARIO", seed=3, on_copy=True) == {"FINISHED"}
+    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="scenario", seed=3, on_copy=True) == {"FINISHED"}
     copy = bpy.data.objects[f"{obj.name}.retextured"]
     assert [m.name for m in obj.data.materials] == ["Old"] and signature(obj) == before
     assert signature(copy) == before and copy.data.materials[0].name != "Old"
@@ -90,7 +90,7 @@ def test_scenario_retexture_on_a_copy_leaves_the_original(scenario):
 def test_local_retexture_through_the_stand_in_pipeline(local):
     obj = make_object()
     before = signature(obj)
-    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="LOCAL", seed=5, resolution=1024) == {"FINISHED"}
+    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="local", seed=5, resolution=1024) == {"FINISHED"}
     assert signature(obj) == before and obj.data.materials[0].name != "Old"
     calls = [json.loads(line) for line in open(local)]
     run = next(c for c in calls if c["call"] == "texturing.run")
@@ -102,4 +102,4 @@ def test_local_retexture_through_the_stand_in_pipeline(local):
 def test_backends_without_retexture_are_refused(scene):
     make_object()
     with pytest.raises(RuntimeError, match="Runware \\(cloud\\) cannot retexture"):
-        bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="RUNWARE")
+        bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="runware")

@@ -30,11 +30,11 @@ def runware(scene, monkeypatch):
 
 def generate(**kwargs):
     kwargs.setdefault("force_new", True)  # each call reaches the server (test_history covers the cache)
-    return bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="RUNWARE", seed=11, **kwargs)
+    return bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=11, **kwargs)
 
 
 def test_runware_result_lands_in_the_scene_with_its_cost(runware):
-    cost_before = mod("trellis_addon.jobs").manager.session_cost
+    cost_before = mod("trellis_addon.spending").session.total("USD")
     assert generate() == {"FINISHED"}
     obj = bpy.context.view_layer.objects.active
     assert obj.name == "mushroom" and obj.users_collection[0].name == "TRELLIS"
@@ -42,7 +42,7 @@ def test_runware_result_lands_in_the_scene_with_its_cost(runware):
     assert record["backend"] == "runware" and record["seed"] == 11 and record["cost"] == pytest.approx(0.0125)
     job = json.load(open(os.path.join(record["job_folder"], "job.json")))
     assert job["remote"]["task_id"] in runware.tasks and job["remote"]["provider"] == "runware"
-    assert mod("trellis_addon.jobs").manager.session_cost == pytest.approx(cost_before + 0.0125)
+    assert mod("trellis_addon.spending").session.total("USD") == pytest.approx(cost_before + 0.0125)
 
 
 def test_four_results_side_by_side(runware):
@@ -99,8 +99,8 @@ def test_session_cap_refuses_before_sending(runware):
 
 def test_key_never_lands_in_files_logs_or_command_line(runware, tmp_path):
     generate()
-    job = mod("trellis_addon.jobs").manager.jobs[-1]
-    assert KEY not in " ".join(job.proc.args)
+    job = mod("trellis_addon.queue").manager.jobs[-1]
+    assert KEY not in " ".join(job.worker.proc.args)
     blend = tmp_path / "scene.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
     assert KEY.encode() not in blend.read_bytes()
@@ -112,7 +112,7 @@ def test_key_never_lands_in_files_logs_or_command_line(runware, tmp_path):
 
 def test_cancel_mid_poll_leaves_no_process_and_no_object(runware):
     runware.never_finish = True
-    generation, jobs = mod("trellis_addon.generation"), mod("trellis_addon.jobs")
+    generation, jobs = mod("trellis_addon.request"), mod("trellis_addon.queue")
     settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 3})
     job = jobs.manager.add(generation.prepare_job(image=EXAMPLE_IMAGE, backend="runware", settings=settings))
     job.start()
@@ -122,8 +122,8 @@ def test_cancel_mid_poll_leaves_no_process_and_no_object(runware):
         time.sleep(0.02)
     assert job.remote and job.remote["task_id"] in runware.tasks
     bpy.ops.trellis.cancel(job_id=job.id)
-    job.proc.wait(5)
-    assert job.state == "cancelled" and job.proc.returncode is not None
+    job.worker.proc.wait(5)
+    assert job.state == "cancelled" and job.worker.proc.returncode is not None
     assert "TRELLIS" not in bpy.data.collections or not bpy.data.collections["TRELLIS"].objects
     jobs.flush_records()
     record = json.load(open(os.path.join(job.output_dir, "job.json")))
@@ -141,13 +141,13 @@ def test_hosted_jobs_share_one_worker_and_cancel_alone(runware):
     """Hosted jobs run on threads of one pooled worker (no process start each); an offline job beside
     them gets a worker of its own; cancelling one hosted job leaves the others and the worker running."""
     runware.task_seconds = 1.5
-    generation, jobs = mod("trellis_addon.generation"), mod("trellis_addon.jobs")
+    generation, jobs = mod("trellis_addon.request"), mod("trellis_addon.queue")
     settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 3})
 
     def queued(backend, seed):
         job = generation.prepare_job(image=EXAMPLE_IMAGE, backend=backend, settings=dict(settings, seed=seed),
                                      force_new=True)
-        return generation.enqueue(job, max_parallel=4)
+        return mod("trellis_addon.queue").manager.enqueue(job, max_parallel=4)
 
     hosted = [queued("runware", seed) for seed in (1, 2, 3)]
     offline = queued("preview", 4)

@@ -77,19 +77,19 @@ def overridden(scene):
     return s
 
 
-@pytest.mark.parametrize("backend", ["RUNWARE", "EMPIRIOLABS", "SCENARIO", "LOCAL"])
+@pytest.mark.parametrize("backend", ["runware", "empiriolabs", "scenario", "local"])
 def test_greyed_knobs_are_exactly_the_ignored_ones(overridden, backend):
     import bpy
 
-    providers, schema = mod("backend.providers"), mod("backend.schema")
+    registry, schema = mod("backend.registry"), mod("backend.schema")
     overridden.backend = backend
     record = draw_all(bpy.context)
-    ignored = set(providers.ignored(backend.lower()))
+    ignored = set(registry.ignored(backend))
     drawn_settings = record.shown & set(schema.BY_NAME)
     assert record.greyed & set(schema.BY_NAME) == ignored & drawn_settings
     # every knob a provider may ignore is on screen somewhere (nothing hidden instead of greyed)
     assert ignored <= drawn_settings
-    label = mod("backend.registry").BY_ID[backend.lower()].label.split(" (")[0]
+    label = registry.get(backend).short_label
     assert (f"Greyed out: {label} ignores them" in record.labels) == bool(ignored)
 
 
@@ -98,15 +98,15 @@ def test_provider_specific_gaps(overridden):
     Runware takes none of the advanced knobs, EmpirioLabs takes every one."""
     import bpy
 
-    overridden.backend = "SCENARIO"
+    overridden.backend = "scenario"
     greyed = draw_all(bpy.context).greyed
     assert {"shape_slat_rescale_t", "max_num_tokens", "tex_slat_guidance_interval_start"} <= greyed
     assert not {"remesh_band", "decimation_target", "ss_steps"} & greyed
-    overridden.backend = "RUNWARE"
+    overridden.backend = "runware"
     greyed = draw_all(bpy.context).greyed
     assert {"remesh_band", "remesh_project", "preprocess_image", "max_num_tokens"} <= greyed
     assert "shape_slat_rescale_t" not in greyed
-    overridden.backend = "EMPIRIOLABS"
+    overridden.backend = "empiriolabs"
     assert draw_all(bpy.context).greyed & set(mod("backend.schema").BY_NAME) == set()
 
 
@@ -114,7 +114,7 @@ def test_stage_override_off_greys_the_stage_and_says_so(scene):
     import bpy
 
     s = bpy.context.scene.trellis2
-    s.backend = "EMPIRIOLABS"
+    s.backend = "empiriolabs"
     s.shape_slat_override = False
     record = draw_all(bpy.context)
     assert {p.name for p in mod("backend.schema").STAGES[1].params} <= record.greyed
@@ -124,7 +124,7 @@ def test_stage_override_off_greys_the_stage_and_says_so(scene):
 def test_advanced_panel_hidden_for_the_offline_stand_in(scene):
     import bpy
 
-    bpy.context.scene.trellis2.backend = "PREVIEW"
+    bpy.context.scene.trellis2.backend = "preview"
     assert "max_num_tokens" not in draw_all(bpy.context).shown
-    bpy.context.scene.trellis2.backend = "RUNWARE"
+    bpy.context.scene.trellis2.backend = "runware"
     assert "max_num_tokens" in draw_all(bpy.context).shown

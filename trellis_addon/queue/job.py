@@ -1,0 +1,202 @@
+"""A job's state machine: built complete (nothing is patched onto it afterwards), fed the worker's
+protocol messages by the reader thread (deliver), applied on Blender's main thread (poll)."""
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import time
+import uuid
+
+from ...backend import protocol, registry
+from .. import history
+from ..record import Record
+from . import files
+from .process import WorkerProcess, python_worker
+
+# Job states
+QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
+    "queued", "starting", "running", "importing", "done", "failed", "cancelled")
+FINISHED_STATES = (DONE, FAILED, CANCELLED)
+RESULT_LISTENERS: list = []  # fn(job) for each result message (the spending tally)
+
+
+class Job:
+    def __init__(self, *, name: str, backend: str, settings: dict, output_dir: str, rgba_path: str,
+                 image_ref: str = "", mode: str = "generate", mesh_path: str = "", target_size: float = 0.0,
+                 anchor: str = "", options: dict | None = None, secrets: dict | None = None, model: str = "",
+                 image_sha: str = "", cache_key: str = "", from_cache: str = "", result: dict | None = None,
+                 created: float | None = None, remote: dict | None = None, state: str = QUEUED):
+        self.id = uuid.uuid4().hex[:12]
+        self.name, self.backend, self.mode, self.settings = name, backend, mode, settings
+        self.output_dir, self.rgba_path, self.mesh_path, self.image_ref = output_dir, rgba_path, mesh_path, image_ref
+        self.target_size = target_size
+        self.anchor = anchor  # name of the object the result is placed next to ("": the 3D cursor)
+        self.options = options or {}
+        self._secrets = secrets or {}  # sent to the worker over its stdin only; never recorded
+        self.model, self.image_sha, self.cache_key = model, image_sha, cache_key  # see history.py
+        self.from_cache = from_cache  # id of the history entry that answered this request
+        self.remote = remote  # the latest submitted remote task, recorded at once
+        self.remote_tasks: list[dict] = [remote] if remote else []  # every one (a hosted job per result)
+        self.log_path = os.path.join(output_dir, "worker.log")
+        self.state = state
+        self.text = {IMPORTING: "From cache" if from_cache else "Importing"}.get(state, "Queued")
+        self.stage = ""
+        self.step = self.total = 0
+        self.fraction = 1.0 if state == IMPORTING else 0.0
+        self.created = time.time() if created is None else created
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.result = result
+        self.error: str | None = None
+        self.error_code: protocol.ErrorCode | None = None
+        self.objects: list[str] = []
+        self.messages = collections.deque(maxlen=50)
+        self.worker = None  # the WorkerProcess serving it
+        self._queue: queue.Queue = queue.Queue()
+
+    @property
+    def info(self) -> registry.BackendInfo:
+        return registry.get(self.backend)
+
+    # --- process -------------------------------------------------------------------------------
+    def start(self, worker: WorkerProcess | None = None) -> None:
+        """Send the job to a started worker, or to one of its own (ends with the job)."""
+        os.makedirs(self.output_dir, exist_ok=True)
+        self.state, self.text, self.started = STARTING, "Starting worker", time.monotonic()
+        self.worker = worker or WorkerProcess(python_worker(log_path=self.log_path, persistent=False)).start()
+        worker = self.worker
+        self.log_path = worker.log_path
+        job_input = {"rgba": self.rgba_path, "name": self.name}
+        if self.mesh_path:
+            job_input["mesh"] = self.mesh_path
+        worker.submit(self, protocol.encode(
+            "job", id=self.id, backend=self.backend, mode=self.mode, input=job_input, settings=self.settings,
+            output_dir=self.output_dir, options=self.options, secrets=self._secrets, threaded=self.shares_worker))
+        self.save_record()
+
+    def deliver(self, msg: dict) -> None:
+        """From the worker's reader thread: queued for poll() on the main thread."""
+        self._queue.put(msg)
+
+    def kill(self) -> None:
+        if self.worker:
+            self.worker.stop_job(self.id)
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def cost(self) -> float | None:
+        return (self.result or {}).get("cost")
+
+    @property
+    def cost_unit(self) -> str:
+        return (self.result or {}).get("cost_unit") or self.info.cost_unit
+
+    @property
+    def on_gpu(self) -> bool:
+        """One GPU: such jobs run one at a time."""
+        return self.info.worker == registry.GPU
+
+    @property
+    def shares_worker(self) -> bool:
+        """Hosted jobs mostly wait on the network: several run on threads of one worker process."""
+        return self.info.worker == registry.SHARED
+
+    @property
+    def is_quote(self) -> bool:
+        """A cost quote (Scenario's dry run): nothing is generated, nothing is spent."""
+        return bool(self.options.get("quote_only"))
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def elapsed(self) -> float:
+        if self.state == QUEUED:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    def poll(self) -> bool:
+        """Apply queued worker messages; True if anything changed. Never blocks."""
+        changed = False
+        while True:
+            try:
+                msg = self._queue.get_nowait()
+            except queue.Empty:
+                return changed
+            changed = True
+            self._apply(msg)
+
+    def _apply(self, msg: dict) -> None:
+        kind = msg["type"]
+        if self.is_finished and kind != protocol.EXIT:
+            return
+        if kind == "hello":
+            self.state, self.text = RUNNING, "Worker started"
+        elif kind == "progress":
+            self.state = RUNNING
+            self.stage, self.step, self.total = msg.get("stage", ""), msg.get("step", 0), msg.get("total", 0)
+            self.fraction = float(msg.get("fraction", self.fraction))
+            self.text = msg.get("text") or self.stage
+        elif kind == "log":
+            self.messages.append(msg.get("text", ""))
+        elif kind == "remote_task":
+            self.remote = {k: v for k, v in msg.items() if k not in ("type", "id")}
+            self.remote_tasks.append(self.remote)
+            self.save_record()  # a paid task id is on disk before anything else can go wrong
+        elif kind == "result":
+            history.history.invalidate()  # result.json is on disk
+            self.result = msg
+            for listener in RESULT_LISTENERS:
+                listener(self)
+            self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
+            if self.worker and not self.worker.persistent:
+                self.worker.close_stdin()  # a per-job worker exits once its stdin closes
+        elif kind == "error":
+            self.fail(msg.get("message", "unknown error"), protocol.ErrorCode.parse(msg.get("code")))
+        elif kind == "cancelled":
+            self.set_finished(CANCELLED, "Cancelled")
+        elif kind == protocol.EXIT and self.state in (STARTING, RUNNING):
+            tail = msg.get("log_tail", "").strip()
+            detail = f"\nLast lines of {self.log_path}:\n{tail}" if tail else ""
+            self.fail(f"Worker stopped unexpectedly (exit code {msg['code']}){detail}", protocol.ErrorCode.WORKER_EXIT)
+
+    def fail(self, message: str, code: protocol.ErrorCode = protocol.ErrorCode.INTERNAL) -> None:
+        self.error, self.error_code = message, code
+        self.set_finished(FAILED, message.splitlines()[0])
+        self.kill()
+
+    def cancel(self) -> None:
+        if not self.is_finished:
+            self.started = self.started if self.worker else time.monotonic()
+            self.set_finished(CANCELLED, "Cancelled")
+            self.kill()
+
+    def set_finished(self, state: str, text: str) -> None:
+        history.history.invalidate()
+        self.state, self.text = state, text
+        self.finished = time.monotonic()
+        self.save_record()
+
+    # --- record --------------------------------------------------------------------------------
+    def record(self) -> Record:
+        """What the job sent and got: files relative to its folder."""
+        result = self.result or {}
+        return Record(
+            id=self.id, name=self.name, image=self.image_ref, backend=self.backend, mode=self.mode, model=self.model,
+            settings=self.settings, state=self.state, error=self.error,
+            error_code=self.error_code.value if self.error_code else None, created=self.created,
+            seconds=round(self.elapsed, 3),
+            files=[os.path.relpath(f, self.output_dir) for f in result.get("files", [])],
+            seeds=list(result.get("seeds", [])), cost=result.get("cost"), cost_unit=self.cost_unit if result else None,
+            target_size=self.target_size, remote=self.remote, remote_tasks=self.remote_tasks, objects=self.objects,
+            log=self.log_path, image_hash=self.image_sha, cache_key=self.cache_key, info=result.get("info", {}),
+            from_cache=bool(self.from_cache))
+
+    def save_record(self) -> None:
+        """job.json, on the file thread."""
+        if self.from_cache:
+            return  # its folder belongs to the history entry that answered it
+        files.submit_io(history.write_json_atomic, os.path.join(self.output_dir, history.JOB),
+                        self.record().to_json())

@@ -1,0 +1,111 @@
+"""The one record shape of a job: job.json (as the job goes), record.json (before the import) and the
+imported object's "trellis2" property are all a Record written out. No bpy here, never a key.
+
+`Record.from_json` type-checks what it reads (a history folder is outside data: another process or a
+person may have edited it); a record with a field of the wrong type raises RecordError, which history
+files as a BROKEN entry.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+OBJECT_PROPERTY = "trellis2"  # JSON string on each imported root object
+
+
+class RecordError(ValueError):
+    pass
+
+
+@dataclass
+class Record:
+    id: str = ""
+    name: str = ""
+    image: str = ""  # the user's image (path or datablock name)
+    backend: str = ""
+    mode: str = "generate"
+    model: str = ""
+    settings: dict = field(default_factory=dict)
+    state: str = ""
+    error: str | None = None
+    error_code: str | None = None
+    created: float = 0.0
+    seconds: float = 0.0
+    files: list = field(default_factory=list)  # relative to the job folder on disk; absolute on an object
+    seeds: list = field(default_factory=list)
+    cost: float | None = None
+    cost_unit: str | None = None
+    target_size: float = 0.0
+    remote: dict | None = None  # the latest submitted remote task
+    remote_tasks: list = field(default_factory=list)  # every one
+    objects: list = field(default_factory=list)
+    log: str = ""
+    image_hash: str = ""
+    cache_key: str = ""
+    addon_version: str = ""
+    finished: float | None = None
+    info: dict = field(default_factory=dict)
+    # on an imported object only
+    job_folder: str = ""
+    from_cache: bool = False
+    seed: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def for_object(self, index: int) -> str:
+        """The object property of result `index`: this record with that result's seed."""
+        seeds = self.seeds or [None]
+        return json.dumps(dict(self.to_json(), seed=seeds[min(index, len(seeds) - 1)]))
+
+    @classmethod
+    def from_json(cls, data) -> "Record":
+        """A Record from a parsed JSON object; RecordError naming the first field of the wrong type.
+        Unknown fields are dropped (a newer add-on's)."""
+        if not isinstance(data, dict):
+            raise RecordError("not a JSON object")
+        out = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            kinds = _KINDS[f.name]
+            if value is None and None in kinds:
+                out[f.name] = None
+                continue
+            ok = any(isinstance(value, k) for k in kinds if k is not None)
+            if isinstance(value, bool) and bool not in kinds:
+                ok = False  # JSON true is no number
+            if not ok:
+                raise RecordError(f"field {f.name!r} has the wrong type ({type(value).__name__})")
+            if f.name == "files" and not all(isinstance(v, str) for v in value):
+                raise RecordError("field 'files' must list file names")
+            if f.name == "seeds" and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise RecordError("field 'seeds' must list whole numbers")
+            out[f.name] = float(value) if float in kinds and isinstance(value, int) else value
+        return cls(**out)
+
+    @classmethod
+    def from_text(cls, text: str | None) -> "Record | None":
+        """The record of an object property; None when absent or unreadable."""
+        try:
+            return cls.from_json(json.loads(text)) if text else None
+        except (ValueError, TypeError):
+            return None
+
+    def get(self, name: str, default=None):
+        """dict-style read (None counts as absent), for code that treats records and entries alike."""
+        value = getattr(self, name, None)
+        return default if value is None else value
+
+
+_NUMBER = (int, float)
+_KINDS = {
+    "id": (str,), "name": (str,), "image": (str,), "backend": (str,), "mode": (str,), "model": (str,),
+    "settings": (dict,), "state": (str,), "error": (str, None), "error_code": (str, None),
+    "created": _NUMBER, "seconds": _NUMBER, "files": (list,), "seeds": (list,), "cost": (int, float, None),
+    "cost_unit": (str, None), "target_size": _NUMBER, "remote": (dict, None), "remote_tasks": (list,),
+    "objects": (list,), "log": (str,), "image_hash": (str,), "cache_key": (str,), "addon_version": (str,),
+    "finished": (int, float, None), "info": (dict,), "job_folder": (str,), "from_cache": (bool,),
+    "seed": (int, None),
+}
