@@ -11,7 +11,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,18 +22,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="trellis-cache-bench-")
-    os.environ["BLENDER_USER_RESOURCES"] = os.path.join(work, "user")
-    from import_ratio import write_test_glb
-    from runware_bytes import install_extension
+    from runware_bytes import bench_blender
     from servers.runware_server import RunwareServer
-    glb_path = os.path.join(work, "big.glb")
-    faces = write_test_glb(glb_path, 500000, 2048)
+    work, glb_path, faces, jobs, prefs = bench_blender("trellis-cache-bench-")
     import bpy
-    install_extension(work)
-    jobs = importlib.import_module(f"{PKG}.trellis_addon.queue")
-    prefs = bpy.context.preferences.addons[PKG].preferences
-    bpy.context.preferences.system.use_online_access = True
     image = os.path.join(ROOT, "examples", "mushroom.png")
     hits, bare = [], []
     with RunwareServer(api_key="bench-key", glb=open(glb_path, "rb").read()) as server:

@@ -25,11 +25,9 @@ PKG = "bl_ext.user_default.trellis2"
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "bench")]
 
 
-def photo_png(path: str) -> None:
-    """A 4096² RGB picture with smooth shading and fine grain, saved by Blender as PNG."""
-    import bpy
+def _photo(size: int):
+    """A size² RGB picture with smooth shading and fine grain: float RGBA in 0..1, rows bottom to top."""
     import numpy as np
-    size = 4096
     yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
     rng = np.random.default_rng(0)
     grain = rng.normal(0, 0.02, (size, size)).astype(np.float32)
@@ -37,24 +35,22 @@ def photo_png(path: str) -> None:
     px[..., 0] = 0.5 + 0.4 * np.sin(6 * xx + 2 * yy) + grain
     px[..., 1] = 0.4 + 0.3 * np.cos(5 * yy) * xx + grain
     px[..., 2] = 0.3 + 0.2 * yy + grain
-    img = bpy.data.images.new("photo", size, size)
-    img.pixels.foreach_set(np.clip(px, 0, 1).ravel())
+    return np.clip(px, 0, 1)
+
+
+def photo_png(path: str) -> None:
+    """The 4096² picture, saved by Blender as PNG."""
+    import bpy
+    img = bpy.data.images.new("photo", 4096, 4096)
+    img.pixels.foreach_set(_photo(4096).ravel())
     img.filepath_raw, img.file_format = path, "PNG"
     img.save()
     bpy.data.images.remove(img)
 
 
 def photo_pixels(size: int):
-    """The same picture as photo_png, as uint8 RGBA rows top to bottom, with numpy only."""
-    import numpy as np
-    yy, xx = np.mgrid[:size, :size].astype(np.float32) / size
-    rng = np.random.default_rng(0)
-    grain = rng.normal(0, 0.02, (size, size)).astype(np.float32)
-    px = np.ones((size, size, 4), np.float32)
-    px[..., 0] = 0.5 + 0.4 * np.sin(6 * xx + 2 * yy) + grain
-    px[..., 1] = 0.4 + 0.3 * np.cos(5 * yy) * xx + grain
-    px[..., 2] = 0.3 + 0.2 * yy + grain
-    return (np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
+    """The same picture as photo_png, as uint8 RGBA, with numpy only."""
+    return (_photo(size) * 255 + 0.5).astype("uint8")
 
 
 def area_downscale(rgba, limit: int = 1024):
@@ -111,6 +107,21 @@ def install_extension(work: str) -> None:
     bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 
 
+def bench_blender(prefix: str, faces: int = 500000, texture: int = 2048):
+    """A work folder, this process's Blender with the extension installed and online access on, and a
+    big test GLB: (work, glb path, face count, the add-on's queue module, its preferences)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    os.environ["BLENDER_USER_RESOURCES"] = os.path.join(work, "user")
+    from import_ratio import write_test_glb
+    glb_path = os.path.join(work, "big.glb")
+    faces = write_test_glb(glb_path, faces, texture)
+    import bpy
+    install_extension(work)
+    queue = importlib.import_module(f"{PKG}.trellis_addon.queue")
+    bpy.context.preferences.system.use_online_access = True
+    return work, glb_path, faces, queue, bpy.context.preferences.addons[PKG].preferences
+
+
 def main() -> int:
     import argparse
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -122,19 +133,11 @@ def main() -> int:
     if args.no_blender:
         sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
         return bytes_without_blender(args.size)
-    work = tempfile.mkdtemp(prefix="trellis-rw-bench-")
-    os.environ["BLENDER_USER_RESOURCES"] = os.path.join(work, "user")
-    from import_ratio import write_test_glb
     from servers.runware_server import RunwareServer
-    glb_path = os.path.join(work, "big.glb")
-    faces = write_test_glb(glb_path, 500000, 2048)
+    work, glb_path, faces, jobs, prefs = bench_blender("trellis-rw-bench-")
     import bpy
-    install_extension(work)
-    jobs = importlib.import_module(f"{PKG}.trellis_addon.queue")
     photo = os.path.join(work, "photo.png")
     photo_png(photo)
-    prefs = bpy.context.preferences.addons[PKG].preferences
-    bpy.context.preferences.system.use_online_access = True
     with RunwareServer(api_key="bench-key", glb=open(glb_path, "rb").read()) as server:
         server.polls_to_finish = 0
         prefs.runware_api_key, prefs.runware_url, prefs.session_cap = "bench-key", server.url, 0.0

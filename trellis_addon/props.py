@@ -6,9 +6,15 @@ import bpy
 from ..backend import registry, schema
 
 
-def backend_items():
-    """The registry's backends; the enum identifier is the backend id ("runware")."""
-    return [(b.id, b.label, b.description) for b in registry.BACKENDS]
+_items: list = []  # Blender reads a dynamic enum's strings after the callback returns: kept alive here
+
+
+def backend_items(self=None, context=None):
+    """The registry's backends, those registered later too; the enum identifier is the backend id."""
+    rows = [(b.id, b.label, b.description, i) for i, b in enumerate(registry.BACKENDS)]
+    if rows != _items:
+        _items[:] = rows
+    return _items
 
 
 def _enum_items(param: schema.Param):
@@ -49,7 +55,7 @@ def job_keywords(**extra) -> dict:
         image=bpy.props.StringProperty(
             name="Image", options={"SKIP_SAVE"},
             description="Image file path or image datablock name. Empty: the TRELLIS panel's image"),
-        backend=bpy.props.EnumProperty(items=backend_items(), name="Backend", options={"SKIP_SAVE"}), **extra)
+        backend=bpy.props.EnumProperty(items=backend_items, name="Backend", options={"SKIP_SAVE"}), **extra)
     return keywords
 
 
@@ -75,7 +81,7 @@ class TRELLIS_PG_settings(bpy.types.PropertyGroup):
         image=bpy.props.PointerProperty(
             type=bpy.types.Image, name="Image",
             description="Picture of one object, ideally on a plain or transparent background"),
-        backend=bpy.props.EnumProperty(items=backend_items(), name="Backend",
+        backend=bpy.props.EnumProperty(items=backend_items, name="Backend",
                                        description="Where the model runs"),
         target_size=bpy.props.FloatProperty(
             name="Target Size", default=0.0, min=0.0, soft_max=10.0, unit="LENGTH",

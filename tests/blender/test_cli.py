@@ -210,3 +210,22 @@ def test_generate_quote_prints_the_price_and_generates_nothing(saved_prefs, tmp_
     assert key not in out.stdout + out.stderr and secret not in out.stdout + out.stderr
     refused = run("generate", EXAMPLE_IMAGE, "--backend", "preview", "--quote")
     assert refused.returncode == 1 and "no cost quote" in refused.stderr
+
+
+def test_creative_units_are_printed_as_cu_and_never_added_to_dollars(images, tmp_path):
+    """Scenario bills creative units: generate prints "12 CU", a batch sums CU apart from USD, the manifest
+    names the unit of each cost."""
+    key, secret = "sc-cli-key-5566", "sc-cli-secret-7788"
+    env = {"SCENARIO_API_KEY": key, "SCENARIO_API_SECRET": secret}
+    with ScenarioServer(key=key, secret=secret) as server:
+        env["TRELLIS_SCENARIO_URL"] = server.url
+        one = run("generate", EXAMPLE_IMAGE, "--backend", "scenario", "--seed", "3", *FAST, online=True, env=env)
+        outdir = tmp_path / "out"
+        batch = run("batch", str(images), "-o", str(outdir), "--backend", "scenario", "--seed", "4",
+                    "--jobs", "2", *FAST, online=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert "cost 12 CU)" in one.stdout and "$" not in one.stdout
+    assert batch.returncode == 0, batch.stderr[-2000:]
+    done = [e for e in manifest(outdir) if e["state"] == "done"]
+    assert len(done) == 4 and all(e["cost"] == 12 and e["cost_unit"] == "CU" for e in done)
+    assert "; cost 48 CU;" in batch.stdout and "$" not in batch.stdout

@@ -80,6 +80,7 @@ def test_killed_worker_is_reported_with_its_log(scene, monkeypatch):
     assert job.state == "failed"
     assert "Worker stopped unexpectedly (exit code -9)" in job.error
     assert "Last lines of" in job.error and "worker.log" in job.error
+    assert job.error_code.value == "worker_exit" and job.error_code.remedy.value == "retry"
     assert_process_gone(job.worker.proc.pid)
     assert job.worker.proc.returncode == -9, "reaped, not a zombie"
 

@@ -9,6 +9,7 @@ import time
 import bpy
 import pytest
 
+from test_jobs import assert_process_gone
 from conftest import EXAMPLE_IMAGE, PKG, ROOT, mod
 
 FAST = dict(backend="local", resolution=512, seed=9, force_new=True)  # every job runs: no history answers
@@ -48,29 +49,27 @@ def test_unload_frees_the_worker_and_the_next_job_loads_again(local):
     bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, **FAST)
     pid = worker_pid()
     assert pid and bpy.ops.trellis.unload_model() == {"FINISHED"}
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("worker still running after Unload Model")
+    assert_process_gone(pid, timeout=10)
     bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, **FAST)
     assert local("from_pretrained") == 2 and worker_pid() not in (None, pid)
 
 
-def test_cancel_keeps_the_warm_worker(local, monkeypatch):
+def sampling_local_job(monkeypatch):
+    """A slow local job on the warm worker, followed until it samples; (job, a 30 s deadline)."""
     monkeypatch.setenv("TRELLIS_STANDIN_STEP_SECONDS", "0.3")
-    generation, jobs = mod("trellis_addon.request"), mod("trellis_addon.queue")
-    settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 1, "resolution": 512})
-    job = jobs.manager.add(generation.prepare_job(image=EXAMPLE_IMAGE, backend="local", settings=settings))
-    job.start(mod("trellis_addon.queue").manager.worker_for(job))
+    request, queue = mod("trellis_addon.request"), mod("trellis_addon.queue")
+    settings = request.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 1, "resolution": 512})
+    job = queue.manager.add(request.prepare_job(image=EXAMPLE_IMAGE, backend="local", settings=settings))
+    job.start(queue.manager.worker_for(job))
     end = time.monotonic() + 30
     while job.stage != "sparse_structure" and time.monotonic() < end:
         job.poll()
         time.sleep(0.02)
+    return job, end
+
+
+def test_cancel_keeps_the_warm_worker(local, monkeypatch):
+    job, end = sampling_local_job(monkeypatch)
     pid = worker_pid()
     bpy.ops.trellis.cancel(job_id=job.id)
     assert job.state == "cancelled"
@@ -82,15 +81,7 @@ def test_cancel_keeps_the_warm_worker(local, monkeypatch):
 
 
 def test_killed_worker_fails_the_job_and_the_next_starts_fresh(local, monkeypatch):
-    monkeypatch.setenv("TRELLIS_STANDIN_STEP_SECONDS", "0.3")
-    generation, jobs = mod("trellis_addon.request"), mod("trellis_addon.queue")
-    settings = generation.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 1, "resolution": 512})
-    job = jobs.manager.add(generation.prepare_job(image=EXAMPLE_IMAGE, backend="local", settings=settings))
-    job.start(mod("trellis_addon.queue").manager.worker_for(job))
-    end = time.monotonic() + 30
-    while job.stage != "sparse_structure" and time.monotonic() < end:
-        job.poll()
-        time.sleep(0.02)
+    job, end = sampling_local_job(monkeypatch)
     pid = worker_pid()
     os.kill(pid, signal.SIGKILL)
     while not job.is_finished and time.monotonic() < end:

@@ -28,7 +28,8 @@ class RecordingLayout:
     def label(self, text="", **kwargs):
         self.record.labels.append(text)
 
-    def operator(self, *args, **kwargs):
+    def operator(self, name, *args, **kwargs):
+        self.record.operators.append(name)
         return type("Props", (), {})()
 
     def menu(self, *args, **kwargs):
@@ -43,7 +44,7 @@ class RecordingLayout:
 
 class Record:
     def __init__(self):
-        self.props, self.labels = [], []
+        self.props, self.labels, self.operators = [], [], []
 
     @property
     def greyed(self):
