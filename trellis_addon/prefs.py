@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 import bpy
 
@@ -159,13 +160,19 @@ def remote_access(backend_id: str) -> tuple[dict, dict]:
     prefs = get()
     secrets = {}
     for credential in info.credentials:
-        value = getattr(prefs, info.credential_pref(credential), "") if prefs else ""
-        value = value or os.environ.get(credential.env, "")
+        from_pref = (getattr(prefs, info.credential_pref(credential), "") if prefs else "").strip()
+        value = from_pref or os.environ.get(credential.env, "").strip()
+        where = f"the {info.short_label} {credential.label} preference" if from_pref else credential.env
+        what = credential.label[:4] + credential.label[4:].lower()  # "API key"
         if not value:
-            what = credential.label[:4] + credential.label[4:].lower()  # "API key"
             raise AccessError(f"No {what}: set it in the TRELLIS add-on preferences or the {credential.env} variable")
+        if any(c.isspace() or not c.isprintable() for c in value):  # never quoted: it is a secret
+            raise AccessError(f"The {what} in {where} contains spaces or control characters: paste it again")
         secrets[credential.name] = value
-    url = (getattr(prefs, info.url_pref(), "") if prefs else "") or os.environ.get(info.url_env, "")
+    url = ((getattr(prefs, info.url_pref(), "") if prefs else "") or os.environ.get(info.url_env, "")).strip()
+    if url and (urlsplit(url).username is not None or urlsplit(url).password is not None):
+        raise AccessError(f"The {info.short_label} URL carries a user name or password: remove them (the key goes "
+                          "in its own preference)")
     minutes = prefs.poll_timeout_minutes if prefs else 20.0
     return {"base_url": url, "poll_timeout": minutes * 60}, secrets
 
