@@ -113,3 +113,20 @@ def test_stage_knobs_follow_the_schema_stages():
     assert SCENARIO.by_param["tex_slat_guidance_rescale"].wire == "texSlatGuidanceRescale"
     assert registry.mapping("local", "retexture").by_param["tex_slat_guidance_interval_end"].wire == \
         "tex_slat_guidance_interval_end"
+
+
+@pytest.mark.parametrize("backend,status,body,code,text", [
+    ("empiriolabs", 429, {"error": {"message": "Slow down."}}, "rate_limit",
+     "EmpirioLabs rate limit reached (HTTP 429, 50 requests/min): try again in a minute"),
+    ("scenario", 429, {"message": "Wait a bit."}, "rate_limit", "Scenario rate limit reached (HTTP 429): Wait a bit"),
+    ("empiriolabs", 404, {"error": {"code": "job_not_found", "message": "Gone"}}, "not_found",
+     "EmpirioLabs answered HTTP 404 (job_not_found): Gone"),
+    ("scenario", 402, {"reason": "No units"}, "balance", "Scenario: not enough creative units (HTTP 402): No units"),
+    ("scenario", 418, {"message": "Teapot", "traceId": "t-1"}, "remote_error",
+     "Scenario answered HTTP 418: Teapot (trace t-1)"),
+    ("runware", 404, None, "not_found", "Runware answered HTTP 404"),
+    ("empiriolabs", 403, {}, "forbidden", "EmpirioLabs: this API key may not use trellis-2-4b (HTTP 403)"),
+])
+def test_one_status_ladder_with_each_providers_texts(backend, status, body, code, text):
+    error = registry.load(backend).status_error(status, body)
+    assert (error.code.value, str(error)) == (code, text)
