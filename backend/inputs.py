@@ -6,17 +6,17 @@ import os
 
 import numpy as np
 
-from . import png, protocol
-from .worker import JobError
+from . import png
+from .protocol import ErrorCode, JobError
 
 
 def load_rgba(path: str) -> np.ndarray:
     try:
         rgba = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise JobError(protocol.BAD_INPUT, f"cannot read the prepared image {os.path.basename(path)}: {exc}") from None
+        raise JobError(ErrorCode.BAD_INPUT, f"cannot read the prepared image {os.path.basename(path)}: {exc}") from None
     if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise JobError(protocol.BAD_INPUT, f"prepared image must be uint8 HxWx4, got {rgba.dtype} {rgba.shape}")
+        raise JobError(ErrorCode.BAD_INPUT, f"prepared image must be uint8 HxWx4, got {rgba.dtype} {rgba.shape}")
     return rgba
 
 

@@ -184,6 +184,21 @@ def options_dict(options) -> dict:
     return asdict(options)
 
 
+@dataclass(frozen=True)
+class Job:
+    """A job message as a backend gets it: checked by the worker (worker.decode_job), settings validated
+    against the schema and the backend's limits, options typed. Backends trust it."""
+    id: str
+    backend: str
+    mode: str  # "generate" | "retexture"
+    input: dict  # {"rgba": path.npy, "name": str, "mesh": path.glb (retexture)}
+    settings: dict  # every schema setting, validated
+    output_dir: str
+    options: HostedOptions | LocalOptions | NoOptions
+    secrets: dict = field(default_factory=dict, repr=False)  # never logged
+    threaded: bool = False
+
+
 # --- lines -----------------------------------------------------------------------------------------
 
 def encode(msg_type: str, **fields_) -> str:
@@ -198,7 +213,3 @@ def decode(line: str | bytes) -> dict:
         raise ValueError(f"not a protocol message: {str(line)[:120]!r}")
     return msg
 
-
-# TRANSITION: the old constant names, until every module uses ErrorCode
-BAD_INPUT, BAD_SETTINGS, CANCELLED, INTERNAL = (ErrorCode.BAD_INPUT, ErrorCode.BAD_SETTINGS, ErrorCode.CANCELLED,
-                                                ErrorCode.INTERNAL)

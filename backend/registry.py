@@ -168,19 +168,13 @@ def get(backend_id: str) -> BackendInfo:
 def load(backend_id: str):
     """The backend's module (imported on first use)."""
     module = get(backend_id).module
-    if "." in module:
-        return importlib.import_module(module)
-    try:  # TRANSITION: until the provider modules live in backend/providers/
-        return importlib.import_module(f"{__package__}.providers.{module}")
-    except ImportError:
-        return importlib.import_module(f"{__package__}.{module}")
+    return importlib.import_module(module if "." in module else f"{__package__}.providers.{module}")
 
 
 def mapping(backend_id: str, mode: str = "generate"):
-    """How the backend names and limits the schema's settings in this mode (providers.mapping.Mapping),
-    or None when it takes every setting itself."""
-    from . import providers  # TRANSITION: the mapping tables move into each provider's module
-    return providers.for_backend(backend_id, mode)
+    """How the backend names and limits the schema's settings in this mode (providers.mapping.Mapping,
+    from its module's MAPPINGS), or None when it takes every setting itself."""
+    return (getattr(load(backend_id), "MAPPINGS", None) or {}).get(mode)
 
 
 def ignored(backend_id: str, mode: str = "generate") -> tuple:

@@ -1,8 +1,9 @@
-"""The one parameter schema: every TRELLIS.2 generation setting, its range, default and wire name.
+"""The one parameter schema: every TRELLIS.2 generation setting, its range, default, label and UI group.
 
-Blender properties, validation, presets and every request body are derived from here.
+Blender properties, validation and presets are derived from here; how each backend names and limits a
+setting on the wire is its mapping's business (backend/providers/mapping.py, one table per provider).
 Ranges and defaults follow Runware's TRELLIS.2 spec (tests/data/runware-trellis2-openapi.json), except the
-face budget, which goes up to Scenario's 2 000 000 (backend/providers.py refuses what a provider does not take);
+face budget, which goes up to Scenario's 2 000 000 (a provider's mapping refuses what it does not take);
 sampler slider defaults are the model's published pipeline.json defaults.
 Settings travel as a flat dict of snake_case names (``resolution``, ``shape_slat_steps``, ...).
 """
@@ -25,7 +26,6 @@ class SettingError(ValueError):
 @dataclass(frozen=True)
 class Param:
     name: str  # snake_case id: Blender property name and flat-settings key
-    wire: str  # Runware (spec) name, camelCase
     kind: str  # "int" | "float" | "bool"
     default: Any
     label: str
@@ -35,6 +35,12 @@ class Param:
     multiple_of: int | None = None  # integer step the value must be a multiple of
     choices: tuple | None = None  # allowed values (ints), when the spec lists them
     stage: str | None = None  # sampler stage name, for sampler knobs
+    group: str = "model"  # where the UI shows it: one of GROUPS
+
+    @property
+    def stage_key(self) -> str:
+        """The name within its stage ("steps" for shape_slat_steps); the name itself outside stages."""
+        return self.name[len(self.stage) + 1:] if self.stage else self.name
 
     def choice_values(self) -> tuple | None:
         """Allowed values when they are a short list (enum or small stepped range)."""
@@ -82,7 +88,6 @@ def _fmt(v: Any) -> str:
 @dataclass(frozen=True)
 class Stage:
     name: str  # snake_case prefix of the stage's settings
-    wire: str  # Runware settings key
     label: str
     description: str
     params: tuple = field(default_factory=tuple)
@@ -92,58 +97,60 @@ class Stage:
         return f"{self.name}_override"
 
 
-def _stage(name, wire, label, description, steps, strength, rescale, rescale_t) -> Stage:
+# Where the UI shows a setting.
+GROUPS = ("model", "seed", "sampler", "advanced")
+
+
+def _stage(name, label, description, steps, strength, rescale, rescale_t) -> Stage:
     knobs = (
-        ("steps", "steps", "int", steps, "Steps", 1, 50,
-         "Denoising steps. More steps refine detail but take longer"),
-        ("guidance_strength", "guidanceStrength", "float", strength, "Guidance Strength", 1, 10,
+        ("steps", "int", steps, "Steps", 1, 50, "Denoising steps. More steps refine detail but take longer"),
+        ("guidance_strength", "float", strength, "Guidance Strength", 1, 10,
          "How closely the result follows the image (classifier-free guidance). 1 means no guidance"),
-        ("guidance_rescale", "guidanceRescale", "float", rescale, "Guidance Rescale", 0, 1,
+        ("guidance_rescale", "float", rescale, "Guidance Rescale", 0, 1,
          "Damps over-saturation caused by strong guidance. Lower values correct more"),
-        ("rescale_t", "rescaleT", "float", rescale_t, "Rescale T", 1, 6,
+        ("rescale_t", "float", rescale_t, "Rescale T", 1, 6,
          "Timestep rescaling of the sampling schedule: how effort is spread across the steps"),
     )
     params = tuple(
-        Param(f"{name}_{key}", wire_key, kind, default, lab, f"{label} stage: {desc}", lo, hi, stage=name)
-        for key, wire_key, kind, default, lab, lo, hi, desc in knobs
+        Param(f"{name}_{key}", kind, default, lab, f"{label} stage: {desc}", lo, hi, stage=name, group="sampler")
+        for key, kind, default, lab, lo, hi, desc in knobs
     )
-    return Stage(name, wire, label, description, params)
+    return Stage(name, label, description, params)
 
 
 STAGES = (
-    _stage("sparse_structure", "sparseStructure", "Sparse Structure",
+    _stage("sparse_structure", "Sparse Structure",
            "Samples the coarse occupancy grid that fixes the overall shape", 12, 7.5, 0.7, 5.0),
-    _stage("shape_slat", "shapeSlat", "Shape",
-           "Samples the structured latent that refines the geometry", 12, 7.5, 0.5, 3.0),
-    _stage("tex_slat", "texSlat", "Texture",
-           "Samples the structured latent that paints the PBR materials", 12, 1.0, 0.0, 3.0),
+    _stage("shape_slat", "Shape", "Samples the structured latent that refines the geometry", 12, 7.5, 0.5, 3.0),
+    _stage("tex_slat", "Texture", "Samples the structured latent that paints the PBR materials", 12, 1.0, 0.0, 3.0),
 )
 
-# Settings sent inside Runware's ``settings`` object (besides the sampler stages).
+# What the model makes (besides the sampler stages).
 MODEL_PARAMS = (
-    Param("resolution", "resolution", "int", 1024, "Resolution",
+    Param("resolution", "int", 1024, "Resolution",
           "Voxel grid resolution. Higher captures finer geometry but takes longer (1536 about 4x 1024)",
           512, 1536, choices=(512, 1024, 1536)),
-    Param("texture_size", "textureSize", "int", 2048, "Texture Size",
+    Param("texture_size", "int", 2048, "Texture Size",
           "Width and height of the baked PBR textures in pixels", 1024, 4096, multiple_of=1024),
-    Param("decimation_target", "decimationTarget", "int", 500000, "Face Budget",
+    Param("decimation_target", "int", 500000, "Face Budget",
           "Target face count of the simplified mesh. Lower gives lighter models (above 1 000 000: Scenario and "
           "local only)", 100000, 2000000),
-    Param("remesh", "remesh", "bool", True, "Remesh",
-          "Rebuild the surface for cleaner topology before baking textures"),
+    Param("remesh", "bool", True, "Remesh", "Rebuild the surface for cleaner topology before baking textures"),
 )
 
-# Settings outside ``settings`` in the request.
-SEED = Param("seed", "seed", "int", 0, "Seed",
-             "Seed for reproducible results. Each extra result uses the next seed", 0, INT32_MAX)
-RANDOM_SEED = Param("random_seed", "", "bool", True, "Random Seed",
-                    "Pick a new random seed for every generation (it is stored on the result)")
-NUMBER_RESULTS = Param("number_results", "numberResults", "int", 1, "Results",
-                       "How many variations to generate, each with its own seed", 1, 4)
+# TRELLIS.2's pipeline for each resolution (the local pipeline's pipeline_type, EmpirioLabs' too).
+PIPELINE_TYPES = {512: "512", 1024: "1024_cascade", 1536: "1536_cascade"}
+
+SEED = Param("seed", "int", 0, "Seed", "Seed for reproducible results. Each extra result uses the next seed",
+             0, INT32_MAX, group="seed")
+RANDOM_SEED = Param("random_seed", "bool", True, "Random Seed",
+                    "Pick a new random seed for every generation (it is stored on the result)", group="seed")
+NUMBER_RESULTS = Param("number_results", "int", 1, "Results",
+                       "How many variations to generate, each with its own seed", 1, 4, group="seed")
 
 OVERRIDES = tuple(
-    Param(s.override, "", "bool", False, f"Override {s.label}",
-          f"Send custom {s.label.lower()} sampler settings. Off: the model's own defaults are used")
+    Param(s.override, "bool", False, f"Override {s.label}",
+          f"Send custom {s.label.lower()} sampler settings. Off: the model's own defaults are used", group="sampler")
     for s in STAGES
 )
 
@@ -151,20 +158,20 @@ OVERRIDES = tuple(
 # Defaults are pipeline.json's and Trellis2ImageTo3DPipeline.run's / o_voxel to_glb's.
 _INTERVALS = {"sparse_structure": (0.6, 1.0), "shape_slat": (0.6, 1.0), "tex_slat": (0.6, 0.9)}
 LOCAL_PARAMS = tuple(
-    Param(f"{s.name}_guidance_interval_{end}", "", "float", _INTERVALS[s.name][i], f"Guidance {end.title()}",
+    Param(f"{s.name}_guidance_interval_{end}", "float", _INTERVALS[s.name][i], f"Guidance {end.title()}",
           f"{s.label} stage: guidance applies from this fraction of the schedule to the end value",
-          0, 1, stage=s.name)
+          0, 1, stage=s.name, group="advanced")
     for s in STAGES for i, end in enumerate(("start", "end"))
 ) + (
-    Param("max_num_tokens", "", "int", 49152, "Max Tokens",
+    Param("max_num_tokens", "int", 49152, "Max Tokens",
           "Token budget of the 1536 cascade; the resolution is lowered until the model fits it. "
-          "Fewer tokens need less VRAM", 8192, 262144),
-    Param("preprocess_image", "", "bool", True, "Preprocess Image",
-          "Remove the background (unless the image has alpha), crop and centre the object"),
-    Param("remesh_band", "", "float", 1.0, "Remesh Band",
-          "Width of the narrow band used when remeshing, in voxels", 0, 4),
-    Param("remesh_project", "", "float", 0.9, "Remesh Project",
-          "How far remeshed vertices are projected back onto the original surface", 0, 1),
+          "Fewer tokens need less VRAM", 8192, 262144, group="advanced"),
+    Param("preprocess_image", "bool", True, "Preprocess Image",
+          "Remove the background (unless the image has alpha), crop and centre the object", group="advanced"),
+    Param("remesh_band", "float", 1.0, "Remesh Band",
+          "Width of the narrow band used when remeshing, in voxels", 0, 4, group="advanced"),
+    Param("remesh_project", "float", 0.9, "Remesh Project",
+          "How far remeshed vertices are projected back onto the original surface", 0, 1, group="advanced"),
 )
 
 PARAMS: tuple[Param, ...] = (
@@ -190,19 +197,8 @@ def validate(settings: dict, partial: bool = False) -> dict:
     return out
 
 
-def model_request(settings: dict) -> dict:
-    """The settings a backend sends, in Runware's camelCase shape: only what applies.
-    Sampler stages appear only when their override is on."""
-    s = validate(settings)
-    body = {p.wire: s[p.name] for p in MODEL_PARAMS}
-    for stage in STAGES:
-        if s[stage.override]:
-            body[stage.wire] = {p.wire: s[p.name] for p in stage.params}
-    return body
-
-
 def sampler_params(settings: dict, stage: Stage) -> dict | None:
     """One stage's sampler knobs as snake_case keys without prefix, or None when not overridden."""
     if not settings.get(stage.override):
         return None
-    return {p.name[len(stage.name) + 1:]: settings[p.name] for p in stage.params}
+    return {p.stage_key: settings[p.name] for p in stage.params}

@@ -13,24 +13,13 @@ import threading
 import time
 import traceback
 
-from . import protocol, providers, registry, schema
-
-
-class Cancelled(Exception):
-    pass
+from . import protocol, registry, schema
+from .protocol import Cancelled, ErrorCode, Job, JobError
 
 
 def _log(text: str) -> None:
     """A line for the worker log (stderr); never the protocol channel, never secrets."""
     print(text, file=sys.stderr, flush=True)
-
-
-class JobError(Exception):
-    """A failure with a message the user can act on."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class Channel:
@@ -50,10 +39,10 @@ class Channel:
 class JobContext:
     """What a backend gets: progress reporting, logging and the cancel flag."""
 
-    def __init__(self, job: dict, channel: Channel, cancel_event: threading.Event):
+    def __init__(self, job: Job, channel: Channel, cancel_event: threading.Event):
         self.job = job
-        self.id = job["id"]
-        self.output_dir = job["output_dir"]
+        self.id = job.id
+        self.output_dir = job.output_dir
         self._channel = channel
         self._cancel = cancel_event
         self._stage = ""
@@ -84,6 +73,42 @@ class JobContext:
 RESULT_FILE = "result.json"
 
 
+def _field(msg: dict, name: str, kind: type, default=None):
+    value = msg.get(name, default)
+    if not isinstance(value, kind):
+        raise JobError(ErrorCode.BAD_SETTINGS, f"job field {name!r} must be {kind.__name__}, got "
+                                               f"{type(value).__name__}")
+    return value
+
+
+def decode_job(msg: dict) -> Job:
+    """The job of a protocol message, checked once for every backend: the fields' types, the backend and
+    its modes, the settings (schema, then the backend's own limits in this mode), the typed options.
+    Raises JobError (BAD_SETTINGS / BAD_INPUT) or schema.SettingError."""
+    job_id = _field(msg, "id", str)
+    backend_id = _field(msg, "backend", str, "")
+    try:
+        info = registry.get(backend_id)
+    except KeyError as exc:
+        raise JobError(ErrorCode.BAD_SETTINGS, str(exc.args[0])) from None
+    mode = _field(msg, "mode", str, "generate")
+    if mode not in info.modes:
+        raise JobError(ErrorCode.BAD_SETTINGS, f"backend {backend_id} cannot {mode} (it can: {', '.join(info.modes)})")
+    inputs = _field(msg, "input", dict, {})
+    if not isinstance(inputs.get("rgba"), str) or mode == "retexture" and not isinstance(inputs.get("mesh"), str):
+        raise JobError(ErrorCode.BAD_INPUT, f"job input needs the prepared image path (rgba)"
+                                            f"{' and the mesh path (mesh)' if mode == 'retexture' else ''}")
+    settings = schema.validate(_field(msg, "settings", dict, {}))
+    registry.check(backend_id, settings, mode)
+    try:
+        options = protocol.options_from(info.options_kind, msg.get("options"))
+    except ValueError as exc:
+        raise JobError(ErrorCode.BAD_SETTINGS, str(exc)) from None
+    secrets = {str(k): str(v) for k, v in _field(msg, "secrets", dict, {}).items()}
+    return Job(job_id, backend_id, mode, dict(inputs), settings, _field(msg, "output_dir", str), options, secrets,
+               bool(msg.get("threaded")))
+
+
 def write_result(output_dir: str, job_id: str, result: dict) -> None:
     """output_dir/result.json, atomically: what the job produced, with file names relative to the folder."""
     data = dict(result, id=job_id, files=[os.path.relpath(f, output_dir) for f in result["files"]],
@@ -107,41 +132,24 @@ def _take_protocol_channel():
 class Worker:
     def __init__(self, channel: Channel):
         self.channel = channel
-        self.jobs: list[dict] = []
+        self.jobs: list[Job] = []
         self.cond = threading.Condition()
         self.running: dict[str, threading.Event] = {}  # job id -> its cancel flag
         self.closed = False
 
     def read_stdin(self) -> None:
         """Reader thread: queue jobs, flag cancels. "shutdown" lets queued work finish; EOF means
-        the add-on is gone, so the running job is cancelled and the process never lingers."""
+        the add-on is gone, so the running job is cancelled and the process never lingers. A bad line
+        is answered (a job) or logged, never fatal."""
         for line in sys.stdin:
             if not line.strip():
                 continue
             try:
-                msg = protocol.decode(line)
+                self.take(protocol.decode(line))
             except ValueError as exc:
-                print(f"ignored bad input line: {exc}", file=sys.stderr, flush=True)
-                continue
-            if msg["type"] == "cancel":
-                with self.cond:
-                    if msg.get("id") is None:
-                        for event in self.running.values():
-                            event.set()
-                    elif msg["id"] in self.running:
-                        self.running[msg["id"]].set()
-                    elif any(j.get("id") == msg.get("id") for j in self.jobs):  # a queued one: drop it
-                        self.jobs = [j for j in self.jobs if j.get("id") != msg.get("id")]
-                        self.channel.send("cancelled", id=msg.get("id"))
-            elif msg["type"] == "preload":
-                threading.Thread(target=self.preload, args=(str(msg.get("backend", "")),), daemon=True).start()
-            elif msg["type"] in ("job", "shutdown"):
-                with self.cond:
-                    if msg["type"] == "job":
-                        self.jobs.append(msg)
-                    else:
-                        self.closed = True
-                    self.cond.notify()
+                _log(f"ignored bad input line: {exc}")
+            except Exception:  # a bug must not stop the reader: cancels and EOF still have to arrive
+                _log(f"ignored input line that failed: {traceback.format_exc()}")
         with self.cond:
             self.jobs.clear()
             self.closed = True
@@ -152,6 +160,53 @@ class Worker:
         watchdog.daemon = True  # a job that ignores the cancel flag is cut off
         watchdog.start()
 
+    def take(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "cancel":
+            self.cancel(msg)
+        elif kind == "preload":
+            threading.Thread(target=self.preload, args=(str(msg.get("backend", "")),), daemon=True).start()
+        elif kind == "job":
+            job = self.decode(msg)
+            if job is not None:
+                with self.cond:
+                    self.jobs.append(job)
+                    self.cond.notify()
+        elif kind == "shutdown":
+            with self.cond:
+                self.closed = True
+                self.cond.notify()
+
+    def decode(self, msg: dict) -> Job | None:
+        """decode_job, or None after answering the error (under the message's id when it has one)."""
+        job_id = msg.get("id") if isinstance(msg.get("id"), str) else None
+        try:
+            return decode_job(msg)
+        except schema.SettingError as exc:
+            code, text = ErrorCode.BAD_SETTINGS, str(exc)
+        except JobError as exc:
+            code, text = exc.code, str(exc)
+        except Exception as exc:  # e.g. an outside backend's module that does not import
+            code, text = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+        _log(f"job {job_id}: refused: {text}")
+        self.channel.send("error", id=job_id, code=code.value, message=text)
+        return None
+
+    def cancel(self, msg: dict) -> None:
+        job_id = msg.get("id")
+        if job_id is not None and not isinstance(job_id, str):
+            _log(f"ignored cancel with a non-string id: {job_id!r}")
+            return
+        with self.cond:
+            if job_id is None:
+                for event in self.running.values():
+                    event.set()
+            elif job_id in self.running:
+                self.running[job_id].set()
+            elif any(j.id == job_id for j in self.jobs):  # a queued one: drop it
+                self.jobs = [j for j in self.jobs if j.id != job_id]
+                self.channel.send("cancelled", id=job_id)
+
     @staticmethod
     def preload(backend_id: str) -> None:
         try:
@@ -159,7 +214,7 @@ class Worker:
         except Exception as exc:  # the job itself will report it
             _log(f"preload {backend_id}: {type(exc).__name__}: {exc}")
 
-    def next_job(self, idle_exit: float | None = None) -> tuple[dict, threading.Event] | None:
+    def next_job(self, idle_exit: float | None = None) -> tuple[Job, threading.Event] | None:
         """(the next job, its cancel flag); None when closed, or after idle_exit seconds with nothing
         to do (frees the GPU)."""
         deadline = None
@@ -178,58 +233,50 @@ class Worker:
             if not self.jobs:
                 return None
             job = self.jobs.pop(0)
-            event = self.running[job.get("id", "?")] = threading.Event()
+            event = self.running[job.id] = threading.Event()
             return job, event
 
-    def start_job(self, job: dict, cancel_event: threading.Event) -> threading.Thread | None:
+    def start_job(self, job: Job, cancel_event: threading.Event) -> threading.Thread | None:
         """Run the job: on its own thread when it asks for one (returned), else here and now."""
-        if not job.get("threaded"):
+        if not job.threaded:
             self.run_job(job, cancel_event)
             return None
-        thread = threading.Thread(target=self.run_job, args=(job, cancel_event), name=f"job-{job.get('id')}")
+        thread = threading.Thread(target=self.run_job, args=(job, cancel_event), name=f"job-{job.id}")
         thread.start()
         return thread
 
-    def run_job(self, job: dict, cancel_event: threading.Event) -> None:
+    def run_job(self, job: Job, cancel_event: threading.Event) -> None:
         try:
             self._run_job(job, cancel_event)
         finally:
             with self.cond:
-                self.running.pop(job.get("id", "?"), None)
+                self.running.pop(job.id, None)
                 self.cond.notify_all()
 
-    def _run_job(self, job: dict, cancel_event: threading.Event) -> None:
-        job_id = job.get("id", "?")
+    def _run_job(self, job: Job, cancel_event: threading.Event) -> None:
         ctx = JobContext(job, self.channel, cancel_event)
         started = time.monotonic()
-        _log(f"job {job_id}: backend {job.get('backend')}, settings {job.get('settings')}")
+        _log(f"job {job.id}: backend {job.backend} ({job.mode}), settings {job.settings}")
         try:
-            backend = registry.load(job.get("backend", ""))
-            job["settings"] = schema.validate(job.get("settings", {}))
-            mode = job.setdefault("mode", "generate")
-            if mode not in registry.BY_ID[job["backend"]].modes:
-                raise JobError(protocol.BAD_SETTINGS, f"backend {job['backend']} cannot {mode} (it can: "
-                                                      f"{', '.join(registry.BY_ID[job['backend']].modes)})")
-            providers.check(job["backend"], job["settings"], mode)
-            os.makedirs(job["output_dir"], exist_ok=True)
+            backend = registry.load(job.backend)
+            os.makedirs(job.output_dir, exist_ok=True)
             result = backend.run(job, ctx)
             result.setdefault("cost", None)
+            result["cost_unit"] = registry.get(job.backend).cost_unit
             result.setdefault("info", {})
             result["info"]["seconds"] = round(time.monotonic() - started, 3)
-            _log(f"job {job_id}: done in {result['info']['seconds']} s: {result['files']}")
-            write_result(job["output_dir"], job_id, result)  # on disk before anyone is told: survives a crash
-            self.channel.send("result", id=job_id, **result)
+            _log(f"job {job.id}: done in {result['info']['seconds']} s: {result['files']}")
+            write_result(job.output_dir, job.id, result)  # on disk before anyone is told: survives a crash
+            self.channel.send("result", id=job.id, **result)
         except Cancelled:
-            self.channel.send("cancelled", id=job_id)
+            self.channel.send("cancelled", id=job.id)
         except schema.SettingError as exc:
-            self.channel.send("error", id=job_id, code=protocol.BAD_SETTINGS, message=str(exc))
-        except (KeyError, JobError) as exc:
-            code = getattr(exc, "code", protocol.BAD_SETTINGS)
-            self.channel.send("error", id=job_id, code=code, message=str(exc).strip("'\""))
+            self.channel.send("error", id=job.id, code=ErrorCode.BAD_SETTINGS.value, message=str(exc))
+        except JobError as exc:
+            self.channel.send("error", id=job.id, code=exc.code.value, message=str(exc))
         except Exception as exc:  # report, keep serving
             traceback.print_exc()
-            self.channel.send("error", id=job_id, code=protocol.INTERNAL,
-                              message=f"{type(exc).__name__}: {exc}")
+            self.channel.send("error", id=job.id, code=ErrorCode.INTERNAL.value, message=f"{type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """An EmpirioLabs API stand-in on 127.0.0.1 following the documented flow (tests/data/empiriolabs-trellis2.txt).
 
+Served under {url} = http://127.0.0.1:PORT/v1, as EmpirioLabs' docs write the base URL.
 `POST /v1/3d/generations` (Bearer key or x-api-key) validates the body against the parameter table
 (400 with an OpenAI-style error naming the parameter) and answers `{"job_id","status","poll_url",
 "created_at"}`; `GET /v1/jobs/{job_id}` answers queued, then processing with progress 0..1 for
@@ -36,6 +37,9 @@ class EmpirioLabsServer(JobApiServer):
         self.jobs: dict[str, dict] = {}
         super().__init__(scenario, glb)
 
+    def error(self, status: int, message: str):
+        return error(status, "not_found", message)
+
     def invalid(self, body) -> tuple | None:
         if not isinstance(body, dict):
             return error(400, "invalid_request", "Body must be a JSON object")
@@ -65,7 +69,7 @@ class EmpirioLabsServer(JobApiServer):
         key = auth[7:] if auth.startswith("Bearer ") else None
         if key != self.api_key:
             return error(401, "invalid_api_key", "Invalid API key")
-        if method == "POST" and path == "/v1/3d/generations":
+        if method == "POST" and path == "/3d/generations":
             scripted = self.scripted("submit")
             if scripted:
                 return scripted
@@ -76,19 +80,9 @@ class EmpirioLabsServer(JobApiServer):
             self.jobs[job_id] = {"body": body, "polls": 0}
             return 200, {"job_id": job_id, "status": "queued", "poll_url": f"/v1/jobs/{job_id}",
                          "created_at": int(time.time())}
-        match = re.fullmatch(r"/v1/jobs/([\w-]+)", path)
-        if method == "GET" and match:
-            scripted = self.scripted("poll")
-            if scripted:
-                return scripted
-            job = self.jobs.get(match.group(1))
-            if job is None:
-                return error(404, "job_not_found", "Job not found or expired")
-            return 200, self.state(match.group(1), job)
-        return error(404, "not_found", f"No route {method} {path}")
+        return self.poll(method, path) or error(404, "not_found", f"No route {method} {path}")
 
     def state(self, job_id: str, job: dict) -> dict:
-        job["polls"] += 1
         base = {"job_id": job_id, "created_at": 0, "completed_at": None, "result": None, "error": None}
         if self.job_error:
             return dict(base, status="failed", progress=job["polls"] / 10, error=self.job_error)

@@ -1,24 +1,24 @@
-"""What the job-style API stand-ins (EmpirioLabs, Scenario) share: a threaded HTTP server on 127.0.0.1,
-JSON replies, scripted statuses per route, request records, and GLB files served without auth."""
+"""What the job-style API stand-ins (EmpirioLabs, Scenario) share: the API under /v1 (routes get the path
+below it; anything outside it is a 404), scripted statuses per route, request records, job polling, and
+GLB files served without auth."""
 from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from servers.runware_server import tiny_glb
+from servers.base import API_ROOT, LocalServer, tiny_glb
 
 
-class JobApiServer:
-    """Subclasses implement route(method, path, query, body, auth) -> (status, body[, headers]).
+class JobApiServer(LocalServer):
+    """Subclasses implement route(method, path, query, body, auth) -> (status, body[, headers]) for paths
+    below /v1, error(status, message) and state(job_id, job) -> the job's answer.
 
     Records: `requests` ({"method", "path", "query", "auth", "body", "bytes"}), `downloads`.
     Scripts: `statuses[route]` a list of statuses answered (in order) before the normal answer of a
     route ("submit", "poll", "upload", "asset", "download"), with `error_body` and `headers` for them."""
-
-    prefix = ""  # URL path prefix of the API
 
     def __init__(self, scenario: dict | None = None, glb: bytes | None = None):
         self.glb = glb or tiny_glb()
@@ -35,32 +35,6 @@ class JobApiServer:
             if not hasattr(self, name):
                 raise AttributeError(f"unknown behaviour {name!r}")
             setattr(self, name, value)
-
-    def __enter__(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server._handle(self, "GET")
-
-            def do_POST(self):
-                server._handle(self, "POST")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.url = self.root + self.prefix
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def scripted(self, route: str):
         """(status, body, headers) when a scripted status is due for the route, else None."""
@@ -83,7 +57,10 @@ class JobApiServer:
         with self.lock:
             self.requests.append({"method": method, "path": parts.path, "query": parse_qs(parts.query),
                                   "auth": auth, "body": body, "bytes": len(raw)})
-            answer = self.route(method, parts.path[len(self.prefix):], parse_qs(parts.query), body, auth)
+            if parts.path.startswith(API_ROOT + "/"):
+                answer = self.route(method, parts.path[len(API_ROOT):], parse_qs(parts.query), body, auth)
+            else:
+                answer = self.error(404, f"No route {method} {parts.path}")
         status, reply = answer[0], answer[1]
         headers = answer[2] if len(answer) > 2 else {}
         self.reply(handler, status, reply, headers=headers)
@@ -99,19 +76,25 @@ class JobApiServer:
         data = self.glb[: len(self.glb) // 2] if self.truncate_glb else self.glb
         self.reply(handler, 200, data, content_type="model/gltf-binary")
 
-    @staticmethod
-    def reply(handler, status: int, body, content_type="application/json", headers=None):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", content_type)
-            handler.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                handler.send_header(name, str(value))
-            handler.end_headers()
-            handler.wfile.write(data)
-        except OSError:  # the client went away (cancelled)
-            pass
+    def handle_get(self, handler):
+        self._handle(handler, "GET")
+
+    def handle_post(self, handler):
+        self._handle(handler, "POST")
+
+    def poll(self, method: str, path: str):
+        """The answer to a job poll (GET /jobs/{id}), or None when the request is not one."""
+        match = re.fullmatch(r"/jobs/([\w-]+)", path)
+        if method != "GET" or not match:
+            return None
+        scripted = self.scripted("poll")
+        if scripted:
+            return scripted
+        job = self.jobs.get(match.group(1))
+        if job is None:
+            return self.error(404, "Job not found")
+        job["polls"] += 1
+        return 200, self.state(match.group(1), job)
 
     def file_url(self, name: str) -> str:
         return f"{self.root}/files/{name}.glb?sig=signed%2Btoken&expires=123"

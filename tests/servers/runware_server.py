@@ -1,6 +1,7 @@
 """A Runware API stand-in on 127.0.0.1 that follows the documented protocol (tests/data/*openapi.json).
 
-POST {url} takes a JSON array of tasks; auth is `Authorization: Bearer KEY` or a leading
+POST {url} (the API root http://127.0.0.1:PORT/v1, as a user types it; any other path: 404) takes a JSON
+array of tasks; auth is `Authorization: Bearer KEY` or a leading
 `authentication` task (401 `invalidApiKey` otherwise). 3dInference tasks are validated against the
 spec's RequestBody item, formats included (400 `invalidParameter` with `parameter`, like the real API);
 async submits are acknowledged with `{"data":[{"taskType","taskUUID"}]}`; `getResponse` answers
@@ -23,15 +24,14 @@ import copy
 import json
 import os
 import re
-import socket
-import struct
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import jsonschema
+
+from servers.base import API_ROOT, LocalServer, tiny_glb
 
 SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
                     "runware-trellis2-openapi.json")
@@ -88,26 +88,11 @@ def validator() -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=format_checker())
 
 
-def tiny_glb() -> bytes:
-    """A valid one-triangle GLB."""
-    positions = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
-    doc = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-           "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
-           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
-                          "min": [0, 0, 0], "max": [1, 1, 0]}],
-           "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": 36}], "buffers": [{"byteLength": 36}]}
-    js = json.dumps(doc).encode()
-    js += b" " * (-len(js) % 4)
-    total = 12 + 8 + len(js) + 8 + len(positions)
-    return (b"glTF" + struct.pack("<II", 2, total) + struct.pack("<II", len(js), 0x4E4F534A) + js
-            + struct.pack("<II", len(positions), 0x004E4942) + positions)
-
-
 class _Drop(Exception):
     """Close the connection without an answer (after the request was taken in)."""
 
 
-class RunwareServer:
+class RunwareServer(LocalServer):
     def __init__(self, api_key: str = "rw-test-key", glb: bytes | None = None, scenario: str | dict | None = None):
         self.api_key = api_key
         self.glb = glb or tiny_glb()
@@ -150,50 +135,9 @@ class RunwareServer:
         self.uploaded: dict[str, str] = {}
         self.success_served_at: float | None = None  # wall time of the first success item
 
-    # --- lifecycle ---------------------------------------------------------------------------------
-    def __enter__(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                server.handle_post(self)
-
-            def do_GET(self):
-                server.handle_get(self)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    # --- HTTP ---------------------------------------------------------------------------------------
-    @staticmethod
-    def reply(handler, status: int, body, content_type="application/json", length: int | None = None):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(data) if length is None else length))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    @staticmethod
-    def drop(handler):
-        handler.close_connection = True
-        try:
-            handler.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    def api_path(self, handler) -> bool:
+        """Whether the request is for the API root itself (Runware takes every task at POST /v1)."""
+        return urlsplit(handler.path).path == API_ROOT
 
     def errors(self, status: int, code: str, message: str, **extra) -> tuple[int, dict]:
         return status, {"errors": [dict(code=code, message=message, **extra)]}
@@ -206,6 +150,8 @@ class RunwareServer:
             return self.reply(handler, *self.errors(400, "invalidJson", "Body is not JSON"))
         auth = handler.headers.get("Authorization", "")
         delay = 0.0
+        if not self.api_path(handler):
+            return self.reply(handler, *self.errors(404, "notFound", f"No route POST {handler.path}"))
         with self.lock:
             self.requests.append({"path": handler.path, "bytes": len(raw), "auth": auth, "body": tasks,
                                   "types": [t.get("taskType") for t in tasks if isinstance(t, dict)]
@@ -219,10 +165,7 @@ class RunwareServer:
                 return self.drop(handler)
         if delay:
             time.sleep(delay)
-        try:
-            self.reply(handler, status, body)
-        except OSError:  # the client gave up waiting
-            pass
+        self.reply(handler, status, body)
 
     def dispatch(self, tasks, auth: str) -> tuple[int, dict]:
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):

@@ -28,7 +28,6 @@ def error(status: int, message: str):
 
 
 class ScenarioServer(JobApiServer):
-    prefix = "/v1"
 
     def __init__(self, key: str = "sc-key", secret: str = "sc-secret", scenario: dict | None = None,
                  glb: bytes | None = None):
@@ -41,6 +40,9 @@ class ScenarioServer(JobApiServer):
         self.quotes = 0
         super().__init__(scenario, glb)
         self.polls_to_finish = len(STATUSES)
+
+    def error(self, status: int, message: str):
+        return error(status, message)
 
     def invalid(self, model: str, body) -> tuple | None:
         if not isinstance(body, dict):
@@ -101,15 +103,9 @@ class ScenarioServer(JobApiServer):
             self.jobs[job_id] = {"model": model, "body": body, "polls": 0}
             return 200, {"job": {"jobId": job_id, "status": "queued", "jobType": "custom",
                                  "metadata": {"input": body}}, "creativeUnitsCost": self.cost}
-        match = re.fullmatch(r"/jobs/([\w-]+)", path)
-        if method == "GET" and match:
-            scripted = self.scripted("poll")
-            if scripted:
-                return scripted
-            job = self.jobs.get(match.group(1))
-            if job is None:
-                return error(404, "Job not found")
-            return 200, {"job": self.state(match.group(1), job)}
+        polled = self.poll(method, path)
+        if polled:
+            return polled
         match = re.fullmatch(r"/assets/([\w-]+)", path)
         if method == "GET" and match:
             scripted = self.scripted("asset")
@@ -122,8 +118,10 @@ class ScenarioServer(JobApiServer):
         return error(404, f"No route {method} {path}")
 
     def state(self, job_id: str, job: dict) -> dict:
-        job["polls"] += 1
         polls = job["polls"]
+        return {"job": self.job_state(job_id, job, polls)}
+
+    def job_state(self, job_id: str, job: dict, polls: int) -> dict:
         base = {"jobId": job_id, "jobType": "custom", "metadata": {}}
         if self.job_error:
             return dict(base, status="failure", metadata={"error": self.job_error})

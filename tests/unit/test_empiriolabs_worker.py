@@ -1,15 +1,12 @@
 """The EmpirioLabs backend through the real worker process against a local server following its docs."""
 import os
-import time
 
-import numpy as np
 import pytest
 
 from servers.empiriolabs_server import EmpirioLabsServer
-from test_worker import disc_rgba, read_until, send, start_worker
+from workerkit import FAST, cancel_mid_poll, first_error, run_job, save_rgba
 
 KEY = "el-secret-key-0123456789abcdef"
-FAST = {"poll_first": 0.05, "poll_factor": 1.5, "poll_cap": 0.2, "retry_base": 0.05, "retry_cap": 0.2}
 
 
 @pytest.fixture()
@@ -19,21 +16,13 @@ def server():
 
 
 def job(tmp_path, server, key=KEY, options=None, **settings):
-    rgba_path = str(tmp_path / "input_rgba.npy")
-    np.save(rgba_path, disc_rgba())
-    return dict(id="el1", backend="empiriolabs", input={"rgba": rgba_path, "name": "disc"},
+    return dict(id="el1", backend="empiriolabs", input={"rgba": save_rgba(tmp_path), "name": "disc"},
                 settings=dict({"seed": 42}, **settings), output_dir=str(tmp_path / "out"),
                 options=dict(FAST, base_url=server.url, **(options or {})), secrets={"api_key": key})
 
 
-def run_job(tmp_path, server, **kwargs):
-    proc = start_worker()
-    send(proc, "job", **job(tmp_path, server, **kwargs))
-    messages = read_until(proc, {"result", "error", "cancelled"})
-    proc.stdin.close()
-    stderr = proc.stderr.read().decode()
-    assert proc.wait(10) == 0
-    return messages, stderr
+def run(tmp_path, server, **kwargs):
+    return run_job(job(tmp_path, server, **kwargs))
 
 
 def submits(server):
@@ -41,7 +30,7 @@ def submits(server):
 
 
 def test_success_maps_settings_and_reports_the_price(tmp_path, server):
-    messages, log = run_job(tmp_path, server, resolution=512, tex_slat_override=True, tex_slat_steps=30)
+    messages, log = run(tmp_path, server, resolution=512, tex_slat_override=True, tex_slat_steps=30)
     result = messages[-1]
     assert result["type"] == "result", messages
     assert result["seeds"] == [42] and result["cost"] == pytest.approx(0.025) and result["cost_unit"] == "USD"
@@ -61,7 +50,7 @@ def test_success_maps_settings_and_reports_the_price(tmp_path, server):
 
 
 def test_three_results_are_three_jobs_with_consecutive_seeds(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, number_results=3, seed=7)
+    messages, _ = run(tmp_path, server, number_results=3, seed=7)
     assert messages[-1]["seeds"] == [7, 8, 9] and len(messages[-1]["files"]) == 3
     assert [r["body"]["seed"] for r in submits(server)] == [7, 8, 9]
     assert messages[-1]["cost"] == pytest.approx(3 * 0.249)
@@ -70,14 +59,14 @@ def test_three_results_are_three_jobs_with_consecutive_seeds(tmp_path, server):
 @pytest.mark.parametrize("form", ["files", "data", "b64"])
 def test_plausible_result_shapes_are_accepted(tmp_path, server, form):
     server.result_form = form
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "result", messages[-1]
     assert server.downloads == (0 if form == "b64" else 1)
 
 
 def test_unknown_result_shape_names_its_keys(tmp_path, server):
     server.result_form = "odd"
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["code"] == "bad_output"
     assert "result: {mesh, meta}" in messages[-1]["message"] and "job keys: " in messages[-1]["message"]
 
@@ -86,20 +75,20 @@ def test_unknown_result_shape_names_its_keys(tmp_path, server):
                                              (402, "insufficient credits (HTTP 402)")])
 def test_client_errors_are_clear_and_not_retried(tmp_path, server, status, fragment):
     server.statuses["submit"] = [status]
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "error" and fragment in messages[-1]["message"]
     assert len(submits(server)) == 1
 
 
 def test_wrong_key_is_never_echoed(tmp_path, server):
-    messages, log = run_job(tmp_path, server, key="wrong-key-zzzzzzzzzzzz")
+    messages, log = run(tmp_path, server, key="wrong-key-zzzzzzzzzzzz")
     assert "HTTP 401" in messages[-1]["message"] and "wrong-key" not in log + str(messages)
 
 
 def test_429_is_retried_with_backoff_then_succeeds(tmp_path, server):
     server.statuses["submit"] = [429, 429]
     server.error_body = {"error": {"message": "Rate limit exceeded", "code": "rate_limit_exceeded"}}
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "result"
     assert sum("EmpirioLabs busy (HTTP 429), retrying in" in m.get("text", "") for m in messages) == 2
     assert len(server.jobs) == 1
@@ -107,53 +96,41 @@ def test_429_is_retried_with_backoff_then_succeeds(tmp_path, server):
 
 def test_429_storm_ends_in_a_clear_error(tmp_path, server):
     server.statuses["submit"] = [429] * 10
-    messages, _ = run_job(tmp_path, server, options={"retry_tries": 3})
+    messages, _ = run(tmp_path, server, options={"retry_tries": 3})
     assert messages[-1]["message"] == "EmpirioLabs is unavailable (HTTP 429) after 3 tries; try again later"
     assert len(submits(server)) == 3
 
 
 def test_ambiguous_submit_failure_is_not_sent_twice(tmp_path, server):
     server.statuses["submit"] = [502]
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["code"] == "remote_error" and "not sending it again" in messages[-1]["message"]
     assert len(submits(server)) == 1
 
 
 def test_settings_outside_empiriolabs_range_are_refused_before_sending(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, decimation_target=1500000)
+    messages, _ = run(tmp_path, server, decimation_target=1500000)
     assert messages[-1]["code"] == "bad_settings" and "EmpirioLabs accepts Face Budget" in messages[-1]["message"]
     assert server.requests == []
 
 
 def test_failed_job(tmp_path, server):
     server.job_error = {"message": "Upstream model failed.", "code": "upstream_error"}
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["message"] == "EmpirioLabs job failed (upstream_error): Upstream model failed"
 
 
 def test_transient_poll_failures_keep_polling(tmp_path, server):
     server.statuses["poll"] = [500, 503, 429]
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "result" and len(server.jobs) == 1
 
 
 def test_retexture_is_refused(tmp_path, server):
-    proc = start_worker()
-    send(proc, "job", **dict(job(tmp_path, server), mode="retexture"))
-    messages = read_until(proc, {"result", "error", "cancelled"})
-    proc.stdin.close()
-    proc.wait(10)
-    assert messages[-1]["code"] == "bad_settings" and "cannot retexture" in messages[-1]["message"]
+    error = first_error(dict(job(tmp_path, server), mode="retexture"))
+    assert error["code"] == "bad_settings" and "cannot retexture" in error["message"]
 
 
 def test_cancel_mid_poll_stops_at_once(tmp_path, server):
     server.never_finish = True
-    proc = start_worker()
-    send(proc, "job", **job(tmp_path, server, options={"poll_cap": 2.0}))
-    read_until(proc, {"remote_task"})
-    started = time.monotonic()
-    send(proc, "cancel", id="el1")
-    assert read_until(proc, {"cancelled", "result", "error"})[-1]["type"] == "cancelled"
-    assert time.monotonic() - started < 1.0
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    cancel_mid_poll(job(tmp_path, server, options={"poll_cap": 2.0}))

@@ -10,10 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from backend import protocol
-from test_worker import disc_rgba, read_until, send
+from backend import glb, png, protocol
+from workerkit import ROOT, close, read_until, save_rgba, send, start_worker
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STANDINS = os.path.join(ROOT, "tests", "standins")
 PY310 = os.environ.get("TRELLIS_PY310") or os.path.join(ROOT, ".venv-py310", "bin", "python")
 
@@ -23,16 +22,13 @@ class LocalWorker:
 
     def __init__(self, tmp_path, python=sys.executable, idle_exit=0, **env):
         self.tmp_path, self.calls_path = tmp_path, str(tmp_path / "calls.jsonl")
-        self.proc = subprocess.Popen(
-            [python, "-s", "-u", "-m", "backend", "--idle-exit", str(idle_exit)], cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(os.environ, PYTHONPATH=STANDINS, TRELLIS_STANDIN_LOG=self.calls_path, **env))
+        self.proc = start_worker(dict(PYTHONPATH=STANDINS, TRELLIS_STANDIN_LOG=self.calls_path, **env), python,
+                                 ("--idle-exit", str(idle_exit)), isolated=False)
         self.count = 0
 
     def job(self, options=None, **settings):
         self.count += 1
-        rgba_path = str(self.tmp_path / "input_rgba.npy")
-        np.save(rgba_path, disc_rgba())
+        rgba_path = save_rgba(self.tmp_path)
         job_id = f"local{self.count}"
         send(self.proc, "job", id=job_id, backend="local", input={"rgba": rgba_path, "name": "disc"},
              settings=dict({"seed": 5}, **settings), output_dir=str(self.tmp_path / job_id),
@@ -200,15 +196,12 @@ def test_setup_errors_name_what_to_do(tmp_path, env, code, fragment):
 
 
 def test_missing_package_is_named(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-s", "-E", "-u", "-m", "backend"], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # no stand-ins: no torch
-    np.save(str(tmp_path / "in.npy"), disc_rgba())
-    send(proc, "job", id="x", backend="local", input={"rgba": str(tmp_path / "in.npy"), "name": "d"},
+    proc = start_worker()  # no stand-ins: no torch
+    send(proc, "job", id="x", backend="local", input={"rgba": save_rgba(tmp_path), "name": "d"},
          settings={}, output_dir=str(tmp_path / "out"), options={})
     error = read_until(proc, {"error", "result"})[-1]
     assert error["code"] == "missing_package" and "lacks the package 'torch'" in error["message"]
-    proc.stdin.close()
-    proc.wait(10)
+    close(proc)
 
 
 def test_killed_mid_job_leaves_a_clear_exit(tmp_path):
@@ -259,11 +252,9 @@ def test_doctor_on_a_complete_environment():
 
 def _box_glb(path, offset=(3.0, -1.0, 2.0), size=(2.0, 0.5, 1.0)):
     """A box mesh GLB placed by its node's translation (as Blender's exporter writes objects)."""
-    from backend import glb
     corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], np.float32) * size
     faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
                       [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.uint32)
-    from backend import png
     pixel = png.encode_png(np.full((1, 1, 4), 255, np.uint8))
     glb.write_glb(str(path), corners, np.zeros_like(corners), np.zeros((8, 2), np.float32), faces, pixel, pixel)
     data = bytearray(open(path, "rb").read())  # move the node, not the vertices
@@ -282,8 +273,7 @@ def _box_glb(path, offset=(3.0, -1.0, 2.0), size=(2.0, 0.5, 1.0)):
 def test_retexture_runs_the_texturing_pipeline_and_restores_the_mesh_placement(worker, tmp_path):
     mesh_path = tmp_path / "mesh.glb"
     corners, _ = _box_glb(mesh_path)
-    rgba_path = str(tmp_path / "input_rgba.npy")
-    np.save(rgba_path, disc_rgba())
+    rgba_path = save_rgba(tmp_path)
     send(worker.proc, "job", id="rt1", backend="local", mode="retexture",
          input={"rgba": rgba_path, "name": "disc", "mesh": str(mesh_path)},
          settings={"seed": 3, "resolution": 512, "texture_size": 1024, "tex_slat_override": True, "tex_slat_steps": 7},
@@ -316,9 +306,8 @@ def _glb_bounds(path):
 def test_retexture_refuses_1536(worker, tmp_path):
     mesh_path = tmp_path / "mesh.glb"
     _box_glb(mesh_path)
-    np.save(str(tmp_path / "input_rgba.npy"), disc_rgba())
     send(worker.proc, "job", id="rt2", backend="local", mode="retexture",
-         input={"rgba": str(tmp_path / "input_rgba.npy"), "name": "disc", "mesh": str(mesh_path)},
+         input={"rgba": save_rgba(tmp_path), "name": "disc", "mesh": str(mesh_path)},
          settings={"resolution": 1536}, output_dir=str(tmp_path / "rt2"), options={})
     error = worker.finish()[-1]
     assert error["code"] == "bad_settings" and "Local retexture accepts Resolution" in error["message"]

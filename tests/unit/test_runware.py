@@ -1,7 +1,7 @@
 """The Runware backend: the real worker process (`python -s -E -u -m backend`) against the local
 server of tests/servers, which follows Runware's documented protocol and validates every 3dInference
 task against the OpenAPI spec in tests/data (formats included); plus the pure helpers of
-backend/remote.py and the request bodies over the whole parameter space."""
+backend/providers/http.py and the request bodies over the whole parameter space."""
 import base64
 import io
 import os
@@ -11,32 +11,28 @@ import numpy as np
 import pytest
 import requests
 
-from backend import glb, png, providers, remote, runware, schema
+from backend import glb, png, schema
+from backend.protocol import HostedOptions
+from backend.providers import hosted, http, runware
 from servers.runware_server import SCENARIOS, RunwareServer, validator
-from test_worker import disc_rgba, read_until, send, start_worker
+from workerkit import close, read_until, run_job as run_worker_job, runware_edge_settings, save_rgba, send, \
+    start_worker
 
 KEY = "rw-key-5a4b3c2d1e0f9a8b7c6d"
 FAST = {"poll_first": 0.02, "poll_factor": 1.5, "poll_cap": 0.1, "retry_base": 0.02, "retry_cap": 0.1}
 UUID = "5f0e9a38-1b7c-4e7a-9c36-3a5d2b1f6e42"
+STAGE_WIRE = {"sparse_structure": "sparseStructure", "shape_slat": "shapeSlat", "tex_slat": "texSlat"}
 
 
 def make_job(tmp_path, server, rgba=None, key=KEY, options=None, **settings):
-    rgba_path = str(tmp_path / "input_rgba.npy")
-    np.save(rgba_path, disc_rgba() if rgba is None else rgba)
-    return dict(id="rw", backend="runware", input={"rgba": rgba_path, "name": "disc"},
+    return dict(id="rw", backend="runware", input={"rgba": save_rgba(tmp_path, rgba), "name": "disc"},
                 settings=dict({"seed": 42}, **settings), output_dir=str(tmp_path / "out"),
                 options=dict(FAST, base_url=server.url, **(options or {})), secrets={"api_key": key})
 
 
 def run_job(tmp_path, server, **kwargs):
     """(protocol messages up to the job's end, worker stderr); the worker must exit cleanly."""
-    proc = start_worker()
-    send(proc, "job", **make_job(tmp_path, server, **kwargs))
-    messages = read_until(proc, {"result", "error", "cancelled"}, timeout=30)
-    proc.stdin.close()
-    stderr = proc.stderr.read().decode()
-    assert proc.wait(10) == 0
-    return messages, stderr
+    return run_worker_job(make_job(tmp_path, server, **kwargs), timeout=30)
 
 
 def cancel_after(tmp_path, server, wait_for, delay=0.0, **kwargs):
@@ -54,8 +50,8 @@ def cancel_after(tmp_path, server, wait_for, delay=0.0, **kwargs):
     send(proc, "cancel", id="rw")
     last = read_until(proc, {"cancelled", "result", "error"})[-1]
     elapsed = time.monotonic() - started
-    proc.stdin.close()
-    assert proc.wait(10) == 0 and proc.poll() is not None  # no process left behind
+    close(proc)
+    assert proc.poll() is not None  # no process left behind
     assert last["type"] == "cancelled", last
     return elapsed
 
@@ -176,8 +172,7 @@ def test_unknown_task_in_poll(tmp_path, server):
     read_until(proc, {"remote_task"})
     server.tasks.clear()
     error = read_until(proc, {"result", "error"})[-1]
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    close(proc)
     assert error["message"] == "Runware task failed (taskFailedOrNotFound): Task not found or failed"
 
 
@@ -196,8 +191,7 @@ def test_unsafe_or_unusable_url_sends_nothing(tmp_path, server, url):
     proc = start_worker()
     send(proc, "job", **dict(make_job(tmp_path, server), options={"base_url": url}))
     error = read_until(proc, {"result", "error"})[-1]
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    close(proc)
     assert error["code"] == "bad_settings" and error["message"].startswith("Runware URL must be https://")
     assert KEY not in error["message"]
 
@@ -408,7 +402,7 @@ def test_large_image_is_uploaded_once_and_submits_stay_small(tmp_path):
     assert sent.shape == (size, size, 4) and np.array_equal(sent[..., 3], rgba[..., 3])
     shown = alpha > 0
     assert np.array_equal(sent[shown], rgba[shown]) and not sent[~shown].any()
-    naive = len(runware.inputs.data_uri(runware.inputs.png_bytes(rgba)))
+    naive = len(hosted.inputs.data_uri(hosted.inputs.png_bytes(rgba)))
     assert len(uri) < naive / 2, (len(uri), naive)
 
 
@@ -428,26 +422,9 @@ def test_upload_rule():
 
 # --- request bodies against the spec ----------------------------------------------------------------
 
-def _edge_settings():
-    """Every parameter at each of its edges (or choices), stages on and off, all stages at once."""
-    for param in schema.PARAMS:
-        values = param.choice_values() or ((True, False) if param.kind == "bool" else (param.min, param.max))
-        for value in values:
-            settings = schema.validate({param.name: value})
-            if param.stage:
-                settings[f"{param.stage}_override"] = True
-            if param.name == "decimation_target" and value > providers.RUNWARE.by_param[param.name].max:
-                with pytest.raises(providers.ProviderLimitError):  # refused before anything is built
-                    providers.RUNWARE.check(settings)
-                continue
-            yield settings
-    yield schema.validate({stage.override: True for stage in schema.STAGES})
-    yield schema.validate({stage.override: False for stage in schema.STAGES})
-
-
 def test_every_request_the_client_builds_validates_against_the_spec():
     check = validator()
-    cases = list(_edge_settings())
+    cases = list(runware_edge_settings())
     images = ("data:image/png;base64,iVBORw0KGgo=", "0b5b8a2e-7d8e-4a55-9d3f-2f1c8a4b9e11",
               "https://im.runware.ai/image/ws/0.5/ii/0b5b8a2e.png")
     stages_seen = set()
@@ -458,8 +435,8 @@ def test_every_request_the_client_builds_validates_against_the_spec():
             assert not errors, (settings, errors)
             stages_seen |= {k for k in task["settings"] if isinstance(task["settings"][k], dict)}
             for stage in schema.STAGES:
-                assert (stage.wire in task["settings"]) == settings[stage.override]
-    assert stages_seen == {s.wire for s in schema.STAGES}
+                assert (STAGE_WIRE[stage.name] in task["settings"]) == settings[stage.override]
+    assert stages_seen == set(STAGE_WIRE.values())
     assert len(cases) == 1 + sum(len(p.choice_values() or (0, 1)) for p in schema.PARAMS)  # less 2 000 000 faces
 
 
@@ -493,24 +470,30 @@ def test_the_server_answers_like_the_api(server):
     assert poll["data"][0]["status"] == "processing" and 0 <= poll["data"][0]["progress"] <= 100
 
 
-# --- remote.py helpers -----------------------------------------------------------------------------
+# --- http.py helpers ------------------------------------------------------------------------------
+
+def backoff_schedule(tries: int, base: float, cap: float) -> list[float]:
+    """The un-jittered upper bounds of the waits between `tries` attempts."""
+    return [min(cap, base * 2 ** attempt) for attempt in range(max(0, tries - 1))]
+
 
 def test_backoff_and_poll_cadence():
     for attempt in range(8):
         step = min(30.0, 1.0 * 2 ** attempt)
-        assert all(step / 2 <= remote.backoff(attempt, 1.0, 30.0) <= step for _ in range(50))
-    assert remote.backoff_schedule(5, 1.0, 10.0) == [1.0, 2.0, 4.0, 8.0]
-    delays = remote.poll_delays(1.0, 1.5, 10.0)
+        assert all(step / 2 <= http.backoff(attempt, 1.0, 30.0) <= step for _ in range(50))
+    assert backoff_schedule(5, 1.0, 10.0) == [1.0, 2.0, 4.0, 8.0]
+    assert [http.backoff(a, 1.0, 10.0) <= b for a, b in enumerate(backoff_schedule(5, 1.0, 10.0))] == [True] * 4
+    delays = http.poll_delays(1.0, 1.5, 10.0)
     assert [round(next(delays), 4) for _ in range(8)] == [1.0, 1.5, 2.25, 3.375, 5.0625, 7.5938, 10.0, 10.0]
 
 
 def test_status_classification_and_helpers():
-    assert [remote.classify(s) for s in (200, 400, 401, 402, 403, 404, 408, 429, 500, 502, 503, 504, 418)] == [
+    assert [http.classify(s) for s in (200, 400, 401, 402, 403, 404, 408, 429, 500, 502, 503, 504, 418)] == [
         "ok", "bad_request", "auth", "balance", "forbidden", "not_found", "transient", "transient", "transient",
         "transient", "transient", "transient", "remote_error"]
-    assert remote.file_name("https://im.runware.ai/a/b/x.glb?sig=1#f") == "x.glb"
-    assert remote.scrub(f"key {KEY} and {KEY}", KEY, "") == "key *** and ***"
-    assert remote.encode_json([{"a": 1, "b": "é"}]) == '[{"a":1,"b":"é"}]'.encode()
+    assert http.file_name("https://im.runware.ai/a/b/x.glb?sig=1#f") == "x.glb"
+    assert hosted.scrub(f"key {KEY} and {KEY}", KEY, "") == "key *** and ***"
+    assert http.encode_json([{"a": 1, "b": "é"}]) == '[{"a":1,"b":"é"}]'.encode()
 
 
 class FakeCtx:
@@ -529,14 +512,16 @@ class FakeCtx:
         pass
 
 
-def test_post_json_with_retries_is_provider_neutral(server):
+def test_client_retries_are_provider_neutral(server):
+    """The one client: transient statuses retried with the provider's label, the same bytes re-sent."""
     ctx = FakeCtx()
     task = runware.inference_task(schema.defaults(), "data:image/png;base64,AAAA", UUID)
     server.submit_statuses = [503, 429]
-    with requests.Session() as session:
-        response = remote.post_json_with_retries(session, server.url, [task], {"Authorization": f"Bearer {KEY}"},
-                                                 ctx, provider="Acme", base=0.01, cap=0.02, stage="queued")
-    assert response.status_code == 200 and response.json()["data"][0]["taskUUID"] == UUID
+    options = HostedOptions(base_url=server.url, retry_base=0.01, retry_cap=0.02)
+    client = http.Client(ctx, "Acme", options, "https://unused.example/v1", {"Authorization": f"Bearer {KEY}"},
+                         runware.status_error)
+    answer = client.request("POST", "", [task], stage="queued")
+    assert answer["data"][0]["taskUUID"] == UUID
     assert [t for t in ctx.texts if t.startswith("Acme busy")] == ["Acme busy (HTTP 503), retrying in 0 s",
                                                                    "Acme busy (HTTP 429), retrying in 0 s"]
-    assert [r["bytes"] for r in server.requests] == [len(remote.encode_json([task]))] * 3
+    assert [r["bytes"] for r in server.requests] == [len(http.encode_json([task]))] * 3

@@ -6,12 +6,13 @@ import jsonschema
 import numpy as np
 import pytest
 
-from backend import providers, runware, schema
+from backend import schema
+from backend.providers import runware
 from servers.runware_server import RunwareServer, request_item_schema
-from test_worker import disc_rgba, read_until, send, start_worker
+from workerkit import FAST, cancel_mid_poll, close, read_until, run_job, runware_edge_settings, save_rgba, send, \
+    start_worker
 
 KEY = "rw-secret-key-0123456789abcdef"
-FAST = {"poll_first": 0.05, "poll_factor": 1.5, "poll_cap": 0.2, "retry_base": 0.05, "retry_cap": 0.2}
 
 
 @pytest.fixture()
@@ -21,25 +22,17 @@ def server():
 
 
 def job(tmp_path, server, rgba=None, key=KEY, options=None, **settings):
-    rgba_path = str(tmp_path / "input_rgba.npy")
-    np.save(rgba_path, disc_rgba() if rgba is None else rgba)
-    return dict(id="rw1", backend="runware", input={"rgba": rgba_path, "name": "disc"},
+    return dict(id="rw1", backend="runware", input={"rgba": save_rgba(tmp_path, rgba), "name": "disc"},
                 settings=dict({"seed": 42}, **settings), output_dir=str(tmp_path / "out"),
                 options=dict(FAST, base_url=server.url, **(options or {})), secrets={"api_key": key})
 
 
-def run_job(tmp_path, server, env=None, **kwargs):
-    proc = start_worker(env)
-    send(proc, "job", **job(tmp_path, server, **kwargs))
-    messages = read_until(proc, {"result", "error", "cancelled"})
-    proc.stdin.close()
-    stderr = proc.stderr.read().decode()
-    assert proc.wait(10) == 0
-    return messages, stderr
+def run(tmp_path, server, **kwargs):
+    return run_job(job(tmp_path, server, **kwargs))
 
 
 def test_success_with_one_result(tmp_path, server):
-    messages, log = run_job(tmp_path, server)
+    messages, log = run(tmp_path, server)
     result = messages[-1]
     assert result["type"] == "result", messages
     assert result["seeds"] == [42] and result["cost"] == pytest.approx(0.0125)
@@ -57,7 +50,7 @@ def test_success_with_one_result(tmp_path, server):
 
 
 def test_four_results_and_sampler_overrides(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, number_results=4, tex_slat_override=True, tex_slat_steps=30)
+    messages, _ = run(tmp_path, server, number_results=4, tex_slat_override=True, tex_slat_steps=30)
     result = messages[-1]
     assert result["type"] == "result" and len(result["files"]) == 4 and result["seeds"] == [42, 43, 44, 45]
     assert result["cost"] == pytest.approx(4 * 0.0125)
@@ -77,28 +70,28 @@ def test_four_results_and_sampler_overrides(tmp_path, server):
 def test_client_errors_are_one_clear_line_without_retry(tmp_path, server, status, body, fragment):
     server.submit_statuses = [status]
     server.error_body = body
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     error = messages[-1]
     assert error["type"] == "error" and fragment in error["message"] and "\n" not in error["message"]
     assert server.submits == 0 and [r["types"] for r in server.requests] == [["3dInference"]], "no retry"
 
 
 def test_wrong_key_is_reported_and_never_echoed(tmp_path, server):
-    messages, log = run_job(tmp_path, server, key="wrong-key-zzzzzzzzzzzz")
+    messages, log = run(tmp_path, server, key="wrong-key-zzzzzzzzzzzz")
     assert "HTTP 401" in messages[-1]["message"]
     assert "wrong-key" not in log and all("wrong-key" not in str(m) for m in messages)
 
 
 def test_task_error_item(tmp_path, server):
     server.task_error = {"code": "inferenceError", "message": "The model could not process the image."}
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "error"
     assert messages[-1]["message"] == "Runware task failed (inferenceError): The model could not process the image"
 
 
 def test_429_then_success_shows_the_retry(tmp_path, server):
     server.submit_statuses = [429]
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "result"
     assert any("Runware busy (HTTP 429), retrying in" in m.get("text", "") for m in messages)
     assert server.submits == 1
@@ -106,47 +99,39 @@ def test_429_then_success_shows_the_retry(tmp_path, server):
 
 def test_503_storm_ends_in_a_clear_error(tmp_path, server):
     server.submit_statuses = [503] * 10
-    messages, _ = run_job(tmp_path, server, options={"retry_tries": 3})
+    messages, _ = run(tmp_path, server, options={"retry_tries": 3})
     assert messages[-1]["message"] == "Runware is unavailable (HTTP 503) after 3 tries; try again later"
     assert len(server.requests) == 3
 
 
 def test_transient_poll_failures_keep_the_same_task(tmp_path, server):
     server.poll_statuses = [500, 503, 502]
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "result"
     assert server.submits == 1 and len(server.tasks) == 1
 
 
 def test_truncated_glb_names_the_file(tmp_path, server):
     server.truncate_glb = True
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     message = messages[-1]["message"]
     assert messages[-1]["code"] == "bad_output" and "_0.glb is not a complete GLB" in message and "truncated" in message
 
 
 def test_poll_timeout(tmp_path, server):
     server.never_finish = True
-    messages, _ = run_job(tmp_path, server, options={"poll_timeout": 0.6})
+    messages, _ = run(tmp_path, server, options={"poll_timeout": 0.6})
     assert messages[-1]["code"] == "timeout" and "did not finish within" in messages[-1]["message"]
 
 
 def test_cancel_mid_poll_stops_at_once(tmp_path, server):
     server.never_finish = True
-    proc = start_worker()
-    send(proc, "job", **job(tmp_path, server, options={"poll_cap": 2.0}))
-    read_until(proc, {"remote_task"})
-    started = time.monotonic()
-    send(proc, "cancel", id="rw1")
-    assert read_until(proc, {"cancelled", "result", "error"})[-1]["type"] == "cancelled"
-    assert time.monotonic() - started < 1.0
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    cancel_mid_poll(job(tmp_path, server, options={"poll_cap": 2.0}))
     assert not os.path.exists(tmp_path / "out" / "result_0.glb")
 
 
 def test_runware_limits_are_refused_before_sending(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, decimation_target=1500000)
+    messages, _ = run(tmp_path, server, decimation_target=1500000)
     assert messages[-1]["type"] == "error" and messages[-1]["code"] == "bad_settings"
     expected = "Runware accepts Face Budget (decimationTarget) 100 000 to 1 000 000, got 1 500 000"
     assert expected in messages[-1]["message"]
@@ -162,7 +147,7 @@ def test_large_image_is_uploaded_once_and_small(tmp_path, server):
     photo[..., 2] = rng.integers(0, 60, (1024, 1024))
     photo[..., 3] = 255
     server.submit_statuses = [429]  # a retried submit must not send the image again
-    messages, _ = run_job(tmp_path, server, rgba=photo)
+    messages, _ = run(tmp_path, server, rgba=photo)
     assert messages[-1]["type"] == "result"
     assert server.uploads == 1
     image_ref = next(iter(server.tasks.values()))["task"]["inputs"]["image"]
@@ -171,30 +156,15 @@ def test_large_image_is_uploaded_once_and_small(tmp_path, server):
     assert len(submits) == 2 and all(r["bytes"] < 2000 for r in submits)
 
 
-def _edge_settings():
-    """Every parameter at each of its edges, one at a time, plus all stages overridden at once."""
-    for param in schema.PARAMS:
-        values = param.choice_values() or ((True, False) if param.kind == "bool" else (param.min, param.max))
-        for value in values:
-            settings = schema.validate({param.name: value})
-            if param.stage:
-                settings[f"{param.stage}_override"] = True
-            try:
-                providers.RUNWARE.check(settings)
-            except providers.ProviderLimitError:
-                continue  # refused before sending (test_runware_limits_are_refused_before_sending)
-            yield settings
-    yield schema.validate({stage.override: True for stage in schema.STAGES})
-
-
 def test_every_request_validates_against_the_spec():
     item_schema = request_item_schema()
-    cases = list(_edge_settings())
+    cases = list(runware_edge_settings())
     for settings in cases:
         for image in ("data:image/png;base64,iVBORw0KGgo=", "0b5b8a2e-7d8e-4a55-9d3f-2f1c8a4b9e11"):
             jsonschema.validate(runware.inference_task(settings, image, "5f0e9a38-1b7c-4e7a-9c36-3a5d2b1f6e42"),
                                 item_schema)
-    assert len(cases) == sum(len(p.choice_values() or (0, 1)) for p in schema.PARAMS)  # less the 2 000 000 faces
+    # both extra cases (all stages on, all off), less the 2 000 000 faces
+    assert len(cases) == 1 + sum(len(p.choice_values() or (0, 1)) for p in schema.PARAMS)
     bad = runware.inference_task(schema.defaults(), "data:image/png;base64,AAAA", "x")
     bad["settings"]["textureSize"] = 3000
     with pytest.raises(jsonschema.ValidationError):  # the check is not vacuous
@@ -221,8 +191,7 @@ def test_threaded_jobs_run_side_by_side_and_cancel_one_by_one(tmp_path, server):
     while len(ends) < 3:
         messages += read_until(proc, {"result", "error", "cancelled"}, timeout=20)
         ends[messages[-1]["id"]] = (messages[-1]["type"], time.monotonic() - started)
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    close(proc)
     assert ends["b"][0] == "cancelled" and ends["a"][0] == ends["c"][0] == "result", ends
     assert max(t for _, t in ends.values()) < 2 * 1.5, f"ran side by side, not one after another: {ends}"
     assert {m["id"] for m in messages if m["type"] == "remote_task"} == {"a", "b", "c"}
@@ -241,6 +210,6 @@ def test_untagged_jobs_still_run_one_after_another(tmp_path, server):
     assert messages[-1]["id"] == "b" and len(server.tasks) == 1, "only a runs while b and c wait"
     messages += read_until(proc, {"result"}, timeout=20)
     messages += read_until(proc, {"result"}, timeout=20)
-    proc.stdin.close()
-    assert proc.wait(10) == 0 and len(server.tasks) == 2
+    close(proc)
+    assert len(server.tasks) == 2
     assert [m["id"] for m in messages if m["type"] == "result"] == ["a", "c"]

@@ -1,16 +1,13 @@
 """The Scenario backend through the real worker process against a local server following its docs."""
 import base64
-import time
 
-import numpy as np
 import pytest
 
-from servers.runware_server import tiny_glb
+from servers.base import tiny_glb
 from servers.scenario_server import ScenarioServer
-from test_worker import disc_rgba, read_until, send, start_worker
+from workerkit import FAST, cancel_mid_poll, run_job, save_rgba
 
 KEY, SECRET = "sc-key-0123456789abcdef", "sc-secret-fedcba9876543210"
-FAST = {"poll_first": 0.05, "poll_factor": 1.5, "poll_cap": 0.2, "retry_base": 0.05, "retry_cap": 0.2}
 
 
 @pytest.fixture()
@@ -20,9 +17,7 @@ def server():
 
 
 def job(tmp_path, server, secret=SECRET, options=None, mode="generate", **settings):
-    rgba_path = str(tmp_path / "input_rgba.npy")
-    np.save(rgba_path, disc_rgba())
-    inputs = {"rgba": rgba_path, "name": "disc"}
+    inputs = {"rgba": save_rgba(tmp_path), "name": "disc"}
     if mode == "retexture":
         inputs["mesh"] = str(tmp_path / "mesh.glb")
         (tmp_path / "mesh.glb").write_bytes(tiny_glb())
@@ -31,14 +26,8 @@ def job(tmp_path, server, secret=SECRET, options=None, mode="generate", **settin
                 secrets={"api_key": KEY, "api_secret": secret})
 
 
-def run_job(tmp_path, server, **kwargs):
-    proc = start_worker()
-    send(proc, "job", **job(tmp_path, server, **kwargs))
-    messages = read_until(proc, {"result", "error", "cancelled"})
-    proc.stdin.close()
-    stderr = proc.stderr.read().decode()
-    assert proc.wait(10) == 0
-    return messages, stderr
+def run(tmp_path, server, **kwargs):
+    return run_job(job(tmp_path, server, **kwargs))
 
 
 def generates(server):
@@ -46,7 +35,7 @@ def generates(server):
 
 
 def test_success_walks_every_status_and_reports_creative_units(tmp_path, server):
-    messages, log = run_job(tmp_path, server, decimation_target=2000000, shape_slat_override=True)
+    messages, log = run(tmp_path, server, decimation_target=2000000, shape_slat_override=True)
     result = messages[-1]
     assert result["type"] == "result", messages
     assert result["cost"] == 12 and result["cost_unit"] == "CU" and result["seeds"] == [42]
@@ -67,7 +56,7 @@ def test_success_walks_every_status_and_reports_creative_units(tmp_path, server)
 
 
 def test_quote_only_generates_nothing(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, number_results=2, options={"quote_only": True})
+    messages, _ = run(tmp_path, server, number_results=2, options={"quote_only": True})
     result = messages[-1]
     assert result["files"] == [] and result["cost"] == 24 and result["cost_unit"] == "CU"
     assert result["info"]["quote"] is True and server.quotes == 1 and server.jobs == {}
@@ -75,12 +64,12 @@ def test_quote_only_generates_nothing(tmp_path, server):
 
 
 def test_two_results_are_two_jobs(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, number_results=2, seed=5)
+    messages, _ = run(tmp_path, server, number_results=2, seed=5)
     assert messages[-1]["seeds"] == [5, 6] and len(messages[-1]["files"]) == 2 and messages[-1]["cost"] == 24
 
 
 def test_retexture_uploads_the_mesh_and_sends_only_retexture_knobs(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, mode="retexture", resolution=512, tex_slat_override=True,
+    messages, _ = run(tmp_path, server, mode="retexture", resolution=512, tex_slat_override=True,
                           tex_slat_steps=20, shape_slat_override=True)
     assert messages[-1]["type"] == "result", messages[-1]
     call = generates(server)[0]
@@ -94,32 +83,32 @@ def test_retexture_uploads_the_mesh_and_sends_only_retexture_knobs(tmp_path, ser
 
 
 def test_retexture_resolution_limit_is_refused_before_sending(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, mode="retexture", resolution=1536)
+    messages, _ = run(tmp_path, server, mode="retexture", resolution=1536)
     assert messages[-1]["code"] == "bad_settings" and "one of 512, 1024, got 1536" in messages[-1]["message"]
     assert server.requests == []
 
 
 def test_remesh_band_below_scenario_minimum_is_refused(tmp_path, server):
-    messages, _ = run_job(tmp_path, server, remesh_band=0.5)
+    messages, _ = run(tmp_path, server, remesh_band=0.5)
     assert "Scenario accepts Remesh Band (remeshBand) 1 to 4, got 0.5" in messages[-1]["message"]
     assert server.requests == []
 
 
 def test_failure_status(tmp_path, server):
     server.job_error = "GPU worker crashed"
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["message"] == "Scenario job failure: GPU worker crashed"
 
 
 def test_wrong_secret_is_401_and_never_echoed(tmp_path, server):
-    messages, log = run_job(tmp_path, server, secret="wrong-secret-zzzz")
+    messages, log = run(tmp_path, server, secret="wrong-secret-zzzz")
     assert "rejected the API key and secret (HTTP 401)" in messages[-1]["message"]
     assert "wrong-secret" not in log + str(messages)
 
 
 def test_429_with_remaining_seconds_is_retried(tmp_path, server):
     server.statuses["submit"] = [429]
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["type"] == "result"
     assert any("Scenario busy (HTTP 429), retrying in" in m.get("text", "") for m in messages)
     assert len(server.jobs) == 1
@@ -128,18 +117,10 @@ def test_429_with_remaining_seconds_is_retried(tmp_path, server):
 def test_400_names_the_reason_and_trace(tmp_path, server):
     server.statuses["submit"] = [400]
     server.error_body = {"reason": "Invalid seed", "traceId": "trace-42"}
-    messages, _ = run_job(tmp_path, server)
+    messages, _ = run(tmp_path, server)
     assert messages[-1]["message"] == "Scenario rejected the request: Invalid seed (trace trace-42)"
 
 
 def test_cancel_mid_poll(tmp_path, server):
     server.never_finish = True
-    proc = start_worker()
-    send(proc, "job", **job(tmp_path, server, options={"poll_cap": 2.0}))
-    read_until(proc, {"remote_task"})
-    started = time.monotonic()
-    send(proc, "cancel", id="sc1")
-    assert read_until(proc, {"cancelled", "result", "error"})[-1]["type"] == "cancelled"
-    assert time.monotonic() - started < 1.0
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    cancel_mid_poll(job(tmp_path, server, options={"poll_cap": 2.0}))

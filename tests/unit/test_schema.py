@@ -5,7 +5,19 @@ import re
 
 import pytest
 
-from backend import presets, providers, schema
+from backend import presets, schema
+from backend.providers import runware
+
+RUNWARE = runware.MAPPINGS["generate"]
+
+
+def wire(param) -> str:
+    """Runware's name of a setting: a key of the task's settings (a stage's knobs: of its nested object)."""
+    return RUNWARE.by_param[param.name].wire.split(".")[-1]
+
+
+def stage_wire(stage) -> str:
+    return RUNWARE.by_param[stage.params[0].name].wire.split(".")[0]
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
@@ -31,23 +43,23 @@ def _check_param(param, wire):
 
 def test_model_settings_match_spec(spec):
     settings = spec["settings"]["properties"]
-    wire_names = {p.wire for p in schema.MODEL_PARAMS} | {s.wire for s in schema.STAGES}
+    wire_names = {wire(p) for p in schema.MODEL_PARAMS} | {stage_wire(s) for s in schema.STAGES}
     assert wire_names == set(settings), "every spec setting is in the schema and nothing else"
     for param in schema.MODEL_PARAMS:
-        wire = dict(settings[param.wire])
+        spec_param = dict(settings[wire(param)])
         if param.name == "decimation_target":  # wider for Scenario; Runware's own limit is its provider's
-            assert providers.RUNWARE.by_param[param.name].max == wire.pop("maximum") and param.max == 2000000
-        _check_param(param, wire)
+            assert RUNWARE.by_param[param.name].max == spec_param.pop("maximum") and param.max == 2000000
+        _check_param(param, spec_param)
 
 
 def test_sampler_knobs_match_spec(spec):
     settings = spec["settings"]["properties"]
     for stage in schema.STAGES:
-        wire = settings[stage.wire]["properties"]
-        assert {p.wire for p in stage.params} == set(wire)
+        spec_stage = settings[stage_wire(stage)]["properties"]
+        assert {wire(p) for p in stage.params} == set(spec_stage)
         for param in stage.params:
-            assert "default" not in wire[param.wire], "the spec has no sampler defaults"
-            _check_param(param, wire[param.wire])
+            assert "default" not in spec_stage[wire(param)], "the spec has no sampler defaults"
+            _check_param(param, spec_stage[wire(param)])
             assert param.min <= param.default <= param.max
 
 
@@ -64,9 +76,9 @@ def test_seed_and_results_match_spec(spec):
 
 
 def test_request_sends_samplers_only_when_overridden():
-    body = schema.model_request(schema.defaults())
+    body = runware.settings_body(schema.defaults())
     assert body == {"resolution": 1024, "textureSize": 2048, "decimationTarget": 500000, "remesh": True}
-    body = schema.model_request(dict(schema.defaults(), shape_slat_override=True, shape_slat_steps=30))
+    body = runware.settings_body(dict(schema.defaults(), shape_slat_override=True, shape_slat_steps=30))
     assert body["shapeSlat"] == {"steps": 30, "guidanceStrength": 7.5, "guidanceRescale": 0.5, "rescaleT": 3.0}
     assert "sparseStructure" not in body and "texSlat" not in body
 
@@ -123,7 +135,7 @@ def test_example_presets_equal_runware_docs():
     for title, request in examples.items():
         preset = schema.validate(presets.BUNDLED[title], partial=True)
         assert preset["seed"] == request["seed"] and preset["random_seed"] is False
-        assert schema.model_request(dict(schema.defaults(), **preset)) == request["settings"]
+        assert runware.settings_body(dict(schema.defaults(), **preset)) == request["settings"]
 
 
 def test_quality_presets():
@@ -133,3 +145,10 @@ def test_quality_presets():
         assert (preset["resolution"], preset["texture_size"], preset["decimation_target"]) == (res, tex, faces)
         assert not any(preset[s.override] for s in schema.STAGES)
     assert schema.validate(presets.BUNDLED["Standard"], partial=True).items() <= schema.defaults().items()
+
+
+def test_every_setting_has_a_ui_group():
+    assert {p.group for p in schema.PARAMS} == set(schema.GROUPS)
+    assert {p.group for p in schema.MODEL_PARAMS} == {"model"} and schema.SEED.group == "seed"
+    assert all(p.group == "sampler" for s in schema.STAGES for p in s.params + (schema.BY_NAME[s.override],))
+    assert {p.group for p in schema.LOCAL_PARAMS} == {"advanced"}

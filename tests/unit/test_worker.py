@@ -5,49 +5,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from backend import glb, protocol
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def disc_rgba(size=96):
-    yy, xx = np.mgrid[:size, :size]
-    inside = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 3) ** 2
-    rgba = np.zeros((size, size, 4), np.uint8)
-    rgba[..., 0] = 200
-    rgba[..., 1] = xx * 2
-    rgba[..., 3] = inside * 255
-    return rgba
-
-
-def start_worker(env=None):
-    return subprocess.Popen([sys.executable, "-s", "-E", "-u", "-m", "backend"], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, **(env or {})))
-
-
-def send(proc, msg_type, **fields):
-    proc.stdin.write(protocol.encode(msg_type, **fields).encode())
-    proc.stdin.flush()
-
-
-def read_until(proc, types, timeout=60):
-    """Protocol messages up to and including the first of `types`."""
-    messages, end = [], time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        assert line, f"worker closed its channel; stderr: {proc.stderr.read().decode()[-2000:]}"
-        messages.append(protocol.decode(line))
-        if messages[-1]["type"] in types:
-            return messages
-    raise AssertionError(f"no {types} within {timeout} s: {messages}")
-
+from workerkit import ROOT, close, read_until, save_rgba, send, start_worker
 
 def job(tmp_path, **settings):
-    rgba_path = str(tmp_path / "input_rgba.npy")
-    np.save(rgba_path, disc_rgba())
+    rgba_path = save_rgba(tmp_path)
     base = {"resolution": 512, "texture_size": 1024, "decimation_target": 100000, "seed": 7}
     return dict(id="j1", backend="preview", input={"rgba": rgba_path, "name": "disc"},
                 settings=dict(base, **settings), output_dir=str(tmp_path / "out"))
@@ -78,8 +42,8 @@ def test_job_reports_progress_then_result(tmp_path):
     stages = list(dict.fromkeys(m["stage"] for m in progress))
     assert stages == ["mask", "shape", "texture", "export"]
     assert all(m["total"] > 0 and 0 <= m["step"] <= m["total"] for m in progress)
-    proc.stdin.close()  # EOF after the job: clean exit
-    assert proc.wait(10) == 0
+    assert result["cost_unit"] == "USD", "every result names its cost unit"
+    close(proc)  # EOF after the job: clean exit
 
 
 @pytest.mark.parametrize("change,code,fragment", [
@@ -96,8 +60,30 @@ def test_errors_are_one_line_and_the_worker_keeps_serving(tmp_path, change, code
     assert "\n" not in error["message"]
     send(proc, "job", **dict(job(tmp_path), id="j2"))
     assert read_until(proc, {"error", "result"})[-1]["type"] == "result"
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    close(proc)
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ({"id": None}, "job field 'id' must be str"),
+    ({"id": 7}, "job field 'id' must be str, got int"),
+    ({"output_dir": None}, "job field 'output_dir' must be str"),
+    ({"settings": [1]}, "job field 'settings' must be dict, got list"),
+    ({"input": "x.npy"}, "job field 'input' must be dict"),
+    ({"options": {"poll_timeout": 3}}, "unknown option 'poll_timeout'"),
+    ({"mode": "retexture"}, "backend preview cannot retexture"),
+])
+def test_malformed_job_lines_are_answered_and_the_worker_keeps_reading(tmp_path, change, fragment):
+    proc = start_worker()
+    bad = {k: v for k, v in dict(job(tmp_path), **change).items() if v is not None}
+    send(proc, "job", **bad)
+    error = read_until(proc, {"error", "result"})[-1]
+    assert error["type"] == "error" and error["code"] == "bad_settings" and fragment in error["message"], error
+    assert error["id"] == (bad["id"] if isinstance(bad.get("id"), str) else None)
+    send(proc, "cancel", id=["not", "a", "string"])  # logged and ignored
+    send(proc, "cancel", id={"x": 1})
+    send(proc, "job", **dict(job(tmp_path), id="j2"))
+    assert read_until(proc, {"error", "result"})[-1]["type"] == "result"
+    assert "ignored cancel with a non-string id" in close(proc)
 
 
 def test_cancel_message_stops_the_job(tmp_path):
@@ -108,8 +94,7 @@ def test_cancel_message_stops_the_job(tmp_path):
     send(proc, "cancel", id="j1")
     assert read_until(proc, {"cancelled", "result", "error"})[-1]["type"] == "cancelled"
     assert time.monotonic() - started < 2
-    proc.stdin.close()
-    assert proc.wait(10) == 0
+    close(proc)
 
 
 def test_worker_exits_when_the_addon_goes_away_mid_job(tmp_path):

@@ -6,8 +6,9 @@ Trellis2ImageTo3DPipeline.from_pretrained(model) -> .cuda() -> .run(...) -> o_vo
 -> .export(path). Runs on Python 3.10+. ATTN_BACKEND / SPARSE_ATTN_BACKEND are set by the add-on in
 the worker's environment before anything imports trellis2.
 
-Options (job["options"]): model (hub id or local folder), low_vram (bool), gpu (int), webp (bool).
-Mode "retexture" (job["input"]["mesh"]: a GLB) runs Trellis2TexturingPipeline (texturing_pipeline.json).
+Options (protocol.LocalOptions): model (hub id or local folder), low_vram, gpu, webp.
+Mode "generate" takes every schema setting (no mapping); mode "retexture" (job.input["mesh"]: a GLB) runs
+Trellis2TexturingPipeline (texturing_pipeline.json) with the settings of MAPPINGS["retexture"].
 The local-only knobs (guidance interval, max_num_tokens, preprocess_image, remesh band/project) are
 schema settings (schema.LOCAL_PARAMS).
 """
@@ -17,23 +18,30 @@ import gc
 import os
 import sys
 
-from . import glb, inputs, schema
-from .worker import Cancelled, JobError
+from .. import glb, inputs, registry, schema
+from ..protocol import Cancelled, ErrorCode, Job, JobError, LocalOptions
+from .mapping import SEED_MAX, Knob, Mapping, snake, stage_knobs
 
-DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
-PIPELINE_TYPES = {512: "512", 1024: "1024_cascade", 1536: "1536_cascade"}
+# The local texturing pipeline: run(mesh, image, seed, tex_slat_sampler_params, preprocess_image,
+# resolution, texture_size); its sampler dict takes the guidance interval too.
+LOCAL_RETEXTURE = Mapping("local_retexture", "Local retexture", (
+    Knob("resolution", "resolution", choices=(512, 1024)),
+    Knob("texture_size", "texture_size", choices=(1024, 2048, 4096)),
+    Knob("seed", "seed", 0, SEED_MAX),
+    Knob("preprocess_image", "preprocess_image"),
+) + stage_knobs(snake({"tex_slat": "tex_slat"}), {}, stages=(schema.STAGES[2],), interval=True))
+MAPPINGS = {"retexture": LOCAL_RETEXTURE}  # generate: every schema setting
 STAGE_LABELS = {"sparse_structure": "Sparse structure", "shape_slat": "Shape", "tex_slat": "Texture",
                 "export": "Export"}
 # Share of one result's progress bar per stage (sampling dominates).
 WEIGHTS = {"sparse_structure": 0.15, "shape_slat": 0.45, "tex_slat": 0.25, "export": 0.15}
-MISSING, OOM, NO_CUDA, WEIGHTS_ERROR, PYTHON = "missing_package", "cuda_oom", "no_cuda", "weights", "python"
 
 _loaded: dict = {}  # {"key": (model, low_vram, gpu), "pipeline": ...}: survives between jobs
 
 
 def _require_python() -> None:
     if sys.version_info < (3, 10):
-        raise JobError(PYTHON, f"The TRELLIS.2 environment runs Python {sys.version.split()[0]}; the worker "
+        raise JobError(ErrorCode.PYTHON, f"The TRELLIS.2 environment runs Python {sys.version.split()[0]}; the worker "
                                "needs Python 3.10 or newer (TRELLIS.2's setup.sh makes a 3.10 environment)")
 
 
@@ -42,27 +50,27 @@ def _import(name: str):
         return __import__(name, fromlist=["_"])
     except ImportError as exc:
         missing = exc.name or name
-        raise JobError(MISSING, f"The TRELLIS.2 environment lacks the package {missing!r} (needed by {name}); "
-                                "install it there (see TRELLIS.2's setup.sh)") from None
+        raise JobError(ErrorCode.MISSING_PACKAGE, f"The TRELLIS.2 environment lacks the package {missing!r} (needed "
+                                                  f"by {name}); install it there (see TRELLIS.2's setup.sh)") from None
 
 
 PIPELINES = {"generate": ("Trellis2ImageTo3DPipeline", "pipeline.json"),
              "retexture": ("Trellis2TexturingPipeline", "texturing_pipeline.json")}
 
 
-def load_pipeline(options: dict, ctx, mode: str = "generate"):
+def load_pipeline(options: LocalOptions, ctx, mode: str = "generate"):
     """The cached pipeline for the mode, or a new one loaded once and moved to the GPU."""
-    model = options.get("model") or DEFAULT_MODEL
-    low_vram = bool(options.get("low_vram", True))
-    gpu = int(options.get("gpu", 0))
+    model = options.model or registry.get("local").model
+    low_vram, gpu = options.low_vram, options.gpu
     key = (model, low_vram, gpu, mode)
     if _loaded.get("key") == key:
         return _loaded["pipeline"]
     unload()
     torch = _import("torch")
     if not torch.cuda.is_available():
-        raise JobError(NO_CUDA, "No CUDA GPU is visible to the TRELLIS.2 environment (torch.cuda.is_available() "
-                                "is False): check the NVIDIA driver and that torch is a CUDA build")
+        raise JobError(ErrorCode.NO_CUDA, "No CUDA GPU is visible to the TRELLIS.2 environment (torch.cuda."
+                                          "is_available() is False): check the NVIDIA driver and that torch is a CUDA "
+                                          "build")
     torch.cuda.set_device(gpu)
     pipelines = _import("trellis2.pipelines")
     ctx.progress("load", 0, 1, 0.0, f"Loading TRELLIS.2 ({model})")
@@ -76,10 +84,10 @@ def load_pipeline(options: dict, ctx, mode: str = "generate"):
     except (OSError, ValueError) as exc:
         text = str(exc)
         if "gated" in text.lower() or "401" in text or "403" in text:
-            raise JobError(WEIGHTS_ERROR, f"The weights of {model} (or a model it uses) are gated: accept the "
+            raise JobError(ErrorCode.WEIGHTS, f"The weights of {model} (or a model it uses) are gated: accept the "
                                           "licence on huggingface.co and log in (huggingface-cli login)") from None
         first_line = text.splitlines()[0] if text else type(exc).__name__
-        raise JobError(WEIGHTS_ERROR, f"Could not load the weights from {model}: {first_line}") from None
+        raise JobError(ErrorCode.WEIGHTS, f"Could not load the weights from {model}: {first_line}") from None
     pipeline.low_vram = low_vram  # before .cuda(): off keeps every model on the GPU
     pipeline.cuda()
     _loaded.update(key=key, pipeline=pipeline)
@@ -204,84 +212,92 @@ def normalization(vertices) -> tuple:
     return (lo + hi) / 2, 0.99999 / float((hi - lo).max())
 
 
-def retexture(job: dict, ctx) -> dict:
+def _export(ctx, options: LocalOptions, index: int, make, oom_text: str) -> str:
+    """output_dir/result_{index}.glb from make() -> a mesh with .export, checked; a CUDA OOM becomes
+    JobError(CUDA_OOM, oom_text) with the GPU memory freed, so the worker stays up for the next job."""
+    path = os.path.join(ctx.output_dir, f"result_{index}.glb")
+    torch = _import("torch")
+    try:
+        out = make()
+        out.export(path, extension_webp=True) if options.webp else out.export(path)
+    except Cancelled:
+        raise
+    except Exception as exc:
+        if _is_oom(exc, torch):
+            gc.collect()
+            torch.cuda.empty_cache()
+            raise JobError(ErrorCode.CUDA_OOM, oom_text) from None
+        raise
+    try:
+        glb.validate_glb(path)
+    except ValueError as exc:
+        raise JobError(ErrorCode.BAD_OUTPUT, f"TRELLIS.2 wrote an unreadable GLB: {exc}") from None
+    return path
+
+
+def _seeds(settings: dict) -> list[int]:
+    return [(settings["seed"] + i) % 2**31 for i in range(settings["number_results"])]  # one run per seed
+
+
+def retexture(job: Job, ctx) -> dict:
     """Trellis2TexturingPipeline.run on the job's mesh, as in TRELLIS.2's app_texturing.py. Its output is
     centred and scaled to the unit cube (same axes as the input); the worker scales it back, so the
     result lies where the input mesh did (scene coordinates of the GLB)."""
-    options = job.get("options") or {}
-    settings = job["settings"]
-    pipeline = load_pipeline(options, ctx, "retexture")
-    torch = _import("torch")
+    settings = job.settings
+    pipeline = load_pipeline(job.options, ctx, "retexture")
     trimesh = _import("trimesh")
-    image_module = _import("PIL.Image")
-    image = image_module.fromarray(inputs.load_rgba(job["input"]["rgba"]), "RGBA")
+    image = _import("PIL.Image").fromarray(inputs.load_rgba(job.input["rgba"]), "RGBA")
     try:
-        mesh = trimesh.load(job["input"]["mesh"])
+        mesh = trimesh.load(job.input["mesh"])
     except (OSError, ValueError) as exc:
-        raise JobError("bad_input", f"cannot read the mesh {os.path.basename(job['input']['mesh'])}: {exc}") from None
+        raise JobError(ErrorCode.BAD_INPUT, f"cannot read the mesh {os.path.basename(job.input['mesh'])}: "
+                                            f"{exc}") from None
     if hasattr(mesh, "to_mesh"):  # a Scene
         mesh = mesh.to_mesh()
     center, scale = normalization(mesh.vertices)
     params = sampler_params(settings, schema.STAGES[2])
-    count = settings["number_results"]
-    files, seeds = [], []
-    for index in range(count):
-        seed = (settings["seed"] + index) % 2**31
-        progress = Progress(ctx, index, count, 1, RETEXTURE_WEIGHTS)
-        patched = progress.wrap(pipeline)
-        try:
+    seeds = _seeds(settings)
+    files = []
+    for index, seed in enumerate(seeds):
+        progress = Progress(ctx, index, len(seeds), 1, RETEXTURE_WEIGHTS)
+
+        def make(seed=seed, progress=progress):
             out = pipeline.run(mesh, image, seed=seed, tex_slat_sampler_params=params,
                                preprocess_image=bool(settings["preprocess_image"]),
                                resolution=int(settings["resolution"]), texture_size=int(settings["texture_size"]))
             progress.stage, progress.step, progress.total = "export", 0, 1
             progress.report()
             out.vertices = out.vertices / scale + center
-            path = os.path.join(ctx.output_dir, f"result_{index}.glb")
-            out.export(path, extension_webp=True) if options.get("webp") else out.export(path)
-        except Cancelled:
-            raise
-        except Exception as exc:
-            if _is_oom(exc, torch):
-                gc.collect()
-                torch.cuda.empty_cache()
-                raise JobError(OOM, f"CUDA out of memory retexturing at resolution {settings['resolution']}: turn "
-                                    "on Low VRAM or choose 512") from None
-            raise
+            return out
+
+        patched = progress.wrap(pipeline)
+        try:
+            oom = f"CUDA out of memory retexturing at resolution {settings['resolution']}: turn on Low VRAM or " \
+                  "choose 512"
+            files.append(_export(ctx, job.options, index, make, oom))
         finally:
             _unwrap(patched)
-        try:
-            glb.validate_glb(path)
-        except ValueError as exc:
-            raise JobError("bad_output", f"TRELLIS.2 wrote an unreadable GLB: {exc}") from None
-        files.append(path)
-        seeds.append(seed)
     return {"files": files, "seeds": seeds, "cost": None,
             "info": {"mode": "retexture", "restored": True,
                      "normalization": {"center": [float(c) for c in center], "scale": scale}}}
 
 
-def run(job: dict, ctx) -> dict:
+def run(job: Job, ctx) -> dict:
     _require_python()
-    if job.get("mode") == "retexture":
+    if job.mode == "retexture":
         return retexture(job, ctx)
-    options = job.get("options") or {}
-    settings = job["settings"]
-    pipeline = load_pipeline(options, ctx)
-    torch = _import("torch")
+    settings = job.settings
+    pipeline = load_pipeline(job.options, ctx)
     postprocess = _import("o_voxel.postprocess")
-    image_module = _import("PIL.Image")
-    image = image_module.fromarray(inputs.load_rgba(job["input"]["rgba"]), "RGBA")
-    pipeline_type = PIPELINE_TYPES[settings["resolution"]]
+    image = _import("PIL.Image").fromarray(inputs.load_rgba(job.input["rgba"]), "RGBA")
+    pipeline_type = schema.PIPELINE_TYPES[settings["resolution"]]
     stage_params = {s.name: sampler_params(settings, s) for s in schema.STAGES}
-    count = settings["number_results"]
-    files, seeds = [], []
-    for index in range(count):
-        seed = (settings["seed"] + index) % 2**31  # one run per seed: num_samples > 1 is not safe
-        progress = Progress(ctx, index, count, 2 if pipeline_type.endswith("cascade") else 1)
-        patched = progress.wrap(pipeline)
-        original_tqdm = getattr(postprocess, "tqdm", None)
-        postprocess.tqdm = progress.tqdm_class()
-        try:
+    seeds = _seeds(settings)  # num_samples > 1 is not safe
+    files = []
+    for index, seed in enumerate(seeds):
+        progress = Progress(ctx, index, len(seeds), 2 if pipeline_type.endswith("cascade") else 1)
+
+        def make(seed=seed):
             mesh = pipeline.run(
                 image, num_samples=1, seed=seed,
                 sparse_structure_sampler_params=stage_params["sparse_structure"],
@@ -289,32 +305,23 @@ def run(job: dict, ctx) -> dict:
                 tex_slat_sampler_params=stage_params["tex_slat"],
                 preprocess_image=bool(settings["preprocess_image"]), pipeline_type=pipeline_type,
                 max_num_tokens=int(settings["max_num_tokens"]))[0]
-            mesh_out = postprocess.to_glb(
+            return postprocess.to_glb(
                 vertices=mesh.vertices, faces=mesh.faces, attr_volume=mesh.attrs, coords=mesh.coords,
                 attr_layout=mesh.layout, voxel_size=mesh.voxel_size, aabb=[[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]],
                 decimation_target=int(settings["decimation_target"]), texture_size=int(settings["texture_size"]),
                 remesh=bool(settings["remesh"]), remesh_band=float(settings["remesh_band"]),
                 remesh_project=float(settings["remesh_project"]), use_tqdm=True)
-            path = os.path.join(ctx.output_dir, f"result_{index}.glb")
-            mesh_out.export(path, extension_webp=True) if options.get("webp") else mesh_out.export(path)
-        except Cancelled:
-            raise
-        except Exception as exc:
-            if _is_oom(exc, torch):
-                gc.collect()
-                torch.cuda.empty_cache()  # the worker stays up for the next job
-                raise JobError(OOM, f"CUDA out of memory at resolution {settings['resolution']}: turn on Low VRAM, "
-                                    "choose a lower resolution or fewer max tokens") from None
-            raise
+
+        patched = progress.wrap(pipeline)
+        original_tqdm = getattr(postprocess, "tqdm", None)
+        postprocess.tqdm = progress.tqdm_class()
+        try:
+            oom = (f"CUDA out of memory at resolution {settings['resolution']}: turn on Low VRAM, choose a lower "
+                   "resolution or fewer max tokens")
+            files.append(_export(ctx, job.options, index, make, oom))
         finally:
             _unwrap(patched)
             if original_tqdm is not None:
                 postprocess.tqdm = original_tqdm
-        try:
-            glb.validate_glb(path)
-        except ValueError as exc:
-            raise JobError("bad_output", f"TRELLIS.2 wrote an unreadable GLB: {exc}") from None
-        files.append(path)
-        seeds.append(seed)
         ctx.log(f"result {index + 1}: seed {seed}, {pipeline_type}")
     return {"files": files, "seeds": seeds, "cost": None, "info": {"pipeline_type": pipeline_type}}

@@ -8,17 +8,18 @@ from __future__ import annotations
 import os
 import time
 
-from . import inputs, preview_mesh, protocol
-from .worker import Cancelled, JobError
+from .. import inputs, preview_mesh
+from ..protocol import Cancelled, ErrorCode, Job, JobError
 
 STAGES = ("mask", "shape", "texture", "export")
 STAGE_TEXT = {"mask": "Finding foreground", "shape": "Inflating shape",
               "texture": "Baking textures", "export": "Writing GLB"}
+MAPPINGS: dict = {}  # it takes every setting (and uses the model ones)
 
 
-def run(job: dict, ctx) -> dict:
-    settings = job["settings"]
-    rgba = inputs.load_rgba(job["input"]["rgba"])
+def run(job: Job, ctx) -> dict:
+    settings = job.settings
+    rgba = inputs.load_rgba(job.input["rgba"])
     count = settings["number_results"]
     delay = float(os.environ.get("TRELLIS_PREVIEW_DELAY", "0") or 0)
     files, seeds, faces = [], [], []
@@ -42,7 +43,7 @@ def run(job: dict, ctx) -> dict:
         except preview_mesh.Cancelled:
             raise Cancelled() from None
         except ValueError as exc:
-            raise JobError(protocol.BAD_INPUT, str(exc)) from None
+            raise JobError(ErrorCode.BAD_INPUT, str(exc)) from None
         files.append(out_path)
         seeds.append(seed)
         faces.append(info["faces"])
