@@ -13,8 +13,10 @@ the registration knows them too.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 
 EXTRA_ENV = "TRELLIS_EXTRA_BACKENDS"
@@ -166,8 +168,23 @@ def get(backend_id: str) -> BackendInfo:
 
 
 def load(backend_id: str):
-    """The backend's module (imported on first use)."""
+    """The backend's module (imported on first use): a module of backend.providers by name, a dotted module
+    path, or the path of a .py file, loaded as backend.providers.<id> so that it imports this package
+    relatively exactly like the built-in providers (`from . import hosted, http`)."""
     module = get(backend_id).module
+    if module.endswith(".py"):
+        name = f"{__package__}.providers.{backend_id}"
+        if name not in sys.modules:
+            importlib.import_module(f"{__package__}.providers")
+            spec = importlib.util.spec_from_file_location(name, module)
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[name] = loaded
+            try:
+                spec.loader.exec_module(loaded)
+            except BaseException:
+                del sys.modules[name]
+                raise
+        return sys.modules[name]
     return importlib.import_module(module if "." in module else f"{__package__}.providers.{module}")
 
 
