@@ -6,9 +6,10 @@ from urllib.parse import urlsplit
 
 import bpy
 
-from .. import __package__ as base_package
 from ..backend import registry
 from . import doctor
+
+base_package = __package__.rpartition(".")[0]  # the extension's package
 
 
 def hosted_backends() -> list[registry.BackendInfo]:
