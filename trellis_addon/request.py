@@ -27,16 +27,12 @@ class RequestError(ValueError):
 
 
 def resolve_settings(scene_settings: dict, overrides: dict) -> dict:
-    """Scene settings with script keywords on top, validated, seed resolved."""
+    """Scene settings with script keywords on top, seed resolved (a Request validates them)."""
     settings = dict(scene_settings)
     settings.update(overrides)
     if "seed" in overrides and "random_seed" not in overrides:
         settings["random_seed"] = False  # an explicit seed means "use this seed"
-    try:
-        settings = schema.validate(settings)
-    except schema.SettingError as exc:
-        raise RequestError(f"Invalid setting {exc}") from None
-    if settings["random_seed"]:
+    if settings.get("random_seed", schema.RANDOM_SEED.default) is True:
         settings["seed"] = random.randint(0, schema.INT32_MAX)
     return settings
 
