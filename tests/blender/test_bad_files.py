@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLE_IMAGE, mod
-from test_history import FAST, _resume_at_start, entries
-from test_paid_results import drawn
+from test_history import FAST, _resume_at_start, drawn, entries
 
 
 def write_png(path, rgba, bits=8):

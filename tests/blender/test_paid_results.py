@@ -12,7 +12,7 @@ import bpy
 import pytest
 
 from conftest import EXAMPLE_IMAGE, mod
-from test_history import FAST, _resume_at_start, entries
+from test_history import FAST, _resume_at_start, drawn, entries
 from test_runware_operator import runware  # noqa: F401 (fixture)
 
 
@@ -46,22 +46,6 @@ def job_json(folder):
     mod("trellis_addon.queue").flush_records()
     with open(os.path.join(folder, "job.json")) as f:
         return json.load(f)
-
-
-def drawn(entry):
-    labels = []
-
-    class Layout:  # records what the panel draws
-        def __getattr__(self, name):
-            def call(*args, **kwargs):
-                labels.append(kwargs.get("text"))
-                return Layout()
-            return call
-
-        def __setattr__(self, name, value):
-            pass
-    mod("panels.history").draw_entry(Layout(), entry)
-    return labels
 
 
 def test_cancel_after_submit_keeps_a_fetchable_entry(runware):  # noqa: F811
