@@ -7,15 +7,25 @@ import os
 import bpy
 
 from ..backend import schema
-from ..trellis_addon import blocking, history, prefs, props, request, results, resume
+from ..trellis_addon import blocking, entry_lock, history, prefs, props, request, results, resume
 from ..trellis_addon.queue import IMPORTING, Job, manager
 from ..trellis_addon.record import OBJECT_PROPERTY, Record
 
 
-def _entry(entry_id: str) -> history.Entry | None:
-    root = prefs.jobs_root()
+def entry_folder(entry_id: str) -> str | None:
+    """The folder of an entry id: a folder directly in the results folder (links resolved), never a
+    path elsewhere (an absolute path, `..`, a link out)."""
+    if not entry_id or entry_id in (".", "..") or os.path.basename(entry_id) != entry_id or "/" in entry_id:
+        return None
+    root = os.path.realpath(prefs.jobs_root())
     folder = os.path.join(root, entry_id)
-    return history.read_entry(folder) if entry_id and os.path.isdir(folder) else None
+    inside = os.path.dirname(os.path.realpath(folder)) == root
+    return folder if inside and os.path.isdir(folder) else None
+
+
+def _entry(entry_id: str) -> history.Entry | None:
+    folder = entry_folder(entry_id)
+    return history.read_entry(folder) if folder else None
 
 
 def _active_record(context) -> dict | None:
@@ -91,7 +101,7 @@ class TRELLIS_OT_history_resume(_EntryOperator, bpy.types.Operator):
     """Poll this submitted remote task again and download its result (no new request, no new charge)"""
 
     bl_idname = "trellis.history_resume"
-    bl_label = "Resume Download"
+    bl_label = "Fetch Result"
 
     def execute(self, context):
         entry = self._entry_in((history.PENDING,), "no pending remote task")
@@ -112,7 +122,11 @@ class TRELLIS_OT_history_open(_EntryOperator, bpy.types.Operator):
     bl_label = "Open Folder"
 
     def execute(self, context):
-        bpy.ops.wm.path_open(filepath=os.path.join(prefs.jobs_root(), self.entry))
+        folder = entry_folder(self.entry)
+        if folder is None:
+            self.report({"ERROR"}, f"No history entry {self.entry!r}")
+            return {"CANCELLED"}
+        bpy.ops.wm.path_open(filepath=folder)
         return {"FINISHED"}
 
 
@@ -145,11 +159,15 @@ class TRELLIS_OT_history_delete(_EntryOperator, bpy.types.Operator):
     def execute(self, context):
         entry = _entry(self.entry)
         if entry is None:
+            self.report({"ERROR"}, f"No history entry {self.entry!r} in the results folder")
             return {"CANCELLED"}
         if any(j.output_dir == entry.folder for j in manager.active()):
             self.report({"ERROR"}, "A running job uses this folder")
             return {"CANCELLED"}
-        history.history.delete(entry)
+        if not history.history.delete(entry):
+            pid = entry_lock.owner(entry.folder)[0]
+            self.report({"ERROR"}, f"Another Blender (process {pid or '?'}) is using {entry.id}: not deleted")
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 

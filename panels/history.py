@@ -39,7 +39,10 @@ def draw_entry(layout, entry: history.Entry) -> None:
         row.operator("trellis.history_delete", text="", icon="TRASH").entry = entry.id
         return
     record = entry.record
-    when = time.strftime("%m-%d %H:%M", time.localtime(entry.created)) if entry.created else ""
+    try:
+        when = time.strftime("%m-%d %H:%M", time.localtime(entry.created)) if entry.created else ""
+    except (OverflowError, OSError, ValueError):  # a time no clock shows
+        when = ""
     seeds = ", ".join(map(str, record.get("seeds") or [])) or "?"
     col = row.column()
     if icon:
@@ -50,6 +53,8 @@ def draw_entry(layout, entry: history.Entry) -> None:
     col.label(text=f"{when} · {_size(entry.size)}")
     if entry.state == history.READY:
         col.label(text="Not imported yet", icon="INFO")
+    elif entry.cancelled:
+        col.label(text="Cancelled — may still be billed", icon="ERROR")
     elif entry.state == history.PENDING:
         col.label(text="Submitted, result not downloaded", icon="TIME")
     buttons = box.row(align=True)
@@ -57,7 +62,7 @@ def draw_entry(layout, entry: history.Entry) -> None:
         buttons.operator("trellis.history_import", text="Import", icon="IMPORT").entry = entry.id
         buttons.operator("trellis.history_settings", text="", icon="PRESET").entry = entry.id
     if entry.state == history.PENDING:
-        buttons.operator("trellis.history_resume", text="Resume", icon="FILE_REFRESH").entry = entry.id
+        buttons.operator("trellis.history_resume", text="Fetch Result", icon="FILE_REFRESH").entry = entry.id
     buttons.operator("trellis.history_open", text="", icon="FILE_FOLDER").entry = entry.id
     buttons.operator("trellis.history_delete", text="", icon="TRASH").entry = entry.id
 

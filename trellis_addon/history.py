@@ -3,21 +3,24 @@
 A job folder (under the Results Folder, by default the extension's user folder) holds the prepared
 input (input_rgba.npy, the normalized copy), thumb.png, job.json (state, remote task id, written as the
 job goes), result.json (written by the worker before it reports: survives a crash of Blender) and
-record.json (written before the import: everything sent, seeds, cost, image hash, cache key). No keys.
-Scanning reads JSON only; the panel uses a cached scan refreshed when something changes.
+record.json (written before the import: everything sent, seeds, cost, image hash, cache key) and .lock
+(entry_lock: which Blender works on it). No keys. Scanning reads JSON only, and only of entries whose
+files changed (an index); the panel uses the last scan, refreshed on the file thread.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
+import stat
+import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..backend import png
+from . import entry_lock
 from .record import Record, RecordError
 
 JOB, RESULT, RECORD, THUMB, INPUT = "job.json", "result.json", "record.json", "thumb.png", "input_rgba.npy"
@@ -28,7 +31,8 @@ DONE = "done"  # imported at least once (record.json)
 READY = "ready"  # result on disk, never imported (Blender stopped before the import)
 PENDING = "pending"  # a remote task was submitted, no result on disk yet
 BROKEN = "broken"  # unreadable JSON or missing files
-OTHER = "other"  # running, failed or cancelled jobs: not results
+OTHER = "other"  # running jobs, failed or cancelled ones without a provider task: not results
+PROVIDER_FINAL = ("remote_error", "not_found")  # error codes of a task the provider failed or forgot
 
 
 @dataclass
@@ -62,6 +66,11 @@ class Entry:
     def title(self) -> str:
         return str(self.record.get("name") or self.id)
 
+    @property
+    def cancelled(self) -> bool:
+        """A submitted task the user cancelled: kept (it may still be billed), fetched on request only."""
+        return self.state == PENDING and self.record.get("state") == "cancelled"
+
 
 def image_hash(rgba: np.ndarray) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(rgba).tobytes())
@@ -91,6 +100,7 @@ def write_json_atomic(path: str, data: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    history.invalidate(os.path.dirname(path))  # on disk now: the index reads this entry again
 
 
 def _read(path: str) -> dict:
@@ -112,6 +122,35 @@ def _folder_size(folder: str) -> int:
     return total
 
 
+def _tasks(job: dict) -> list[dict]:
+    """The provider tasks a job.json names."""
+    tasks = [job.get("remote"), *(job.get("remote_tasks") or [])]
+    return [t for t in tasks if isinstance(t, dict) and t.get("task_id")]
+
+
+def _still_resumable(job: dict) -> bool:
+    """A submitted task without a result stays resumable whatever the job ended in (quit, cancel, a
+    killed worker, a timeout, a failed download) unless the provider itself said it failed."""
+    if job.get("state") == "done":
+        return False
+    return not (job.get("state") == "failed" and job.get("error_code") in PROVIDER_FINAL)
+
+
+def _outside(folder: str, names: list[str]) -> list[str]:
+    """Names of `names` that resolve (links followed) outside the folder: absolute, `..`, a link out."""
+    base = os.path.realpath(folder)
+    out = []
+    for name in names:
+        try:
+            inside = not os.path.isabs(name) and os.path.commonpath(
+                [base, os.path.realpath(os.path.join(base, name))]) == base
+        except ValueError:  # another drive
+            inside = False
+        if not inside:
+            out.append(name)
+    return out
+
+
 def read_entry(folder: str) -> Entry | None:
     """The entry of one job folder; None when it is not a job folder at all."""
     paths = {name: os.path.join(folder, name) for name in (JOB, RESULT, RECORD)}
@@ -124,6 +163,9 @@ def read_entry(folder: str) -> Entry | None:
                 if name == RESULT:  # not imported yet: what we know comes from job.json and result.json
                     job = _read(paths[JOB]) if os.path.exists(paths[JOB]) else {}
                     data = {**job, **data}
+                outside = _outside(folder, data.get("files", []))
+                if outside:
+                    return Entry(folder, BROKEN, {}, f"result file outside its folder: {outside[0][:80]}")
                 entry = Entry(folder, state, data)
                 missing = [os.path.basename(f) for f in entry.files if not os.path.isfile(f)]
                 if not entry.files or missing:
@@ -132,25 +174,58 @@ def read_entry(folder: str) -> Entry | None:
         job = _read(paths[JOB])
     except (OSError, ValueError, RecordError) as exc:
         return Entry(folder, BROKEN, {}, f"unreadable: {exc}")
-    if job.get("remote") and job.get("state") not in ("failed", "cancelled", "done"):
+    if _tasks(job) and _still_resumable(job):
         return Entry(folder, PENDING, job)
     return Entry(folder, OTHER, job)
 
 
+def _stamp(folder: str):
+    """What changes when an entry changes: the folder's and its JSON files' times and sizes (None: not
+    a folder)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    stamp = [st.st_mtime_ns]
+    for name in (JOB, RESULT, RECORD):
+        try:
+            f = os.stat(os.path.join(folder, name))
+            stamp.append((f.st_mtime_ns, f.st_size))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 class History:
-    """A cached scan of one root folder; `invalidate()` after anything changes it."""
+    """An index of one root folder's entries, updated incrementally: `invalidate(folder)` marks one
+    entry to read again, `invalidate()` has every folder's times checked (only changed ones are read
+    again). Every FULL_CHECK_SECONDS the times are checked anyway (another process's changes)."""
+
+    FULL_CHECK_SECONDS = 2.0
 
     def __init__(self):
         self._root = None
+        self._index: dict[str, tuple] = {}  # folder -> (stamp, Entry or None for a non-job folder)
+        self._dirty: set[str] = set()
+        self._full = True
+        self._checked = 0.0
+        self._lock = threading.RLock()
         self._entries: list[Entry] | None = None
         self._refreshing = False
         self._version = 0
         self._measured = False  # sizes of _entries measured (by _refresh, on the file thread)
         self._shown: list[Entry] = []  # the last measured scan: what the panel draws meanwhile
 
-    def invalidate(self) -> None:
-        self._entries = None
-        self._version += 1
+    def invalidate(self, folder: str | None = None) -> None:
+        with self._lock:
+            if folder is None:
+                self._full = True
+            else:
+                self._dirty.add(os.path.normpath(folder))
+            self._entries = None
+            self._version += 1
 
     def snapshot(self, root: str, submit) -> list[Entry]:
         """For drawing: the last scan at once, never I/O on the caller's thread. When stale, a rescan
@@ -162,39 +237,63 @@ class History:
         return entries if entries is not None and self._measured else self._shown
 
     def _refresh(self, root: str) -> None:
-        version = self._version
         try:
-            found = self._scan(root)
+            version = self._version
+            found = self._update(root)
             for entry in found:
                 entry.size  # noqa: B018 (measured here, off the main thread)
-            if version == self._version:  # nothing changed meanwhile
-                self._root, self._entries, self._measured = root, found, True
+            with self._lock:
+                if version == self._version:  # nothing changed meanwhile
+                    self._entries, self._measured = found, True
             self._shown = found
         finally:
             self._refreshing = False
 
     def entries(self, root: str) -> list[Entry]:
         """Every entry, newest first (cached until invalidate or another root)."""
-        if self._entries is None or root != self._root:
-            self._root, self._entries, self._measured = root, self._scan(root), False
-        return self._entries
+        with self._lock:
+            if self._entries is not None and root == self._root:
+                return self._entries
+            version = self._version
+            found = self._update(root)
+            if version == self._version:
+                self._entries, self._measured = found, False
+            return found
 
-    @staticmethod
-    def _scan(root: str) -> list[Entry]:
-        found = []
-        try:
-            names = os.listdir(root)
-        except OSError:
-            names = []
-        for name in names:
-            folder = os.path.join(root, name)
-            if name.startswith(".") or not os.path.isdir(folder):
-                continue
-            entry = read_entry(folder)
-            if entry is not None:
-                found.append(entry)
+    def _update(self, root: str) -> list[Entry]:
+        with self._lock:
+            now = time.monotonic()
+            full = self._full or root != self._root or now - self._checked > self.FULL_CHECK_SECONDS
+            if root != self._root:
+                self._index = {}
+            dirty, self._dirty, self._full, self._root = self._dirty, set(), False, root
+            try:
+                names = os.listdir(root)
+            except OSError:
+                names = []
+            index = {}
+            for name in names:
+                folder = os.path.normpath(os.path.join(root, name))
+                old = self._index.get(folder)
+                if name.startswith(".") or (old is not None and not full and folder not in dirty):
+                    if old is not None:
+                        index[folder] = old
+                    continue
+                stamp = _stamp(folder)
+                if stamp is not None:
+                    index[folder] = old if old is not None and old[0] == stamp else (stamp, read_entry(folder))
+            self._index = index
+            if full:
+                self._checked = now
+            found = [entry for _, entry in index.values() if entry is not None]
         found.sort(key=lambda e: (e.created or _mtime(e.folder)), reverse=True)
         return found
+
+    @staticmethod
+    def scan(root: str) -> list[Entry]:
+        """Every entry read afresh (no index)."""
+        fresh = History()
+        return fresh.entries(root)
 
     def find_cached(self, root: str, key: str) -> Entry | None:
         for entry in self.entries(root):
@@ -202,23 +301,25 @@ class History:
                 return entry
         return None
 
-    def delete(self, entry: Entry) -> None:
-        shutil.rmtree(entry.folder, ignore_errors=True)
-        self.invalidate()
+    def delete(self, entry: Entry) -> bool:
+        """Delete the entry's folder unless another Blender holds its lock; True if deleted."""
+        deleted = entry_lock.remove(entry.folder)
+        self.invalidate(entry.folder)
+        return deleted
 
     def prune(self, root: str, max_bytes: int, keep: set[str] = frozenset()) -> list[str]:
         """Delete the oldest entries until the total is at most max_bytes; folders in `keep` (running
-        jobs) stay. Returns the deleted folder names."""
+        jobs), pending paid tasks and entries another Blender holds stay. Returns the deleted names."""
         entries = sorted(self.entries(root), key=lambda e: e.created or _mtime(e.folder))
         total, deleted = sum(e.size for e in entries), []
         for entry in entries:
             if total <= max_bytes:
                 break
-            if entry.folder in keep or entry.state == PENDING:  # a paid task not yet downloaded stays
+            if entry.folder in keep or entry.state == PENDING or entry_lock.holds(entry.folder):
                 continue
-            shutil.rmtree(entry.folder, ignore_errors=True)
-            total -= entry.size
-            deleted.append(entry.id)
+            if entry_lock.remove(entry.folder):
+                total -= entry.size
+                deleted.append(entry.id)
         self.invalidate()
         return deleted
 

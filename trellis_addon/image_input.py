@@ -10,8 +10,10 @@ import bpy
 import numpy as np
 
 from ..backend import preview_mesh
+from . import image_header, prefs
 
 MAX_SIDE = 1024  # TRELLIS.2 conditions on at most 1024 px on the long side
+MAX_MEGAPIXELS = 64.0  # default of the max_megapixels preference: larger pictures are refused undecoded
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr")  # files users may pick
 
 
@@ -23,15 +25,17 @@ def resolve(image: str | bpy.types.Image | None) -> bpy.types.Image:
     """A datablock for a datablock, a datablock name or a file path; InputError otherwise."""
     if image is None or image == "":
         raise InputError("No image: choose an image in the TRELLIS panel or pass image=PATH")
-    if isinstance(image, bpy.types.Image):
-        return image
-    if image in bpy.data.images:
-        return bpy.data.images[image]
+    if isinstance(image, bpy.types.Image) or image in bpy.data.images:
+        img = image if isinstance(image, bpy.types.Image) else bpy.data.images[image]
+        if not img.has_data and img.packed_file is None and img.source == "FILE" and img.filepath:
+            check_pixels(bpy.path.abspath(img.filepath))  # not decoded yet: its file's header first
+        return img
     path = bpy.path.abspath(image)
     if not os.path.isfile(path):
         raise InputError(f"Image file not found: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"Image file is empty (0 bytes): {path}")
+    check_pixels(path)
     known = set(bpy.data.images)
     try:
         img = bpy.data.images.load(path, check_existing=True)
@@ -42,6 +46,23 @@ def resolve(image: str | bpy.types.Image | None) -> bpy.types.Image:
             bpy.data.images.remove(img)
         raise InputError(f"Not an image Blender can read: {path}")
     return img
+
+
+def max_megapixels() -> float:
+    value = getattr(prefs.get(), "max_megapixels", MAX_MEGAPIXELS)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else MAX_MEGAPIXELS
+
+
+def check_pixels(path: str) -> None:
+    """Refuse a picture above the pixel limit from its file's header, before anything decodes it
+    (unknown formats are left to Blender's loader)."""
+    found = image_header.size(path)
+    limit = max_megapixels()
+    if found and found[0] * found[1] > limit * 1e6:
+        w, h = found
+        raise InputError(f"Image {os.path.basename(path)!r} is {w} x {h} pixels ({w * h / 1e6:.1f} megapixels), "
+                         f"above the limit of {limit:g} megapixels (preferences: Max Megapixels): "
+                         "scale it down first")
 
 
 def display_name(image: bpy.types.Image) -> str:
@@ -65,7 +86,10 @@ def to_rgba8(image: bpy.types.Image) -> np.ndarray:
         flat = np.empty(w * h * 4, dtype=np.float32)
         source.pixels.foreach_get(flat)
         is_float = source.is_float
-        is_linear = is_float and source.colorspace_settings.name not in ("sRGB", "Non-Color")
+        # a float buffer holds linear values whatever the file was (Blender linearizes a 16-bit sRGB PNG
+        # on load and still labels it sRGB); only data (Non-Color) is sent as it is
+        colorspace = source.colorspace_settings
+        is_linear = is_float and not (getattr(colorspace, "is_data", False) or colorspace.name == "Non-Color")
     finally:
         if temp is not None:
             bpy.data.images.remove(temp)

@@ -8,6 +8,7 @@ files as a BROKEN entry.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 OBJECT_PROPERTY = "trellis2"  # JSON string on each imported root object
@@ -78,6 +79,8 @@ class Record:
                 ok = False  # JSON true is no number
             if not ok:
                 raise RecordError(f"field {f.name!r} has the wrong type ({type(value).__name__})")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecordError(f"field {f.name!r} is not a finite number")
             if f.name == "files" and not all(isinstance(v, str) for v in value):
                 raise RecordError("field 'files' must list file names")
             if f.name == "seeds" and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):

@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 from ..backend import registry, schema
-from . import history, image_input, prefs, spending
+from . import entry_lock, history, image_input, prefs, spending
 from .queue import IMPORTING, Job
 
 QUOTES = ".quotes"  # quote jobs' folders, under the jobs folder; removed once answered
@@ -175,6 +175,7 @@ def new_folder(name: str, hidden: bool = False) -> str:
     root = os.path.join(prefs.jobs_root(), QUOTES) if hidden else prefs.jobs_root()
     folder = os.path.join(root, f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}")
     os.makedirs(folder, exist_ok=True)
+    entry_lock.hold(folder)  # the job holds it until it finishes (a pending paid task: until Blender stops)
     return folder
 
 

@@ -1,8 +1,10 @@
 """Remote tasks submitted before Blender stopped: polled again on the next start, never paid twice.
 
-A history entry whose job.json names a remote task but has no result is PENDING. resume_pending()
-starts one job per such entry in the same folder, telling the worker to poll that task instead of
-submitting; the result lands in the entry (result.json) and History offers it for import.
+A history entry whose job.json names a remote task but has no result is PENDING (whatever the job
+ended in, unless the provider said the task failed). resume_pending() starts one job per such entry in
+the same folder (except those the user cancelled: History's Fetch Result), telling the worker to poll
+that task instead of submitting; the result lands in the entry (result.json) and History offers it
+for import. An entry another Blender holds (entry_lock) is left to it.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import bpy
 
 from ..backend import registry
-from . import history, prefs, request
+from . import entry_lock, history, prefs, request
 from .queue import IMPORTING, DONE, Job, manager, submit_io
 
 POLL_SECONDS = 0.5
@@ -29,15 +31,16 @@ def resume_entry(entry: history.Entry) -> Job:
         raise request.RequestError(f"{entry.id}: a {backend or 'unknown'} task cannot be resumed")
     if any(j.output_dir == entry.folder and not j.is_finished for j in manager.jobs):
         raise request.RequestError(f"{entry.id} is already being resumed")
-    checked = request.Request(image=os.path.join(entry.folder, history.INPUT), backend=backend,
-                              settings=record.get("settings") or {}, mode=record.get("mode") or "generate",
-                              target_size=float(record.get("target_size") or 0.0))
-    options, secrets = request.access(checked)
-    job = Job(name=record.get("name") or entry.id, backend=backend, settings=checked.settings, mode=checked.mode,
-              rgba_path=checked.image, output_dir=entry.folder, image_ref=record.get("image", ""),
-              target_size=checked.target_size, options=dict(options, resume_tasks=tasks), secrets=secrets,
-              model=checked.model, image_sha=record.get("image_hash", ""), cache_key=record.get("cache_key", ""),
-              created=record.get("created"))
+    held_before = entry_lock.holds(entry.folder)
+    if not entry_lock.hold(entry.folder):
+        pid = entry_lock.owner(entry.folder)[0]
+        raise request.RequestError(f"{entry.id} is in use by another Blender (process {pid or '?'})")
+    try:
+        job = _job(entry, backend, tasks)
+    except request.RequestError:
+        if not held_before:
+            entry_lock.release(entry.folder)
+        raise
     manager.enqueue(job)
     _resumed.append(job)
     if not bpy.app.timers.is_registered(_drive):
@@ -45,15 +48,29 @@ def resume_entry(entry: history.Entry) -> Job:
     return job
 
 
+def _job(entry: history.Entry, backend: str, tasks: list[dict]) -> Job:
+    record = entry.record
+    checked = request.Request(image=os.path.join(entry.folder, history.INPUT), backend=backend,
+                              settings=record.get("settings") or {}, mode=record.get("mode") or "generate",
+                              target_size=float(record.get("target_size") or 0.0))
+    options, secrets = request.access(checked)
+    return Job(name=record.get("name") or entry.id, backend=backend, settings=checked.settings, mode=checked.mode,
+               rgba_path=checked.image, output_dir=entry.folder, image_ref=record.get("image", ""),
+               target_size=checked.target_size, options=dict(options, resume_tasks=tasks), secrets=secrets,
+               model=checked.model, image_sha=record.get("image_hash", ""), cache_key=record.get("cache_key", ""),
+               created=record.get("created"), remote=tasks[-1], remote_tasks=tasks)
+
+
 def resume_pending(found: list[history.Entry] | None = None) -> list[Job]:
-    """Resume every pending remote task of the history (or of `found`, a scan made elsewhere); entries
-    that cannot be resumed are skipped."""
+    """Resume every pending remote task of the history (or of `found`, a scan made elsewhere), except
+    those the user cancelled (History offers Fetch Result for them); entries that cannot be resumed
+    (another Blender holds them, no key) are skipped."""
     if found is None:
         history.history.invalidate()
         found = history.history.entries(prefs.jobs_root())
     started = []
     for entry in found:
-        if entry.state == history.PENDING:
+        if entry.state == history.PENDING and not entry.cancelled:
             try:
                 started.append(resume_entry(entry))
             except request.RequestError as exc:
@@ -62,7 +79,7 @@ def resume_pending(found: list[history.Entry] | None = None) -> list[Job]:
 
 
 def _pending(root: str) -> list[history.Entry]:
-    return [e for e in history.History._scan(root) if e.state == history.PENDING]
+    return [e for e in history.History.scan(root) if e.state == history.PENDING]
 
 
 def _drive():

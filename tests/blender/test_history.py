@@ -22,6 +22,23 @@ def entries():
     return [e for e in h.history.entries(mod("trellis_addon.prefs").jobs_root()) if e.state != h.OTHER]
 
 
+def drawn(entry):
+    """The labels the History panel draws for an entry (its draw code against a recording layout)."""
+    labels = []
+
+    class Layout:
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                labels.append(kwargs.get("text"))
+                return Layout()
+            return call
+
+        def __setattr__(self, name, value):
+            pass
+    mod("panels.history").draw_entry(Layout(), entry)
+    return labels
+
+
 def active_record():
     return json.loads(bpy.context.view_layer.objects.active["trellis2"])
 
@@ -162,21 +179,8 @@ def test_corrupt_entries_are_shown_broken_and_can_be_deleted(scene):
     assert states[middle.id][0] == "broken" and "missing result_0.glb" in states[middle.id][1]
     assert states[oldest.id][0] == "done"
 
-    drawn = []
-
-    class Layout:  # the panel's draw code against a layout that records labels
-        def __getattr__(self, name):
-            def call(*args, **kwargs):
-                drawn.append(kwargs.get("text"))
-                return Layout()
-            return call
-
-        def __setattr__(self, name, value):
-            pass
-    panel = mod("panels.history")
-    for entry in entries():
-        panel.draw_entry(Layout(), entry)
-    assert sum("broken" in (t or "") for t in drawn) == 2
+    labels = [text for entry in entries() for text in drawn(entry)]
+    assert sum("broken" in (t or "") for t in labels) == 2
     with pytest.raises(RuntimeError):
         bpy.ops.trellis.history_import(entry=middle.id)
     assert bpy.ops.trellis.history_delete(entry=newest.id) == {"FINISHED"}

@@ -9,7 +9,7 @@ import time
 import uuid
 
 from ...backend import protocol, registry
-from .. import history
+from .. import entry_lock, history
 from ..record import Record
 from . import files
 from .process import WorkerProcess, python_worker
@@ -26,7 +26,8 @@ class Job:
                  image_ref: str = "", mode: str = "generate", mesh_path: str = "", target_size: float = 0.0,
                  anchor: str = "", options: dict | None = None, secrets: dict | None = None, model: str = "",
                  image_sha: str = "", cache_key: str = "", from_cache: str = "", result: dict | None = None,
-                 created: float | None = None, remote: dict | None = None, state: str = QUEUED):
+                 created: float | None = None, remote: dict | None = None, remote_tasks: list | None = None,
+                 state: str = QUEUED):
         self.id = uuid.uuid4().hex[:12]
         self.name, self.backend, self.mode, self.settings = name, backend, mode, settings
         self.output_dir, self.rgba_path, self.mesh_path, self.image_ref = output_dir, rgba_path, mesh_path, image_ref
@@ -37,7 +38,8 @@ class Job:
         self.model, self.image_sha, self.cache_key = model, image_sha, cache_key  # see history.py
         self.from_cache = from_cache  # id of the history entry that answered this request
         self.remote = remote  # the latest submitted remote task, recorded at once
-        self.remote_tasks: list[dict] = [remote] if remote else []  # every one (a hosted job per result)
+        self.remote_tasks: list[dict] = list(remote_tasks or ([remote] if remote else []))  # every one
+        self.interrupted = False  # Blender stopped while its submitted task ran: resumed on the next start
         self.log_path = os.path.join(output_dir, "worker.log")
         self.state = state
         self.text = {IMPORTING: "From cache" if from_cache else "Importing"}.get(state, "Queued")
@@ -143,10 +145,13 @@ class Job:
             self.messages.append(msg.get("text", ""))
         elif kind == "remote_task":
             self.remote = {k: v for k, v in msg.items() if k not in ("type", "id")}
-            self.remote_tasks.append(self.remote)
+            same = [t for t in self.remote_tasks if t.get("task_id") == self.remote.get("task_id")]
+            self.remote_tasks = [self.remote if t in same else t for t in self.remote_tasks]  # a resumed one
+            if not same:
+                self.remote_tasks.append(self.remote)
             self.save_record()  # a paid task id is on disk before anything else can go wrong
         elif kind == "result":
-            history.history.invalidate()  # result.json is on disk
+            history.history.invalidate(self.output_dir)  # result.json is on disk
             self.result = msg
             for listener in RESULT_LISTENERS:
                 listener(self)
@@ -173,11 +178,33 @@ class Job:
             self.set_finished(CANCELLED, "Cancelled")
             self.kill()
 
+    def interrupt(self) -> None:
+        """Blender stops (quit, add-on disabled): a submitted hosted task is left running and its job.json
+        says "interrupted" (the next start polls it again, never submits again); anything else is
+        cancelled."""
+        if self.is_finished:
+            return
+        if not self.has_paid_task:
+            self.cancel()
+            return
+        self.interrupted = True
+        self.set_finished(CANCELLED, "Interrupted: resumed on the next start")
+        self.kill()
+
+    @property
+    def has_paid_task(self) -> bool:
+        """A hosted task was submitted and its result is not here yet."""
+        return bool(self.remote_tasks) and self.info.needs_network and self.result is None
+
     def set_finished(self, state: str, text: str) -> None:
-        history.history.invalidate()
+        history.history.invalidate(self.output_dir)
         self.state, self.text = state, text
         self.finished = time.monotonic()
         self.save_record()
+        code = self.error_code.value if self.error_code else None
+        failed_there = state == FAILED and code in history.PROVIDER_FINAL  # the entry is no longer pending
+        if not self.from_cache and (not self.has_paid_task or failed_there):
+            files.submit_io(entry_lock.release, self.output_dir)  # after the record write queued before it
 
     # --- record --------------------------------------------------------------------------------
     def record(self) -> Record:
@@ -185,7 +212,7 @@ class Job:
         result = self.result or {}
         return Record(
             id=self.id, name=self.name, image=self.image_ref, backend=self.backend, mode=self.mode, model=self.model,
-            settings=self.settings, state=self.state, error=self.error,
+            settings=self.settings, state="interrupted" if self.interrupted else self.state, error=self.error,
             error_code=self.error_code.value if self.error_code else None, created=self.created,
             seconds=round(self.elapsed, 3),
             files=[os.path.relpath(f, self.output_dir) for f in result.get("files", [])],

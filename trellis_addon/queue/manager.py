@@ -8,7 +8,8 @@ import os
 import time
 
 from ...backend import protocol, registry
-from .. import prefs
+from .. import entry_lock, prefs
+from . import files
 from . import job as job_module
 from .process import WorkerProcess, WorkerSpec, python_worker
 
@@ -148,20 +149,26 @@ class JobManager:
         worker.close_stdin()  # EOF: it cancels what it runs and exits
         return True
 
-    def shutdown(self) -> None:
-        self.cancel_all()
+    def shutdown(self, wait: float = 0.0) -> None:
+        """Blender stops or the add-on is disabled: never a cancel of a submitted hosted task (its job.json
+        says "interrupted", the next start resumes it); other jobs are cancelled, every worker gets EOF
+        (waited for up to `wait` seconds), then the records are flushed and the entry locks released."""
+        workers = [w for w in [self._persistent, *self._pool] if w is not None]
+        for job in self.active():
+            job.interrupt()
         self.unload()
         self.reap_idle(seconds=-1.0)
-
-    def stop_workers(self, timeout: float = 5.0) -> None:
-        """At exit: cancel what runs, let every warm worker exit (EOF) and wait for it and its reader
-        thread, so no thread reads a pipe while the interpreter is torn down (bpy 4.2 crashed)."""
-        workers = [w for w in [self._persistent, *self._pool] if w is not None]
-        self.shutdown()
-        end = time.monotonic() + timeout
-        for worker in workers:
+        end = time.monotonic() + wait
+        for worker in workers if wait else ():
             worker.close_stdin()
             worker.wait_exit(max(0.0, end - time.monotonic()))
+        files.flush_records()
+        entry_lock.release_all()
+
+    def stop_workers(self, timeout: float = 5.0) -> None:
+        """At exit: shutdown(), waiting for every worker and its reader thread, so no thread reads a pipe
+        while the interpreter is torn down (bpy 4.2 crashed)."""
+        self.shutdown(wait=timeout)
         self.jobs.clear()
 
 

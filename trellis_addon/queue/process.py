@@ -19,6 +19,7 @@ from ...backend import protocol
 from ..paths import EXTENSION_ROOT
 
 LOG_TAIL_LINES = 12
+LOG_MAX_BYTES = 5 * 1024 * 1024  # a worker log over this is moved to LOG.1 when a worker starts
 KILL_GRACE_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 10.0  # a persistent worker gets this long to stop a job before it is killed
 
@@ -42,6 +43,18 @@ def python_worker(*, log_path: str, python: str | None = None, env: dict | None 
     extra = ("--idle-exit", f"{idle_exit:g}") if idle_exit else ()
     return WorkerSpec(key=key or (python, isolated, idle_exit), command=(python, *flags, "-u", "-m", "backend", *extra),
                       log_path=log_path, env=dict(env or {}), persistent=persistent)
+
+
+def rotate_log(path: str, max_bytes: int = LOG_MAX_BYTES) -> bool:
+    """Move a log over max_bytes to path + ".1" (replacing the older one); True if moved. A worker still
+    writing to it goes on in the .1 file (Windows keeps an open log where it is)."""
+    try:
+        if os.path.getsize(path) <= max_bytes:
+            return False
+        os.replace(path, path + ".1")
+        return True
+    except OSError:
+        return False
 
 
 def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -72,6 +85,7 @@ class WorkerProcess:
         popen_extra = ({"start_new_session": True} if os.name == "posix"
                        else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP})
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        rotate_log(self.log_path)
         env = dict(os.environ, PYTHONIOENCODING="utf-8", **self.spec.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(list(self.spec.command), cwd=self.spec.cwd, stdin=subprocess.PIPE,
