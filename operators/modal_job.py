@@ -69,6 +69,6 @@ class ModalJob:
             redraw_sidebars(context)
         return {"PASS_THROUGH"}
 
-    def cancel(self, context):  # Blender ends the operator (window closed, file loaded)
-        self._job.cancel()
+    def cancel(self, context):  # Blender ends the operator (quit, window closed, file loaded): not the user's
+        self._job.interrupt()  # Cancel, so a submitted paid task is left to be fetched on the next start
         context.window_manager.event_timer_remove(self._timer)

@@ -37,6 +37,10 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         name="Results Folder", subtype="DIR_PATH",
         description="Where each job keeps its input, GLB files and log. Empty: the extension's user folder")
 
+    max_megapixels: bpy.props.FloatProperty(
+        name="Max Megapixels", default=64.0, min=1.0, soft_max=400.0, precision=0,
+        description="Pictures larger than this (width × height, in millions of pixels) are refused before "
+                    "Blender decodes them")
     history_cap_gb: bpy.props.FloatProperty(
         name="Keep at Most (GB)", default=20.0, min=0.0, soft_max=500.0, precision=1,
         description="History size cap: the oldest results are deleted beyond it (never a running job or a "
@@ -95,6 +99,7 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         layout.prop(self, "output_dir")
         layout.label(text=f"In use: {jobs_root(create=False)}", icon="FILE_FOLDER")
         layout.prop(self, "history_cap_gb")
+        layout.prop(self, "max_megapixels")
         box = layout.box()
         box.label(text="Hosted TRELLIS.2", icon="WORLD")
         for info in hosted_backends():
