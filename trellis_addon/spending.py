@@ -27,13 +27,18 @@ class Session:
         return self.totals.get(unit, 0.0)
 
     def record(self, job) -> None:
-        """A result message arrived: learn its price, add what it cost (a quote spends nothing)."""
+        """A result message arrived: learn its price, add what it cost (a quote spends nothing). An unknown
+        cost (none reported, or no sane number: queue.job.sane_cost) counts as the estimate, so the caps
+        still hold."""
         cost, unit = job.cost, job.cost_unit
-        if cost is None:
-            return
         info = job.result.get("info") or {}
         count = len(job.result.get("seeds") or []) or info.get("number_results") or 1
-        self.prices[(job.backend, job.mode, job.settings.get("resolution"))] = float(cost) / count
+        if cost is None:
+            if job.is_quote or not job.info.needs_network:
+                return
+            cost = self.estimate(job.info, dict(job.settings, number_results=count), job.mode)
+        else:
+            self.prices[(job.backend, job.mode, job.settings.get("resolution"))] = float(cost) / count
         if not job.is_quote:
             self.totals[unit] = self.total(unit) + float(cost)
 

@@ -3,6 +3,7 @@ protocol messages by the reader thread (deliver), applied on Blender's main thre
 from __future__ import annotations
 
 import collections
+import math
 import os
 import queue
 import time
@@ -19,6 +20,18 @@ QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
     "queued", "starting", "running", "importing", "done", "failed", "cancelled")
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 RESULT_LISTENERS: list = []  # fn(job) for each result message (the spending tally)
+SILENT_SECONDS = 60.0  # a running job whose worker sends heartbeats and then nothing this long has failed
+
+
+MAX_COST = 100000.0  # per job, in any unit: more is no price a provider means
+
+
+def sane_cost(value) -> float | None:
+    """A reported cost, or None ("unknown": the estimate counts) for NaN, infinities, negatives, absurd
+    amounts and anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= MAX_COST else None
 
 
 class Job:
@@ -55,6 +68,7 @@ class Job:
         self.objects: list[str] = []
         self.messages = collections.deque(maxlen=50)
         self.worker = None  # the WorkerProcess serving it
+        self.heard, self.beating = time.monotonic(), False  # last message from the worker; it sends heartbeats
         self._queue: queue.Queue = queue.Queue()
 
     @property
@@ -120,15 +134,25 @@ class Job:
         return (self.finished or time.monotonic()) - self.started
 
     def poll(self) -> bool:
-        """Apply queued worker messages; True if anything changed. Never blocks."""
+        """Apply queued worker messages; True if anything a user sees changed. Never blocks. A worker that
+        sends heartbeats and then falls silent (stopped, hung) fails the job after SILENT_SECONDS."""
         changed = False
         while True:
             try:
                 msg = self._queue.get_nowait()
             except queue.Empty:
-                return changed
+                break
+            self.heard = time.monotonic()
+            if msg["type"] == "heartbeat":
+                self.beating = True
+                continue
             changed = True
             self._apply(msg)
+        if self.beating and self.state == RUNNING and time.monotonic() - self.heard > SILENT_SECONDS:
+            self.fail(f"The worker stopped answering (no message for {SILENT_SECONDS:g} s) and was ended",
+                      protocol.ErrorCode.WORKER_EXIT)
+            changed = True
+        return changed
 
     def _apply(self, msg: dict) -> None:
         kind = msg["type"]
@@ -152,7 +176,7 @@ class Job:
             self.save_record()  # a paid task id is on disk before anything else can go wrong
         elif kind == "result":
             history.history.invalidate(self.output_dir)  # result.json is on disk
-            self.result = msg
+            self.result = dict(msg, cost=sane_cost(msg.get("cost")))
             for listener in RESULT_LISTENERS:
                 listener(self)
             self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"

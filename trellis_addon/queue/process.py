@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ...backend import protocol
+from ...backend import protocol, registry
 from ..paths import EXTENSION_ROOT
 
 LOG_TAIL_LINES = 12
@@ -57,6 +57,11 @@ def rotate_log(path: str, max_bytes: int = LOG_MAX_BYTES) -> bool:
         return False
 
 
+def credential_variables() -> set[str]:
+    """The environment variables that may hold a key (every registry credential's)."""
+    return {c.env for b in registry.BACKENDS for c in b.credentials}
+
+
 def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(path, "rb") as f:
@@ -87,6 +92,8 @@ class WorkerProcess:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         rotate_log(self.log_path)
         env = dict(os.environ, PYTHONIOENCODING="utf-8", **self.spec.env)
+        for name in credential_variables():  # keys reach workers over stdin only
+            env.pop(name, None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(list(self.spec.command), cwd=self.spec.cwd, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=log, env=env, **popen_extra)
