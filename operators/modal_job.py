@@ -1,19 +1,25 @@
 """A job-running operator: modal with a timer in the UI (Blender never waits), blocking in scripts."""
 from __future__ import annotations
 
+import time
+
 import bpy
 
 from ..trellis_addon import blocking
 from ..trellis_addon.queue import IMPORTING, flush_records, manager
 
 TIMER_SECONDS = 0.1
+REDRAW_SECONDS = 0.25  # the sidebar is redrawn at most 4 times a second, and only when its text changed
 
 
 def redraw_sidebars(context) -> None:
+    """Redraw the 3D Views' sidebars (the UI region), never the viewports themselves."""
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "VIEW_3D":
-                area.tag_redraw()
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
 
 
 class ModalJob:
@@ -42,7 +48,7 @@ class ModalJob:
         """Follow a started job from a window-manager timer; Esc cancels it."""
         if job is None:
             return {"CANCELLED"}
-        self._job, self._shown_second = job, -1
+        self._job, self._shown, self._redrawn = job, None, 0.0
         self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
         context.window_manager.modal_handler_add(self)
         redraw_sidebars(context)
@@ -54,18 +60,17 @@ class ModalJob:
             job.cancel()
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
-        manager.pump()
-        changed = job.poll()
+        manager.poll_all()
         if job.state == IMPORTING or job.is_finished:
             context.window_manager.event_timer_remove(self._timer)
             context.workspace.status_text_set(None)
             result = self._done(context, job)
             redraw_sidebars(context)
             return result
-        second = int(job.elapsed)
-        if changed or second != self._shown_second:  # the bar's elapsed time ticks each second
-            self._shown_second = second
-            context.workspace.status_text_set(blocking.progress_line(job))
+        shown = (job.text, round(job.fraction, 3), int(job.elapsed))  # the bar's elapsed time ticks each second
+        if shown != self._shown and time.monotonic() - self._redrawn >= REDRAW_SECONDS:
+            self._shown, self._redrawn = shown, time.monotonic()
+            context.workspace.status_text_set(blocking.progress_line(job))  # redraws the status bar
             redraw_sidebars(context)
         return {"PASS_THROUGH"}
 

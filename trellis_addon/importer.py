@@ -45,12 +45,18 @@ def snapshot_path(glb_path: str) -> str:
     return f"{os.path.splitext(glb_path)[0]}.blender-{major}.{minor}.blend"
 
 
+def fresh_snapshot(glb_path: str) -> bool:
+    """Whether the GLB's snapshot .blend exists and is not older than it (appending it is the import)."""
+    snap = snapshot_path(glb_path)
+    return os.path.isfile(snap) and os.path.getmtime(snap) >= os.path.getmtime(glb_path)
+
+
 def import_glb(context, filepath: str, snapshot: bool = False) -> list[bpy.types.Object]:
     """The GLB's objects, linked into the active collection. snapshot=True (history results): the first
     import also saves them as a .blend beside the GLB, later imports append from it (1/17 of the glTF
     importer's time for a 500k-face result, bench/cache_hit.py) and fall back to the GLB if that fails."""
     snap = snapshot_path(filepath) if snapshot else ""
-    if snap and os.path.isfile(snap) and os.path.getmtime(snap) >= os.path.getmtime(filepath):
+    if snap and fresh_snapshot(filepath):
         try:
             return _append_snapshot(context, snap)
         except Exception as exc:  # unreadable or from elsewhere: the GLB is the truth

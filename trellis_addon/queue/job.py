@@ -18,6 +18,7 @@ from .process import WorkerProcess, python_worker
 # Job states
 QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
     "queued", "starting", "running", "importing", "done", "failed", "cancelled")
+BUILDING = "building"  # the result is being imported by a background Blender; IMPORTING follows
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 RESULT_LISTENERS: list = []  # fn(job) for each result message (the spending tally)
 SILENT_SECONDS = 60.0  # a running job whose worker sends heartbeats and then nothing this long has failed
@@ -69,6 +70,7 @@ class Job:
         self.messages = collections.deque(maxlen=50)
         self.worker = None  # the WorkerProcess serving it
         self.heard, self.beating = time.monotonic(), False  # last message from the worker; it sends heartbeats
+        self.build_wanted = None  # set by the queue: fn(job) -> import this result in a background Blender?
         self._queue: queue.Queue = queue.Queue()
 
     @property
@@ -180,6 +182,8 @@ class Job:
             for listener in RESULT_LISTENERS:
                 listener(self)
             self.state, self.fraction, self.text = IMPORTING, 1.0, "Importing"
+            if self.build_wanted is not None and self.build_wanted(self):
+                self.state, self.text = BUILDING, "Importing in the background"
             if self.worker and not self.worker.persistent:
                 self.worker.close_stdin()  # a per-job worker exits once its stdin closes
         elif kind == "error":

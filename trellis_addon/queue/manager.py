@@ -11,6 +11,7 @@ from ...backend import protocol, registry
 from .. import entry_lock, prefs
 from . import files
 from . import job as job_module
+from .builder import Builder
 from .process import WorkerProcess, WorkerSpec, python_worker
 
 POOL_IDLE_SECONDS = 60.0  # a warm pooled worker exits after this long without a job
@@ -25,11 +26,15 @@ class JobManager:
         self.jobs: list[job_module.Job] = []
         self._persistent: WorkerProcess | None = None  # the GPU worker
         self._pool: list[WorkerProcess] = []  # warm workers in Blender's Python
+        self.builder = Builder()  # imports results in a background Blender
 
     # --- the queue ---------------------------------------------------------------------------------
     def add(self, job: job_module.Job) -> job_module.Job:
         """Queue a job (a cached answer waits as IMPORTING); pump() starts it when a slot is free."""
         self.jobs.append(job)
+        job.build_wanted = self.builder.wanted
+        if job.state == job_module.IMPORTING and self.builder.wanted(job):  # a cached answer without its .blend
+            job.state, job.text = job_module.BUILDING, "Importing in the background"
         finished = [j for j in self.jobs if j.is_finished]
         for old in finished[:-KEEP_FINISHED]:
             self.jobs.remove(old)
@@ -87,6 +92,10 @@ class JobManager:
         """Apply every job's messages, then pump(): a slot freed now is refilled at once. The jobs that
         changed."""
         changed = [j for j in self.jobs if j.poll()]
+        for job in self.jobs:
+            if job.state == job_module.BUILDING and job.id not in self.builder.tasks:
+                self.builder.start(job)
+        changed += [j for j in self.builder.poll() if j not in changed]
         self.pump(max_parallel)
         return changed
 
@@ -153,7 +162,8 @@ class JobManager:
         """Blender stops or the add-on is disabled: never a cancel of a submitted hosted task (its job.json
         says "interrupted", the next start resumes it); other jobs are cancelled, every worker gets EOF
         (waited for up to `wait` seconds), then the records are flushed and the entry locks released."""
-        workers = [w for w in [self._persistent, *self._pool] if w is not None]
+        workers = [w for w in [self._persistent, *self._pool, self.builder.worker] if w is not None]
+        self.builder.stop()
         for job in self.active():
             job.interrupt()
         self.unload()

@@ -1,0 +1,96 @@
+"""Results imported by a background Blender: the job waits in BUILDING while blend_worker imports its GLBs
+and saves their .blend snapshots; the main thread only appends and places them. The result lands exactly
+as a main-thread import does; where no background Blender starts, the import falls back to the main
+thread and says so; a background Blender that dies fails its one job with its log, and the next works."""
+import os
+import signal
+import time
+
+import bpy
+import pytest
+
+from conftest import EXAMPLE_IMAGE, mod
+
+FAST = dict(backend="preview", resolution=512, texture_size=1024, decimation_target=100000, force_new=True)
+
+
+@pytest.fixture()
+def builder(scene):
+    manager = mod("trellis_addon.queue").manager
+    manager.builder.enabled, manager.builder.unavailable = True, ""
+    yield manager.builder
+    manager.builder.stop()
+    manager.builder.enabled, manager.builder.unavailable = None, ""
+
+
+def landed():
+    """What a result looks like in the scene: names, counts, materials, images, record, placement."""
+    obj = bpy.context.view_layer.objects.active
+    material = obj.active_material
+    images = sorted(n.image.size[:] for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
+    record = mod("trellis_addon.record").Record.from_text(obj["trellis2"])
+    return {"name": obj.name, "collection": obj.users_collection[0].name, "vertices": len(obj.data.vertices),
+            "faces": len(obj.data.polygons), "images": images, "seed": record.seed, "backend": record.backend,
+            "bottom": round(min((obj.matrix_world @ v.co).z for v in obj.data.vertices), 4),
+            "selected": obj.select_get()}
+
+
+def run_job(seed):
+    states = []
+    queue = mod("trellis_addon.queue")
+    original = queue.Job.poll
+
+    def watch(job):
+        changed = original(job)
+        states.append(job.state)
+        return changed
+    queue.Job.poll = watch
+    try:
+        assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=seed, **FAST) == {"FINISHED"}
+    finally:
+        queue.Job.poll = original
+    return queue.manager.jobs[-1], states
+
+
+def test_the_background_blender_imports_and_the_result_lands_the_same(builder):
+    job, _ = run_job(7)
+    assert builder.worker is not None and builder.worker.alive, "a background Blender did the import"
+    snapshot = mod("trellis_addon.importer").snapshot_path(job.result["files"][0])
+    assert os.path.isfile(snapshot)
+    with open(builder.worker.log_path, encoding="utf-8", errors="replace") as f:
+        assert f"task {job.id}-import (import) done" in f.read()
+    background = landed()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    builder.enabled = False
+    run_job(7)
+    assert landed() == background
+
+
+def test_without_a_background_blender_the_main_thread_imports_and_says_so(builder, monkeypatch):
+    queue_builder = mod("trellis_addon.queue.builder")
+    spec = queue_builder.blender_spec()
+    monkeypatch.setattr(queue_builder, "blender_spec", lambda: spec.__class__(
+        key=("missing",), command=("/nonexistent/blender",), log_path=spec.log_path))
+    job, _ = run_job(8)
+    assert job.state == "done" and builder.unavailable and "nonexistent" in builder.unavailable
+    assert landed()["faces"] > 1000
+
+
+def test_a_killed_background_blender_fails_one_job_and_the_next_works(builder):
+    queue, request = mod("trellis_addon.queue"), mod("trellis_addon.request")
+    settings = request.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 9})
+    job = queue.manager.enqueue(request.prepare_job(image=EXAMPLE_IMAGE, backend="preview", settings=settings,
+                                                    force_new=True))
+    end = time.monotonic() + 60
+    while job.state != "building" and not job.is_finished and time.monotonic() < end:
+        queue.manager.poll_all()
+        time.sleep(0.02)
+    while job.id not in builder.tasks and time.monotonic() < end:
+        queue.manager.poll_all()
+    os.kill(builder.worker.proc.pid, signal.SIGKILL)
+    while not job.is_finished and time.monotonic() < end:
+        queue.manager.poll_all()
+        time.sleep(0.02)
+    assert job.state == "failed" and "background Blender stopped unexpectedly (exit code -9)" in job.error
+    next_job, _ = run_job(10)
+    assert next_job.state == "done" and builder.worker.alive

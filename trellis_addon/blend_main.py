@@ -1,0 +1,18 @@
+"""Started as a script by a background Blender (`blender -b --factory-startup --python blend_main.py --
+ROOT`) or, under the bpy module, by the same Python (`python blend_main.py ROOT`): makes the extension
+at ROOT importable as a package without running its registration, then serves blend_worker's protocol."""
+import importlib
+import os
+import sys
+import types
+
+PACKAGE = "trellis_blend_worker"
+
+if __name__ == "__main__":
+    here = os.path.dirname(os.path.abspath(__file__))  # python puts it first: its queue/ would hide the stdlib's
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    package = types.ModuleType(PACKAGE)
+    package.__path__ = [args[0]]  # the extension's root folder; its __init__ (registration) is not run
+    sys.modules[PACKAGE] = package
+    sys.exit(importlib.import_module(f"{PACKAGE}.trellis_addon.blend_worker").main())

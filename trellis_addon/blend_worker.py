@@ -1,0 +1,88 @@
+"""The background Blender worker: heavy bpy work off the UI's main thread, on the same JSON-lines protocol
+as the Python workers (backend/protocol.py). One task at a time:
+
+  {"type": "job", "id", "kind": "import", "files": [path.glb]}  import each GLB with Blender's glTF
+      importer and save it as the snapshot .blend beside it (importer.snapshot_path), which the UI's
+      Blender then appends in a fraction of the import's time -> {"type": "result", "id", "snapshots"}
+  {"type": "shutdown"} or EOF: exit
+
+Answers hello, progress, result, error ({"code", "message"}) like the other workers. Started by
+queue.manager (blender_spec) through blend_main.py.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+import bpy
+
+from ..backend import protocol
+from ..backend.worker import Channel
+from . import importer
+
+
+def _protocol_channel():
+    """The real stdout for the protocol; fd 1 (Blender's and the importer's prints) goes to the log."""
+    sys.stdout.flush()
+    stream = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return stream
+
+
+def import_task(channel: Channel, task: dict) -> dict:
+    files = task.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) and os.path.isfile(f) for f in files):
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task needs existing GLB files")
+    snapshots = []
+    for index, path in enumerate(files):
+        channel.send("progress", id=task["id"], stage="import", step=index, total=len(files),
+                     fraction=index / len(files), text=f"Importing result {index + 1}/{len(files)} in the background")
+        bpy.ops.wm.read_homefile(use_empty=True)  # nothing of an earlier task stays in memory
+        objects = importer.import_glb(bpy.context, path, snapshot=True)
+        snap = importer.snapshot_path(path)
+        if not objects or not importer.fresh_snapshot(path):
+            raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT,
+                                    f"{os.path.basename(path)} imported no objects or its .blend was not saved")
+        snapshots.append(snap)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    return {"snapshots": snapshots}
+
+
+TASKS = {"import": import_task}
+
+
+def main() -> int:
+    channel = Channel(_protocol_channel())
+    channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(), python=sys.version.split()[0],
+                 blender=bpy.app.version_string, backends=[])
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            msg = protocol.decode(line)
+        except ValueError as exc:
+            print(f"ignored bad input line: {exc}", file=sys.stderr, flush=True)
+            continue
+        if msg["type"] == "shutdown":
+            break
+        if msg["type"] != "job":
+            continue
+        task_id = msg.get("id") if isinstance(msg.get("id"), str) else None
+        started = time.monotonic()
+        try:
+            run = TASKS.get(msg.get("kind"))
+            if run is None or task_id is None:
+                raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, f"unknown task {msg.get('kind')!r}")
+            result = run(channel, msg)
+            print(f"task {task_id} ({msg['kind']}) done in {time.monotonic() - started:.2f} s", file=sys.stderr)
+            channel.send("result", id=task_id, **result)
+        except protocol.JobError as exc:
+            channel.send("error", id=task_id, code=exc.code.value, message=str(exc))
+        except Exception as exc:  # report, keep serving
+            traceback.print_exc()
+            channel.send("error", id=task_id, code=protocol.ErrorCode.INTERNAL.value,
+                         message=f"{type(exc).__name__}: {exc}")
+    return 0
