@@ -187,7 +187,11 @@ def _pixels(image):
 
 def test_bake_low_poly(fin, raw):
     obj, _ = raw
-    report = run(fin, obj, bake_faces=1000, mark_asset=False)
+    steps = []
+    report = fin.finish([obj], "mushroom", schema.validate_finish({"bake_faces": 1000, "mark_asset": False}),
+                        target_size=SIZE, texture_size=64, bake_samples=1, progress=lambda t, f: steps.append((t, f)))
+    assert "Baking normal map" in [t for t, _ in steps]
+    assert [f for _, f in steps] == sorted(f for _, f in steps), "progress only goes forward"
     low = bpy.data.objects["mushroom_low"]
     assert report["low"] == low and recount(low)["triangles"] <= 1050
     assert report["qa"]["low_triangles"] == recount(low)["triangles"]

@@ -19,6 +19,8 @@ from .transform import world_bounds
 # channel -> (bake type, colour space, Principled input)
 PASSES = (("basecolor", "DIFFUSE", "sRGB", "Base Color"), ("normal", "NORMAL", "Non-Color", "Normal"),
           ("roughness", "ROUGHNESS", "Non-Color", "Roughness"), ("metallic", "EMIT", "Non-Color", "Metallic"))
+LABELS = {"basecolor": "Baking base colour", "normal": "Baking normal map", "roughness": "Baking roughness",
+          "metallic": "Baking metallic"}
 
 
 def _low_material(name: str, size: int):
@@ -128,7 +130,7 @@ def bake_low_poly(context, objects, name: str, faces: int, texture_size: int, co
         dense_materials = {m for o in dense for m in o.data.materials if m is not None and m.node_tree}
         for step, (channel, kind, _space, _socket) in enumerate(PASSES):
             if progress:
-                progress(f"Baking {channel}", step / len(PASSES))
+                progress(LABELS[channel], step / len(PASSES))
             material.node_tree.nodes.active = material.node_tree.nodes[channel]
             options = dict(type=kind, use_selected_to_active=True, cage_extrusion=extrusion,
                            max_ray_distance=extrusion * 4, use_clear=True, margin=scene.render.bake.margin)

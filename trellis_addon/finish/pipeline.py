@@ -108,8 +108,10 @@ def finish(objects, name: str, settings: dict, target_size: float = 0.0, context
         report["qa"]["lod_triangles"] = counts
 
     def run_bake():
+        within = None if progress is None else (
+            lambda text, f: progress(text, (position["index"] + f) / position["count"]))
         low, material, count = bake.bake_low_poly(context, objects, name, settings["bake_faces"], texture_size,
-                                                  collection, bake_samples, progress)
+                                                  collection, bake_samples, within)
         report.update(low=low, low_material=material)
         report["qa"]["low_triangles"] = count
 
@@ -132,7 +134,9 @@ def finish(objects, name: str, settings: dict, target_size: float = 0.0, context
         "asset": (settings["mark_asset"], run_asset, undo_asset),
     }
     chosen = [(key, label) for key, label in STAGES if plan[key][0]]
+    position = {"index": 0, "count": len(chosen)}
     for index, (key, label) in enumerate(chosen):
+        position["index"] = index
         if cancelled is not None and cancelled():
             raise _with_report(FinishCancelled(key), report)
         if progress is not None:
