@@ -127,6 +127,14 @@ def test_defaults_weld_drop_floater_measure_name_and_mark(fin, raw):
     assert obj.preview.image_size[0] > 0 and alpha.any()
 
 
+def test_preview_from_the_input_image(fin, raw):
+    obj, _ = raw
+    report = fin.finish([obj], "mushroom", schema.finish_defaults(), preview_image=EXAMPLE_IMAGE,
+                        render_preview=False)
+    assert report["preview"] == "image" and obj.preview.image_size[0] == 128
+    assert np.array(obj.preview.image_pixels_float[:]).reshape(-1, 4)[:, :3].std() > 0.01
+
+
 def test_inner_shell_goes_only_with_remove_interior(fin, raw):
     obj, design = raw
     report = run(fin, obj, remove_interior=True, mark_asset=False)

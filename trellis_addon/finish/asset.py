@@ -67,9 +67,10 @@ def preview_from_image(obj, path: str, size: int = PREVIEW_SIZE) -> bool:
     return True
 
 
-def mark_asset(obj, record: dict | None, settings: dict, preview_image: str = "") -> str:
+def mark_asset(obj, record: dict | None, settings: dict, preview_image: str = "", render: bool = True) -> str:
     """Mark obj as an asset in the TRELLIS catalog with tags and a description; returns how its preview
-    was made: "rendered", "image" (from preview_image), "pending" (a UI job) or "none"."""
+    was made: "rendered", "image" (from preview_image), "pending" (a UI job) or "none". render=False:
+    the preview is the image only (a software-GL render of a 500k-face result takes ~30 s on 2 cores)."""
     obj.asset_mark()
     data = obj.asset_data
     data.catalog_id = CATALOG_ID
@@ -78,6 +79,8 @@ def mark_asset(obj, record: dict | None, settings: dict, preview_image: str = ""
     for tag in tags_of(record):
         data.tags.new(tag, skip_if_exists=True)
     data.description = description_of(record, settings)
+    if not render:
+        return "image" if preview_from_image(obj, preview_image) else "none"
     try:
         obj.asset_generate_preview()
     except RuntimeError as exc:  # no GPU context to render with

@@ -59,13 +59,15 @@ def _fit(objects, target_size: float, anchor: Vector) -> None:
 
 def finish(objects, name: str, settings: dict, target_size: float = 0.0, context=None, record: dict | None = None,
            texture_size: int = 1024, bake_samples: int = 16, preview_image: str = "",
-           progress=None, cancelled=None) -> dict:
+           render_preview: bool = True, progress=None, cancelled=None) -> dict:
     """Finish an imported result (its objects: root and meshes) in place, stage by stage.
 
-    settings: a full finish-settings dict (backend.schema.validate_finish). target_size > 0: the
-    longest side is made that many metres first (a no-op after importer.place_results did it).
-    record: the result's record as a dict (tags and description). texture_size and bake_samples: the
-    baked low-poly's. progress(text, fraction) before each stage; cancelled() -> True stops before the
+    settings: a full finish-settings dict (backend.schema.validate_finish). target_size > 0: after
+    cleanup the longest side is made that many metres, the bounds' bottom centre kept where it stood
+    (importer.place_results puts it on the cursor). record: the result's record as a dict (tags and
+    description). texture_size and bake_samples: the baked low-poly's. preview_image: the input image,
+    the asset preview where none can be rendered (or always, render_preview=False).
+    progress(text, fraction) before each stage; cancelled() -> True stops before the
     next stage with FinishCancelled. A failing stage is undone and raises FinishError(stage, message);
     both carry `.report`, what was done until then.
     Returns the report: {"done": [stage, ...], "qa": {...}, "renamed": {...}, "lods": [objects],
@@ -116,7 +118,7 @@ def finish(objects, name: str, settings: dict, target_size: float = 0.0, context
         report["qa"]["low_triangles"] = count
 
     def run_asset():
-        report["preview"] = asset.mark_asset(objects[0], record, settings, preview_image)
+        report["preview"] = asset.mark_asset(objects[0], record, settings, preview_image, render_preview)
 
     def undo_asset():
         if objects[0].asset_data is not None:
