@@ -26,14 +26,15 @@ class SettingError(ValueError):
 @dataclass(frozen=True)
 class Param:
     name: str  # snake_case id: Blender property name and flat-settings key
-    kind: str  # "int" | "float" | "bool"
+    kind: str  # "int" | "float" | "bool" | "enum" (string choices)
     default: Any
     label: str
     description: str
     min: float | None = None
     max: float | None = None
     multiple_of: int | None = None  # integer step the value must be a multiple of
-    choices: tuple | None = None  # allowed values (ints), when the spec lists them
+    choices: tuple | None = None  # allowed values (ints; strings for "enum"), when the spec lists them
+    off: int | float | None = None  # a value outside min..max that is also accepted (0 = off)
     stage: str | None = None  # sampler stage name, for sampler knobs
     group: str = "model"  # where the UI shows it: one of GROUPS
 
@@ -51,6 +52,8 @@ class Param:
         return None
 
     def range_text(self) -> str:
+        if self.off is not None and not self.choices:
+            return f"{_fmt(self.off)} (off) or {_fmt(self.min)} to {_fmt(self.max)}"
         values = self.choice_values()
         if values:
             return "one of " + ", ".join(str(v) for v in values)
@@ -64,6 +67,10 @@ class Param:
             if isinstance(value, bool) or value in (0, 1):
                 return bool(value)
             raise SettingError(self.name, f"expected true or false, got {value!r}")
+        if self.kind == "enum":
+            if isinstance(value, str) and value.upper() in self.choices:
+                return value.upper()
+            raise SettingError(self.name, f"expected {self.range_text()}, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SettingError(self.name, f"expected a number ({self.range_text()}), got {value!r}")
         if self.kind == "int":
@@ -72,6 +79,8 @@ class Param:
             value = int(value)
         else:
             value = float(value)
+        if self.off is not None and value == self.off:
+            return value
         values = self.choice_values()
         out_of_range = (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
         if out_of_range or (values and value not in values):
@@ -97,8 +106,9 @@ class Stage:
         return f"{self.name}_override"
 
 
-# Where the UI shows a setting.
+# Where the UI shows a setting (FINISH_PARAMS: in FINISH_GROUP).
 GROUPS = ("model", "seed", "sampler", "advanced")
+FINISH_GROUP = "finish"
 
 
 def _stage(name, label, description, steps, strength, rescale, rescale_t) -> Stage:
@@ -188,12 +198,16 @@ def defaults() -> dict:
 def validate(settings: dict, partial: bool = False) -> dict:
     """Check and normalize a flat settings dict. Unknown names are errors; missing ones get defaults
     (or are left out with ``partial``)."""
-    unknown = sorted(set(settings) - set(BY_NAME))
+    return _validate_table(settings, BY_NAME, partial, "setting")
+
+
+def _validate_table(settings: dict, by_name: dict, partial: bool, what: str) -> dict:
+    unknown = sorted(set(settings) - set(by_name))
     if unknown:
-        raise SettingError(unknown[0], f"unknown setting (known: {', '.join(sorted(BY_NAME))})")
-    out = {} if partial else defaults()
+        raise SettingError(unknown[0], f"unknown {what} (known: {', '.join(sorted(by_name))})")
+    out = {} if partial else {p.name: p.default for p in by_name.values()}
     for name, value in settings.items():
-        out[name] = BY_NAME[name].validate(value)
+        out[name] = by_name[name].validate(value)
     return out
 
 
@@ -202,3 +216,39 @@ def sampler_params(settings: dict, stage: Stage) -> dict | None:
     if not settings.get(stage.override):
         return None
     return {p.stage_key: settings[p.name] for p in stage.params}
+
+
+# Finishing the imported result in Blender (trellis_addon/finish): never sent to a provider and not part
+# of history's cache key, so a table of its own, not in PARAMS. `origin` is an "enum": string choices.
+_F = FINISH_GROUP
+FINISH_PARAMS: tuple[Param, ...] = (
+    Param("origin", "enum", "BOTTOM", "Origin", "Where the result's origin goes: the bottom centre of its "
+          "bounds, the centre of its bounds, or where the import put it", choices=("BOTTOM", "CENTER", "KEEP"),
+          group=_F),
+    Param("apply_scale", "bool", True, "Apply Scale",
+          "Apply the target-size scaling to the mesh, so the object's scale stays 1", group=_F),
+    Param("cleanup", "bool", True, "Clean Up",
+          "Weld split vertices (UVs, normals and sharp edges kept) and drop small loose parts", group=_F),
+    Param("min_part_fraction", "float", 0.005, "Smallest Part",
+          "Clean Up drops loose parts with fewer than this fraction of the faces", 0, 0.5, group=_F),
+    Param("remove_interior", "bool", False, "Remove Interior",
+          "Delete closed inner shells, which cannot be seen from outside", group=_F),
+    Param("lod_levels", "int", 0, "LODs",
+          "How many levels of detail to make (<name>_LOD1 ...), in a hidden collection", 0, 4, group=_F),
+    Param("lod_ratio", "float", 0.5, "LOD Ratio",
+          "Each level of detail keeps this fraction of the faces of the one before", 0.1, 0.9, group=_F),
+    Param("bake_faces", "int", 0, "Low-Poly Faces", "0: off. Otherwise a low-poly copy <name>_low with at "
+          "most this many faces, its textures baked from the result with Cycles", 1000, 200000, group=_F, off=0),
+    Param("mark_asset", "bool", True, "Mark as Asset",
+          "Mark the result as an asset: preview, catalog TRELLIS, tags, a description", group=_F),
+)
+FINISH_BY_NAME = {p.name: p for p in FINISH_PARAMS}
+
+
+def finish_defaults() -> dict:
+    return {p.name: p.default for p in FINISH_PARAMS}
+
+
+def validate_finish(settings: dict, partial: bool = False) -> dict:
+    """Check and normalize finish settings as `validate` does the model's (unknown names are errors)."""
+    return _validate_table(settings, FINISH_BY_NAME, partial, "finish setting")

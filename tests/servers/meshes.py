@@ -19,3 +19,53 @@ def textured_box_glb(glb, png) -> bytes:
                   pixel, pixel, name="retextured")
     with open(path, "rb") as f:
         return f.read()
+
+
+def _cube_sphere(k: int, radius: float, center=(0.0, 0.0, 0.0)):
+    """Triangles (T, 3, 3) of a cube subdivided k x k per side and blown onto a sphere, UVs (T, 3, 2) with
+    one island per cube side (a 3 x 2 atlas), smooth normals. Shared corners get bit-identical positions."""
+    tris, uvs = [], []
+    for side in range(6):
+        axis, sign = side // 2, (-1, 1)[side % 2]
+        u_axis, v_axis = [a for a in range(3) if a != axis]
+        if sign < 0:
+            u_axis, v_axis = v_axis, u_axis  # keep every side's winding outward
+        ox, oy = (side % 3) / 3, (side // 3) / 2
+        for i in range(k):
+            for j in range(k):
+                quad = []
+                for di, dj in ((0, 0), (1, 0), (1, 1), (0, 1)):
+                    p = [0, 0, 0]
+                    p[axis], p[u_axis], p[v_axis] = sign * k, 2 * (i + di) - k, 2 * (j + dj) - k
+                    quad.append((p, (ox + (i + di) / k / 3 * 0.95, oy + (j + dj) / k / 2 * 0.95)))
+                for a, b, c in ((0, 1, 2), (0, 2, 3)):
+                    tris.append([quad[a][0], quad[b][0], quad[c][0]])
+                    uvs.append([quad[a][1], quad[b][1], quad[c][1]])
+    ints = np.array(tris, np.float64)
+    unit = ints / np.linalg.norm(ints, axis=2, keepdims=True)
+    return (unit * radius + np.array(center)).astype(np.float32), unit.astype(np.float32), np.array(uvs, np.float32)
+
+
+def defect_glb(glb, png, path: str) -> dict:
+    """A result with the defects TRELLIS.2 results have, written with backend.glb to `path`:
+    - every vertex split (each triangle has its own three; the glTF importer keeps them apart),
+    - an outer sphere (radius 0.5, 6 x 18 x 18 x 2 triangles) with a hole (one quad left out),
+    - a closed inner shell (radius 0.2, 192 triangles, 4.6 % of the faces: kept by the part filter),
+    - a floating box (12 triangles, 0.29 % of the faces: under the default 0.5 %) at x = +0.8.
+    Names like TRELLIS.2's ("geometry_0"). Returns the triangle counts per part and the design."""
+    outer = _cube_sphere(18, 0.5)
+    keep = np.ones(len(outer[0]), bool)
+    keep[[100, 101]] = False  # one quad of the first side: a hole with four boundary edges
+    outer = tuple(a[keep] for a in outer)
+    inner = _cube_sphere(4, 0.2)
+    box = _cube_sphere(1, 0.05 * 3 ** 0.5, center=(0.8, 0.0, 0.0))
+    parts = (outer, inner, box)
+    positions = np.concatenate([p[0] for p in parts]).reshape(-1, 3)
+    normals = np.concatenate([p[1] for p in parts]).reshape(-1, 3)
+    uvs = np.concatenate([p[2] for p in parts]).reshape(-1, 2)
+    yy, xx = np.mgrid[0:64, 0:64]
+    color = np.stack([xx * 4, yy * 4, (xx + yy) * 2, np.full_like(xx, 255)], -1).astype(np.uint8)
+    mr = np.stack([np.zeros_like(xx), 60 + xx * 2, (yy > 32) * 255], -1).astype(np.uint8)
+    glb.write_glb(path, positions, normals, uvs, np.arange(len(positions), dtype=np.uint32).reshape(-1, 3),
+                  png.encode_png(color), png.encode_png(mr), name="geometry_0")
+    return {"outer": len(outer[0]), "inner": len(inner[0]), "floater": len(box[0]), "hole_edges": 4}
