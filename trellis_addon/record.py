@@ -46,6 +46,7 @@ class Record:
     addon_version: str = ""
     finished: float | None = None
     info: dict = field(default_factory=dict)
+    qa: dict = field(default_factory=dict)  # measured quality of the finished result (finish.measure)
     # on an imported object only
     job_folder: str = ""
     from_cache: bool = False
@@ -109,6 +110,6 @@ _KINDS = {
     "created": _NUMBER, "seconds": _NUMBER, "files": (list,), "seeds": (list,), "cost": (int, float, None),
     "cost_unit": (str, None), "target_size": _NUMBER, "remote": (dict, None), "remote_tasks": (list,),
     "objects": (list,), "log": (str,), "image_hash": (str,), "cache_key": (str,), "addon_version": (str,),
-    "finished": (int, float, None), "info": (dict,), "job_folder": (str,), "from_cache": (bool,),
+    "finished": (int, float, None), "info": (dict,), "qa": (dict,), "job_folder": (str,), "from_cache": (bool,),
     "seed": (int, None),
 }
