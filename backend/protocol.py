@@ -131,7 +131,11 @@ class HostedOptions:
     retry_base: float = 1.0
     retry_cap: float = 30.0
     download_tries: int = 3
-    read_timeout: float = 60.0
+    read_timeout: float = 60.0  # s: per socket read of a poll answer
+    request_deadline: float = 120.0  # s: an API call's whole answer, whatever the server trickles
+    max_download_bytes: int = 1024 ** 3  # a result file above this is refused (the add-on's preference)
+    download_deadline: float = 300.0  # s: the least time a download may take ...
+    download_rate: float = 100_000.0  # ... or its size at this many bytes/s, when longer
     inline_limit: int = 64 * 1024  # Runware: larger images go through imageUpload
 
 

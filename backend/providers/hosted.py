@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import inputs, png, registry, schema
 from ..protocol import Cancelled, ErrorCode, HostedOptions, Job, JobError
-from . import http
+from . import download, http
 from .mapping import SEED_MAX
 
 # Fractions of the job's progress bar: upload and submit, remote processing, downloads.
@@ -230,9 +230,10 @@ def save_result(ctx, options: HostedOptions, source: tuple, index: int, count: i
             raise JobError(ErrorCode.BAD_OUTPUT, f"{label} result {index + 1} is not valid base64") from None
         with open(path, "wb") as f:
             f.write(data)
-        http.check_glb(path, f"result_{index}.glb")
+        download.check_glb(path, f"result_{index}.glb", label)
         return path
     span = (DOWNLOAD_START + (1 - DOWNLOAD_START) * index / count,
             DOWNLOAD_START + (1 - DOWNLOAD_START) * (index + 1) / count)
-    http.download(value, path, ctx, options, fraction_range=span, text=f"Downloading result {index + 1}/{count}")
+    download.download(value, path, ctx, options, fraction_range=span, text=f"Downloading result {index + 1}/{count}",
+                      label=label)
     return path

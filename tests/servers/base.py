@@ -11,19 +11,46 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 API_ROOT = "/v1"  # every provider's API lives under it
 
 
-def tiny_glb() -> bytes:
-    """A valid one-triangle GLB."""
-    positions = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
-    doc = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-           "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
-           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
-                          "min": [0, 0, 0], "max": [1, 1, 0]}],
-           "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": 36}], "buffers": [{"byteLength": 36}]}
+def tiny_doc() -> dict:
+    return {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+            "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                           "min": [0, 0, 0], "max": [1, 1, 0]}],
+            "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": 36}], "buffers": [{"byteLength": 36}]}
+
+
+def glb_bytes(doc: dict, binary: bytes) -> bytes:
     js = json.dumps(doc).encode()
     js += b" " * (-len(js) % 4)
-    total = 12 + 8 + len(js) + 8 + len(positions)
+    binary += b"\0" * (-len(binary) % 4)
+    total = 12 + 8 + len(js) + 8 + len(binary)
     return (b"glTF" + struct.pack("<II", 2, total) + struct.pack("<II", len(js), 0x4E4F534A) + js
-            + struct.pack("<II", len(positions), 0x004E4942) + positions)
+            + struct.pack("<II", len(binary), 0x004E4942) + binary)
+
+
+def tiny_glb() -> bytes:
+    """A valid one-triangle GLB."""
+    return glb_bytes(tiny_doc(), struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0))
+
+
+# Complete, well-formed GLBs that make an importer read outside the file (or out of range).
+HOSTILE_GLBS = {
+    "buffer ../": lambda doc: doc["buffers"][0].update(uri="../../secret.bin"),
+    "buffer absolute": lambda doc: doc["buffers"][0].update(uri="/etc/passwd"),
+    "buffer file URL": lambda doc: doc["buffers"][0].update(uri="file:///etc/passwd"),
+    "second buffer file": lambda doc: doc["buffers"].append({"byteLength": 4, "uri": "neighbour.bin"}),
+    "image ../": lambda doc: doc.update(images=[{"uri": "../outside.png"}]),
+    "image absolute": lambda doc: doc.update(images=[{"uri": "/tmp/outside.png", "mimeType": "image/png"}]),
+    "bufferView index": lambda doc: doc["bufferViews"][0].update(buffer=3),
+    "accessor index": lambda doc: doc["accessors"][0].update(bufferView=9),
+    "view past the chunk": lambda doc: doc["bufferViews"][0].update(byteLength=4096),
+}
+
+
+def hostile_glb(kind: str) -> bytes:
+    doc = tiny_doc()
+    HOSTILE_GLBS[kind](doc)
+    return glb_bytes(doc, struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0))
 
 
 class LocalServer:
