@@ -82,8 +82,8 @@ def normalize_url(url: str, default: str, label: str) -> str:
     url = str(url or "").strip() or default
     parts = urlsplit(url)
     if "@" in parts.netloc:  # never quoted back: the part before @ is a user name and password
-        raise JobError(ErrorCode.BAD_SETTINGS, f"{label} URL must not carry a user name or password (user:pass@); "
-                                               f"the key goes in the add-on preferences. Check the {label} URL")
+        raise JobError(ErrorCode.BAD_SETTINGS, f"{label} URL must not carry a user name or password; the key goes "
+                                               f"in the add-on preferences. Check the {label} URL setting")
     local = parts.hostname in LOCAL_HOSTS
     if not (parts.scheme == "https" and parts.hostname or parts.scheme == "http" and local):
         raise JobError(ErrorCode.BAD_SETTINGS, f"{label} URL must be https://... (plain http only to this machine), "
@@ -178,7 +178,7 @@ def read_json(response: requests.Response):
     """The response's JSON, or None when the body is not JSON (a proxy's HTML page, say)."""
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a hostile nesting depth
         return None
 
 

@@ -1,11 +1,14 @@
 """What every API stand-in shares: a threaded HTTP server on 127.0.0.1 whose `url` is the API root as a user
-would type it (`http://127.0.0.1:PORT/v1`), JSON and file replies, dropped connections, and a tiny GLB."""
+would type it (`http://127.0.0.1:PORT/v1`), JSON and file replies, dropped connections, a tiny GLB, and
+the hostile ways of sending a file or an answer (FILE_FAULTS, trickle, redirect)."""
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API_ROOT = "/v1"  # every provider's API lives under it
@@ -53,6 +56,22 @@ def hostile_glb(kind: str) -> bytes:
     return glb_bytes(doc, struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0))
 
 
+MiB = 1024 * 1024
+HOSTILE_SIZE = 300 * MiB  # what the endless streams below send at most
+_BOMB: list = []
+
+
+def gzip_bomb() -> bytes:
+    """300 MiB of zeros, gzip-compressed to about 300 kB (made once)."""
+    if not _BOMB:
+        _BOMB.append(gzip.compress(bytes(HOSTILE_SIZE), compresslevel=9))
+    return _BOMB[0]
+
+
+# How a server may send a result file (LocalServer.serve_file `fault`); "redirect:URL" answers 307 to URL.
+FILE_FAULTS = ("huge length", "no length", "false length", "chunked", "gzip bomb", "trickle")
+
+
 class LocalServer:
     """Subclasses implement handle_get(handler) and handle_post(handler); `root` is the server's origin,
     `url` its API root."""
@@ -96,6 +115,67 @@ class LocalServer:
             handler.wfile.write(data)
         except OSError:  # the client went away (cancelled, or gave up waiting)
             pass
+
+    def serve_file(self, handler, data: bytes, fault: str | None = None, trickle_s: float = 1.0) -> None:
+        """Send a result file, the hostile way `fault` names; `self.file_bytes_sent` counts what went out."""
+        self.file_bytes_sent = 0
+        headers = {"Content-Type": "model/gltf-binary"}
+        if not fault:
+            return self.reply(handler, 200, data, content_type="model/gltf-binary")
+        if fault.startswith("redirect:"):
+            return self.reply(handler, 307, b"", headers={"Location": fault[len("redirect:"):]}, length=0)
+        body, piece, chunked = None, 64 * 1024, False
+        if fault == "huge length":
+            headers["Content-Length"] = str(50 * 1000 ** 3)
+        elif fault == "false length":
+            headers["Content-Length"] = str(512 * 1024)  # under a 1 MiB cap, then far more
+        elif fault == "chunked":
+            headers["Transfer-Encoding"], chunked = "chunked", True
+        elif fault == "gzip bomb":
+            body = gzip_bomb()
+            headers.update({"Content-Encoding": "gzip", "Content-Length": str(len(body))})
+        elif fault == "trickle":
+            body, piece = data, 1
+            headers["Content-Length"] = str(len(data))
+        elif fault == "no length":
+            headers["Connection"] = "close"
+        else:
+            raise ValueError(f"unknown file fault {fault!r}")
+        try:
+            handler.send_response(200)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            source = body if body is not None else None
+            while self.file_bytes_sent < (len(source) if source is not None else HOSTILE_SIZE):
+                start = self.file_bytes_sent
+                chunk = source[start:start + piece] if source is not None else bytes(piece)
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                self.file_bytes_sent += len(chunk)
+                if fault == "trickle":
+                    handler.wfile.flush()
+                    time.sleep(trickle_s)
+            if chunked:
+                handler.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up: what it should do
+            pass
+        handler.close_connection = True
+
+    def trickle(self, handler, status: int, body, seconds: float = 1.0) -> None:
+        """A JSON answer whose body comes one byte every `seconds` (headers at once)."""
+        data = json.dumps(body).encode()
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            for i in range(len(data)):
+                handler.wfile.write(data[i:i + 1])
+                handler.wfile.flush()
+                time.sleep(seconds)
+        except OSError:
+            pass
+        handler.close_connection = True
 
     @staticmethod
     def drop(handler):
