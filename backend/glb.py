@@ -1,4 +1,9 @@
-"""Minimal glTF 2.0 binary (GLB) writer for one textured PBR mesh, and a structural check of GLB files."""
+"""Minimal glTF 2.0 binary (GLB) writer for one textured PBR mesh, and a structural check of GLB files.
+
+A result GLB is untrusted (a provider made it): validate_glb refuses any buffer or image that is not in
+the file itself, since an importer follows a `uri` naming `../x`, `/etc/x` or any other file and reads
+it into the scene. Only the GLB's own binary chunk (no uri) and `data:` URIs are accepted, and every
+bufferView, accessor and image index must point inside the file."""
 from __future__ import annotations
 
 import json
@@ -107,8 +112,9 @@ def read_glb_header(path: str) -> tuple[int, int]:
 
 
 def validate_glb(path: str) -> dict:
-    """Check magic, version, declared length against the file size and the chunk layout; returns the
-    JSON document. Raises ValueError naming the file for anything truncated or malformed."""
+    """Check magic, version, declared length against the file size and the chunk layout, and that the
+    file is self-contained (check_references); returns the JSON document. Raises ValueError naming the
+    file for anything truncated, malformed or referring to other files."""
     base = os.path.basename(path)
     version, length = read_glb_header(path)
     size = os.path.getsize(path)
@@ -125,11 +131,70 @@ def validate_glb(path: str) -> dict:
             doc = json.loads(f.read(chunk_len))
         except ValueError as exc:
             raise ValueError(f"{base}: unreadable JSON chunk ({exc})") from None
-        rest = size - 20 - chunk_len
+        rest, bin_len = size - 20 - chunk_len, None
         if rest:
             if rest < 8:
                 raise ValueError(f"{base}: {rest} stray bytes after the JSON chunk")
             bin_len, bin_type = struct.unpack("<II", f.read(8))
             if bin_type != BIN_CHUNK or bin_len + 8 > rest:
                 raise ValueError(f"{base}: the binary chunk is incomplete")
+    check_references(doc, bin_len, base)
     return doc
+
+
+def check_self_contained(path: str) -> dict:
+    """validate_glb under the name the add-on calls before importing a file (a history entry, say):
+    ValueError unless the GLB is complete and reads nothing outside itself. Returns the JSON document."""
+    return validate_glb(path)
+
+
+def _items(doc: dict, name: str, base: str) -> list:
+    items = doc.get(name, [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"{base}: '{name}' is not a list of objects")
+    return items
+
+
+def _index(item: dict, key: str, count: int, where: str, base: str, required: bool = False) -> None:
+    value = item.get(key)
+    if value is None and not required:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < count:
+        raise ValueError(f"{base}: {where} names {key} {str(value)[:40]!r}, which the file does not have ({count} "
+                         "there)")
+
+
+def _uri(item: dict, where: str, base: str) -> None:
+    uri = item.get("uri")
+    if uri is not None and not (isinstance(uri, str) and uri.startswith("data:")):
+        raise ValueError(f"{base}: {where} refers to another file ({str(uri)[:80]!r}); only data embedded in the "
+                         "GLB is accepted")
+
+
+def check_references(doc, bin_len: int | None, base: str) -> None:
+    """ValueError unless every buffer and image is embedded (no uri: the binary chunk; or a data: URI) and
+    every index (bufferView -> buffer, accessor -> bufferView, image -> bufferView) and byte range is inside
+    the file. bin_len: the binary chunk's length (None: the file has none)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{base}: the JSON chunk is not an object")
+    buffers, views = _items(doc, "buffers", base), _items(doc, "bufferViews", base)
+    sizes = []
+    for n, buffer in enumerate(buffers):
+        _uri(buffer, f"buffer {n}", base)
+        length = buffer.get("byteLength")
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise ValueError(f"{base}: buffer {n} has no valid byteLength")
+        if buffer.get("uri") is None and (n != 0 or bin_len is None or length > bin_len):
+            raise ValueError(f"{base}: buffer {n} refers to a binary chunk the file does not hold")
+        sizes.append(length)
+    for n, view in enumerate(views):
+        _index(view, "buffer", len(buffers), f"bufferView {n}", base, required=True)
+        offset, length = view.get("byteOffset", 0), view.get("byteLength")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, length)) \
+                or offset + length > sizes[view["buffer"]]:
+            raise ValueError(f"{base}: bufferView {n} lies outside its buffer")
+    for n, accessor in enumerate(_items(doc, "accessors", base)):
+        _index(accessor, "bufferView", len(views), f"accessor {n}", base)
+    for n, image in enumerate(_items(doc, "images", base)):
+        _uri(image, f"image {n}", base)
+        _index(image, "bufferView", len(views), f"image {n}", base, required=image.get("uri") is None)

@@ -23,6 +23,9 @@ Worker -> add-on (stdout):
    "cost_unit": "USD"|"CU" (absent: USD), "info": {}}
   {"type": "error", "id", "code": ErrorCode value, "message": str}   one line a user can act on
   {"type": "cancelled", "id"}
+  {"type": "heartbeat", "id"}  the job is still running (sent at least every 5 s while it runs, waits
+                               included: polling, sleeping, downloading); the add-on fails a job whose
+                               worker sent nothing for 60 s (HEARTBEAT_TIMEOUT: stopped, hung or frozen)
 
 Made by the add-on itself, never sent by a worker (its reader thread, when the process ended):
   {"type": "exit", "code": int, "log_tail": str}
@@ -36,7 +39,8 @@ from dataclasses import asdict, dataclass, field, fields
 PROTOCOL_VERSION = 1
 
 TO_WORKER = ("job", "preload", "cancel", "shutdown")
-FROM_WORKER = ("hello", "progress", "log", "remote_task", "result", "error", "cancelled")
+FROM_WORKER = ("hello", "progress", "log", "remote_task", "result", "error", "cancelled", "heartbeat")
+HEARTBEAT_TIMEOUT = 60.0  # s of silence from a worker after which the add-on fails its running jobs
 FINAL = ("result", "error", "cancelled")  # a job's last message
 EXIT = "exit"  # the add-on's own message for a worker process that ended
 
@@ -131,7 +135,11 @@ class HostedOptions:
     retry_base: float = 1.0
     retry_cap: float = 30.0
     download_tries: int = 3
-    read_timeout: float = 60.0
+    read_timeout: float = 60.0  # s: per socket read of a poll answer
+    request_deadline: float = 120.0  # s: an API call's whole answer, whatever the server trickles
+    max_download_bytes: int = 1024 ** 3  # a result file above this is refused (the add-on's preference)
+    download_deadline: float = 300.0  # s: the least time a download may take ...
+    download_rate: float = 100_000.0  # ... or its size at this many bytes/s, when longer
     inline_limit: int = 64 * 1024  # Runware: larger images go through imageUpload
 
 

@@ -14,6 +14,7 @@ import time
 import traceback
 
 from . import protocol, registry, schema
+from .process import MAX_LINE, forget_credentials, input_lines
 from .protocol import Cancelled, ErrorCode, Job, JobError
 
 
@@ -71,6 +72,7 @@ class JobContext:
 
 
 RESULT_FILE = "result.json"
+HEARTBEAT_S = 2.0  # a heartbeat per running job at least this often (the add-on gives up after 60 s of silence)
 
 
 def _field(msg: dict, name: str, kind: type, default=None):
@@ -141,7 +143,12 @@ class Worker:
         """Reader thread: queue jobs, flag cancels. "shutdown" lets queued work finish; EOF means
         the add-on is gone, so the running job is cancelled and the process never lingers. A bad line
         is answered (a job) or logged, never fatal."""
-        for line in sys.stdin:
+        for line in input_lines():
+            if line is None:
+                _log(f"ignored an input line over {MAX_LINE} bytes")
+                self.channel.send("error", id=None, code=ErrorCode.BAD_SETTINGS.value,
+                                  message=f"an input line over {MAX_LINE >> 20} MiB was ignored")
+                continue
             if not line.strip():
                 continue
             try:
@@ -206,6 +213,16 @@ class Worker:
             elif any(j.id == job_id for j in self.jobs):  # a queued one: drop it
                 self.jobs = [j for j in self.jobs if j.id != job_id]
                 self.channel.send("cancelled", id=job_id)
+
+    def heartbeat(self, every: float = HEARTBEAT_S) -> None:
+        """Heartbeat thread: {"type": "heartbeat", "id"} for each running job every `every` seconds, so the
+        add-on tells a worker that waits (polls, sleeps, downloads) from one that is stopped or hung."""
+        while True:
+            time.sleep(every)
+            with self.cond:
+                ids = list(self.running)
+            for job_id in ids:
+                self.channel.send("heartbeat", id=job_id)
 
     @staticmethod
     def preload(backend_id: str) -> None:
@@ -286,11 +303,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit after this many seconds without a job (0: never)")
     args = parser.parse_args(argv)
     _log(f"TRELLIS worker pid {os.getpid()}, Python {sys.version.split()[0]}")
+    forgotten = forget_credentials()
+    if forgotten:
+        _log(f"removed from the environment: {', '.join(forgotten)} (keys come with each job)")
     channel = Channel(_take_protocol_channel())
     worker = Worker(channel)
     channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(),
                  python=sys.version.split()[0], backends=[b.id for b in registry.BACKENDS])
     threading.Thread(target=worker.read_stdin, name="stdin", daemon=True).start()
+    threading.Thread(target=worker.heartbeat, name="heartbeat", daemon=True).start()
     threads = []
     while True:
         taken = worker.next_job(args.idle_exit or None)

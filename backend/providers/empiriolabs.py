@@ -61,11 +61,11 @@ def generation_body(settings: dict, image: str, seed: int) -> dict:
 def _error_fields(body) -> tuple[str, str]:
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
-        return str(err.get("code") or err.get("type") or ""), http.one_line(err.get("message"))
+        return http.one_line(err.get("code") or err.get("type"), 60), http.one_line(err.get("message"))
     if isinstance(err, str):
         return "", http.one_line(err)
     if isinstance(body, dict):
-        return str(body.get("code") or ""), http.one_line(body.get("message") or body.get("detail"))
+        return http.one_line(body.get("code"), 60), http.one_line(body.get("message") or body.get("detail"))
     return "", ""
 
 
@@ -106,16 +106,18 @@ def _shape(value) -> str:
 
 
 def poll_one(client: http.Client, job_id: str) -> hosted.Poll | None:
-    status, body = client.once("GET", f"/jobs/{job_id}")
+    status, body = client.once("GET", f"/jobs/{http.path_id('EmpirioLabs', 'job_id', job_id)}")
     if hosted.transient(status, body, status_error):
         return None
-    state = str(body.get("status") or "").lower()
-    progress = body.get("progress")
-    progress = float(progress) if isinstance(progress, (int, float)) else None
+    state = body.get("status")
+    if not isinstance(state, str):
+        raise http.type_error("EmpirioLabs", "job status", state)
+    state = state.lower()
+    progress = hosted.number(body.get("progress"))
     if progress is not None and progress > 1:
         progress /= 100  # tolerate percent
     if state in ("completed", "succeeded", "success"):
-        keys = ", ".join(sorted(map(str, body)))
+        keys = http.one_line(", ".join(sorted(map(str, body))))
         return hosted.Poll("done", 1.0, result_source(body.get("result"), keys))
     if state in ("failed", "cancelled", "canceled", "error"):
         code, message = _error_fields(body)
@@ -133,10 +135,11 @@ def _not_again() -> bool:
 def _submit(client: http.Client, body: dict) -> str:
     answer = client.request("POST", "/3d/generations", body, stage="queued", fraction=hosted.REMOTE_START,
                             acted=_not_again)
-    job_id = str(answer.get("job_id") or answer.get("id") or "")
+    job_id = answer.get("job_id") or answer.get("id") or ""
     if not job_id:
         raise JobError(ErrorCode.REMOTE, f"EmpirioLabs accepted the request without a job_id "
-                                         f"(keys: {', '.join(sorted(map(str, answer)))})")
+                                         f"(keys: {http.one_line(', '.join(sorted(map(str, answer))))})")
+    http.path_id("EmpirioLabs", "job_id", job_id)
     return job_id
 
 
@@ -144,7 +147,8 @@ def _run(job: Job, ctx, api_key: str) -> dict:
     settings = job.settings
     client = http.Client(ctx, "EmpirioLabs", job.options, INFO.default_url, {"Authorization": f"Bearer {api_key}"},
                          status_error)
-    job_ids, seeds = hosted.resumed(job, ctx)  # submitted before Blender stopped: poll, never submit (or pay) twice
+    # submitted before Blender stopped: poll, never submit (or pay) twice
+    job_ids, seeds = hosted.resumed(job, ctx, "EmpirioLabs", "job_id")
     if not job_ids:
         image = hosted.image_uri(job)
         seeds = hosted.seeds(settings)

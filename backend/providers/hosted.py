@@ -5,6 +5,7 @@ tasks, and the results saved as checked GLBs.
 from __future__ import annotations
 
 import base64
+import math
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import inputs, png, registry, schema
 from ..protocol import Cancelled, ErrorCode, HostedOptions, Job, JobError
-from . import http
+from . import download, http
 from .mapping import SEED_MAX
 
 # Fractions of the job's progress bar: upload and submit, remote processing, downloads.
@@ -108,16 +109,67 @@ def run_scrubbed(fn: Callable, job: Job, ctx, *secrets: str):
         raise JobError(ErrorCode.INTERNAL, safe.scrub(f"{type(exc).__name__}: {exc}")) from None
 
 
-def resumed(job: Job, ctx) -> tuple[list[str], list[int]]:
+def resumed(job: Job, ctx, label: str, field: str, pattern=http.ID_FORMAT) -> tuple[list[str], list[int]]:
     """(task ids, seeds) of an earlier session's tasks to poll again instead of submitting
     (options.resume_tasks: [{"task_id", "seed", ...}]), announced again so the record keeps them;
-    ([], []) for a new job."""
+    ([], []) for a new job. A task id that does not match the provider's format (`field`, `pattern`) is
+    a BAD_SETTINGS error naming the provider and the field, before any request."""
     tasks = [t for t in job.options.resume_tasks or [] if isinstance(t, dict) and t.get("task_id")]
     for task in tasks:
-        ctx.remote_task(task.get("provider") or job.backend, str(task["task_id"]),
+        http.path_id(label, f"{field} to resume", task["task_id"], pattern, ErrorCode.BAD_SETTINGS)
+    for task in tasks:
+        provider = task.get("provider") if isinstance(task.get("provider"), str) else ""
+        ctx.remote_task(provider or job.backend, str(task["task_id"]),
                         **{k: v for k, v in task.items() if k not in ("task_id", "provider", "resumed")}, resumed=True)
         ctx.log(f"resuming task {task['task_id']}")
-    return [str(t["task_id"]) for t in tasks], [int(t.get("seed", job.settings["seed"])) for t in tasks]
+    return [str(t["task_id"]) for t in tasks], [seed_or(t.get("seed"), job.settings["seed"]) for t in tasks]
+
+
+def seed_or(value, default: int) -> int:
+    """value when it is a seed (an int in the providers' range), else default."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX else default
+
+
+# Above these a cost per result is not believed (USD, Scenario's creative units).
+MAX_COST = {"USD": 1000.0, "CU": 100000.0}
+
+
+def cost(value, label: str, ctx, unit: str = "USD", results: int = 1) -> float | None:
+    """A provider's cost for `results` results if it is one: a finite number in [0, MAX_COST per result];
+    else None (unknown: the estimate counts), with a warning naming the provider and the value."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and 0 <= value <= MAX_COST.get(unit, MAX_COST["USD"]) * max(results, 1):
+        return float(value)
+    ctx.log(f"{label} reported a cost of {http.one_line(repr(value), 60)}, which is not a cost; counted as "
+            "unknown", "warning")
+    return None
+
+
+def number(value) -> float | None:
+    """A finite JSON number (not a bool), else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def obj(value, label: str, field: str) -> dict:
+    """value when it is a JSON object ({} for null / absent), else the BAD_OUTPUT error naming the field
+    and its type."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise http.type_error(label, field, value)
+    return value
+
+
+def array(value, label: str, field: str) -> list:
+    """value when it is a JSON array ([] for null / absent), else the BAD_OUTPUT error."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise http.type_error(label, field, value)
+    return value
 
 
 # --- polling -------------------------------------------------------------------------------------------
@@ -230,9 +282,10 @@ def save_result(ctx, options: HostedOptions, source: tuple, index: int, count: i
             raise JobError(ErrorCode.BAD_OUTPUT, f"{label} result {index + 1} is not valid base64") from None
         with open(path, "wb") as f:
             f.write(data)
-        http.check_glb(path, f"result_{index}.glb")
+        download.check_glb(path, f"result_{index}.glb", label)
         return path
     span = (DOWNLOAD_START + (1 - DOWNLOAD_START) * index / count,
             DOWNLOAD_START + (1 - DOWNLOAD_START) * (index + 1) / count)
-    http.download(value, path, ctx, options, fraction_range=span, text=f"Downloading result {index + 1}/{count}")
+    download.download(value, path, ctx, options, fraction_range=span, text=f"Downloading result {index + 1}/{count}",
+                      label=label)
     return path

@@ -1,9 +1,12 @@
 """The one HTTP client of the hosted providers: API URLs, status classification and one-line status
-errors, retries with backoff and jitter, one-shot calls for polling, streamed downloads with byte
-progress and the GLB check.
+errors, retries with backoff and jitter, one-shot calls for polling; result files: download.py.
 
 Every API call goes through Client.send (retried by Client.request), every result file through
-download: the two places for caps, deadlines and redirect rules.
+download.download: the two places for caps, deadlines and redirect rules. API calls never follow a
+redirect (a 3xx is an error: the body and the key are never sent elsewhere), read at most
+MAX_JSON_BYTES of answer, and end by options.request_deadline seconds whatever the server trickles
+(stream.py). Ids a provider sends (or a resumed task carries) go into URL paths only through path_id:
+checked against the provider's format, then quoted.
 
 URL rule: a provider's API root ends in /v1 (its registry default_url); a user's override may be written
 with or without the trailing /v1 and slash (normalize_url), and provider paths are relative to that root.
@@ -14,17 +17,17 @@ a progress text or an error message; downloads of result files carry no credenti
 from __future__ import annotations
 
 import json
-import os
 import random
+import re
 import threading
 import time
 from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
-from .. import glb
-from ..protocol import Cancelled, ErrorCode, HostedOptions, JobError
+from ..protocol import ErrorCode, HostedOptions, JobError
+from . import stream
 
 # Statuses worth another try: request timeout, rate limit / queue full, server-side failures.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -39,6 +42,9 @@ API_ROOT = "/v1"
 # What a request can fail with on the way (no answer, or an answer cut short): worth another try.
 NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                   requests.exceptions.ContentDecodingError)
+MAX_JSON_BYTES = 8 * 1024 * 1024  # an API answer larger than this is refused
+MAX_TEXT = 300  # characters of a provider's message shown to the user
+ID_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,128}")  # EmpirioLabs job_id, Scenario jobId / assetId
 
 
 def classify(status: int):
@@ -50,8 +56,24 @@ def classify(status: int):
     return _BY_STATUS.get(status, ErrorCode.REMOTE)
 
 
-def one_line(text) -> str:
-    return " ".join(str(text or "").split()).rstrip(".")
+def one_line(text, limit: int = MAX_TEXT) -> str:
+    """A provider's text as one line of at most `limit` characters (cut with an ellipsis)."""
+    text = " ".join(str(text or "")[: limit * 4].split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def type_error(label: str, field: str, value) -> JobError:
+    """The error for an answer whose field has an unexpected JSON type (or is missing)."""
+    return JobError(ErrorCode.BAD_OUTPUT, f"{label} answered an unexpected {field} ({type(value).__name__})")
+
+
+def path_id(label: str, field: str, value, pattern: re.Pattern = ID_FORMAT, code=ErrorCode.BAD_OUTPUT) -> str:
+    """An id for a URL path: checked against the provider's format, then quoted; a JobError naming the
+    provider and the field (never a request) for anything else (`../../admin?x=1#`, say)."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        shown = one_line(repr(value), 60) if isinstance(value, str) else type(value).__name__
+        raise JobError(code, f"{label} {field} {shown} is not a valid {label} id; not requested")
+    return quote(value, safe="")
 
 
 def normalize_url(url: str, default: str, label: str) -> str:
@@ -59,6 +81,9 @@ def normalize_url(url: str, default: str, label: str) -> str:
     are in a header); "https://h", "https://h/", "https://h/v1" and "https://h/v1/" all give https://h/v1."""
     url = str(url or "").strip() or default
     parts = urlsplit(url)
+    if "@" in parts.netloc:  # never quoted back: the part before @ is a user name and password
+        raise JobError(ErrorCode.BAD_SETTINGS, f"{label} URL must not carry a user name or password; the key goes "
+                                               f"in the add-on preferences. Check the {label} URL setting")
     local = parts.hostname in LOCAL_HOSTS
     if not (parts.scheme == "https" and parts.hostname or parts.scheme == "http" and local):
         raise JobError(ErrorCode.BAD_SETTINGS, f"{label} URL must be https://... (plain http only to this machine), "
@@ -118,10 +143,11 @@ def sleep(seconds: float, ctx) -> None:
         time.sleep(min(0.05, left))
 
 
-def cancellable(fn: Callable, ctx, *, slice_s: float = 0.05):
+def cancellable(fn: Callable, ctx, *, slice_s: float = 0.05, deadline: float | None = None):
     """fn() run in a daemon thread: its result or its exception, but Cancelled as soon as the job is
-    cancelled, even while fn is blocked on a stalled connection (the abandoned call ends by its own
-    timeout; its result is dropped)."""
+    cancelled, and stream.DeadlineExceeded once time.monotonic() passes `deadline` (plus a second, so fn's
+    own deadline check normally fires first), even while fn is blocked on a stalled or trickling
+    connection (the abandoned call ends by its own timeout or deadline; its result is dropped)."""
     box: dict = {}
     done = threading.Event()
 
@@ -136,6 +162,8 @@ def cancellable(fn: Callable, ctx, *, slice_s: float = 0.05):
     threading.Thread(target=target, name="http", daemon=True).start()
     while not done.wait(slice_s):
         ctx.check_cancel()
+        if deadline is not None and time.monotonic() > deadline + 1.0:
+            raise stream.DeadlineExceeded("no answer before the deadline")
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -150,12 +178,14 @@ def read_json(response: requests.Response):
     """The response's JSON, or None when the body is not JSON (a proxy's HTML page, say)."""
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a hostile nesting depth
         return None
 
 
 def network_reason(exc: Exception) -> str:
     """A short, secret-free description of a requests network failure."""
+    if isinstance(exc, stream.DeadlineExceeded):
+        return "no complete answer in time"
     if isinstance(exc, requests.ConnectTimeout):
         return "connection timed out"
     if isinstance(exc, requests.Timeout):
@@ -186,17 +216,39 @@ class Client:
         self.url = normalize_url(options.base_url, default_url, label)
         self.session = requests.Session()
         self.session.headers.update(headers)
+        self.session.headers["Accept-Encoding"] = "gzip, deflate"  # decoded in stream.py, capped
         self.error = error
         self.wait_hint = wait_hint or retry_after
         self.sent = 0  # request body bytes, all calls
 
+    def deadline(self, cap: float | None = None) -> float:
+        """When a call started now must have ended (options.request_deadline), at the latest `cap`."""
+        end = time.monotonic() + float(self.opt.request_deadline)
+        return end if cap is None else min(end, cap)
+
     def send(self, method: str, path: str = "", data: bytes | None = None, params: dict | None = None,
              read_timeout: float = 120.0) -> requests.Response:
-        """One call (every API request goes through here)."""
+        """One call (every API request goes through here): no redirects (a 3xx is a JobError naming the
+        status), at most MAX_JSON_BYTES of body, read before request_deadline (stream.DeadlineExceeded)."""
+        deadline = self.deadline()
         self.sent += len(data or b"")
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        return self.session.request(method, self.url + path, data=data, headers=headers, params=params,
-                                    timeout=(10, read_timeout))
+        response = self.session.request(method, self.url + path, data=data, headers=headers, params=params,
+                                        timeout=(10, read_timeout), stream=True, allow_redirects=False)
+        try:
+            if 300 <= response.status_code < 400:
+                raise JobError(ErrorCode.REMOTE, f"{self.label} answered HTTP {response.status_code} (a redirect); "
+                                                 f"API calls are never redirected: check the {self.label} URL")
+            response._content = stream.read(response, deadline, MAX_JSON_BYTES)
+            response._content_consumed = True  # the connection goes back to the pool
+        except stream.TooLarge:
+            raise JobError(ErrorCode.REMOTE, f"{self.label} sent an answer over {MAX_JSON_BYTES >> 20} MiB; "
+                                             "not read") from None
+        except stream.BodyError as exc:
+            raise JobError(ErrorCode.REMOTE, f"{self.label} sent {exc}") from None
+        finally:
+            response.close()
+        return response
 
     def once(self, method: str, path: str = "", body=None):
         """One call without retries (polling keeps its own cadence): (status, JSON or None); raises
@@ -224,7 +276,8 @@ class Client:
                 self.ctx.log(f"{self.label}: the request went through despite the {last}; not sending it again")
                 return None
             try:
-                response = cancellable(lambda: self.send(method, path, data, params, read), self.ctx)
+                response = cancellable(lambda: self.send(method, path, data, params, read), self.ctx,
+                                       deadline=self.deadline())
                 if response.status_code not in TRANSIENT_STATUS:
                     return self._answer(response)
                 status = response.status_code
@@ -249,102 +302,3 @@ class Client:
             raise JobError(ErrorCode.REMOTE, f"{self.label} answered HTTP {response.status_code} without a JSON "
                                              "object")
         return answer
-
-
-# --- downloads -------------------------------------------------------------------------------------
-
-def file_name(url: str) -> str:
-    """The last path segment of a URL, without query (signed URLs carry tokens there)."""
-    return os.path.basename(url.split("?", 1)[0].split("#", 1)[0].rstrip("/")) or "download"
-
-
-def download(url: str, path: str, ctx, options: HostedOptions, *, fraction_range: tuple = (0.0, 1.0),
-             text: str = "Downloading", stage: str = "download") -> int:
-    """Stream url to path through a temp file renamed into place, with byte-level progress on `stage`, then
-    check it is a complete GLB; returns the bytes written. Transient statuses and cut connections are
-    retried from the start. No credentials are sent. Raises JobError(BAD_OUTPUT) naming the URL's file;
-    never leaves a partial file at path."""
-    name, (lo, hi), tmp = file_name(url), fraction_range, f"{path}.part"
-    tries, last = int(options.download_tries), ""
-    with requests.Session() as session:
-        try:
-            for attempt in range(tries):
-                ctx.check_cancel()
-                stop = threading.Event()
-                try:
-                    done = cancellable(lambda stop=stop: _stream(session, url, tmp, ctx, stage, lo, hi, text, stop),
-                                       ctx)
-                    if done is not None:
-                        os.replace(tmp, path)
-                        check_glb(path, url)
-                        return done
-                    last = "incomplete"
-                except Cancelled:
-                    stop.set()
-                    raise
-                except _Status as exc:
-                    if classify(exc.status) != TRANSIENT:
-                        raise JobError(ErrorCode.BAD_OUTPUT, f"download of {name} failed: HTTP {exc.status}") from None
-                    last = f"HTTP {exc.status}"
-                except NETWORK_ERRORS as exc:
-                    last = network_reason(exc)
-                _remove(tmp)
-                if attempt + 1 < tries:
-                    delay = backoff(attempt, float(options.retry_base), float(options.retry_cap))
-                    ctx.progress(stage, 0, 0, lo, f"Download of {name} failed ({last}), retrying in {delay:.0f} s")
-                    ctx.log(f"download of {name}: {last}, retry {attempt + 1}/{tries - 1} in {delay:.1f} s",
-                            "warning")
-                    sleep(delay, ctx)
-            raise JobError(ErrorCode.BAD_OUTPUT, f"download of {name} failed ({last}) after {tries} tries")
-        finally:
-            _remove(tmp)
-
-
-class _Status(Exception):
-    def __init__(self, status: int):
-        super().__init__(status)
-        self.status = status
-
-
-def _stream(session, url, tmp, ctx, stage, lo, hi, text, stop) -> int | None:
-    """One download attempt; the byte count, or None when fewer bytes came than announced.
-    Runs in a helper thread (see cancellable); `stop` set means the job was cancelled."""
-    with session.get(url, stream=True, timeout=(10, 60)) as response:
-        if response.status_code != 200:
-            raise _Status(response.status_code)
-        # Content-Length counts encoded bytes; with a Content-Encoding, iter_content yields decoded ones.
-        total = 0 if response.headers.get("Content-Encoding") else int(response.headers.get("Content-Length") or 0)
-        done, shown = 0, -1.0
-        with open(tmp, "wb") as f:
-            for chunk in response.iter_content(chunk_size=64 * 1024):
-                if stop.is_set():
-                    break
-                f.write(chunk)
-                done += len(chunk)
-                share = min(done / total, 1.0) if total else 0.0
-                if (share - shown >= 0.01 or done == total or not total) and not stop.is_set():
-                    shown = share
-                    ctx.progress(stage, done, total, lo + (hi - lo) * share,
-                                 f"{text} {done / 1e6:.1f}/{total / 1e6:.1f} MB" if total
-                                 else f"{text} {done / 1e6:.1f} MB")
-    if stop.is_set():
-        _remove(tmp)
-        raise Cancelled()
-    return None if total and done < total else done
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def check_glb(path: str, url: str) -> None:
-    """glb.validate_glb on a result file; JobError(BAD_OUTPUT) naming the URL's file when it is not a
-    complete GLB (the file is removed, so nothing half-written gets imported)."""
-    try:
-        glb.validate_glb(path)
-    except ValueError as exc:
-        _remove(path)
-        raise JobError(ErrorCode.BAD_OUTPUT, f"downloaded {file_name(url)} is not a complete GLB: {exc}") from None

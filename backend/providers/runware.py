@@ -24,6 +24,7 @@ download_tries, read_timeout, inline_limit, resume_tasks ([{"task_id"}]: poll th
 """
 from __future__ import annotations
 
+import re
 import uuid
 
 from .. import registry, schema
@@ -33,6 +34,7 @@ from .mapping import SEED_MAX, Knob, Mapping, nested, stage_knobs
 
 INFO = registry.get("runware")
 INLINE_LIMIT = HostedOptions().inline_limit
+UUID_FORMAT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 HINTS = {"auth_fix": "check it in the add-on preferences or RUNWARE_API_KEY", "balance": "insufficient account balance",
          "balance_fix": "top up at runware.ai"}
 
@@ -94,7 +96,7 @@ def status_error(status: int, body) -> JobError:
 def task_error(item: dict) -> JobError:
     """A failed task: an `error` item of getResponse, or an entry of a top-level `errors` array."""
     err = item.get("error") if isinstance(item.get("error"), dict) else item
-    code = err.get("code") or "error"
+    code = http.one_line(err.get("code"), 60) or "error"
     message = http.one_line(err.get("message")) or "no message"
     return JobError(ErrorCode.REMOTE, f"Runware task failed ({code}): {message}")
 
@@ -115,23 +117,28 @@ class Tally:
 
     def absorb(self, body: dict) -> None:
         self.errors, self.fatal, self.progress, self.processing = [], [], [], 0  # each answer is the whole state
-        for err in body.get("errors") or []:
+        for err in hosted.array(body.get("errors"), "Runware", "errors"):
             if isinstance(err, dict) and err.get("taskUUID") in (None, self.task_uuid):
                 self.fatal.append(err)
-        for item in body.get("data") or []:
-            if not isinstance(item, dict) or item.get("taskUUID") not in (None, self.task_uuid):
+        for item in hosted.array(body.get("data"), "Runware", "data"):
+            item = hosted.obj(item, "Runware", "data item")
+            if item.get("taskUUID") not in (None, self.task_uuid):
                 continue
             status = item.get("status")
             if status == "error" or isinstance(item.get("error"), dict):
                 self.errors.append(item)
             elif status == "success" or item.get("outputs"):  # sync-style items may lack status
-                for file in (item.get("outputs") or {}).get("files") or []:
-                    if isinstance(file, dict) and file.get("url"):
-                        self.successes.setdefault(file["url"], item)
+                outputs = hosted.obj(item.get("outputs"), "Runware", "outputs")
+                for file in hosted.array(outputs.get("files"), "Runware", "outputs.files"):
+                    url = hosted.obj(file, "Runware", "outputs.files item").get("url")
+                    if not isinstance(url, str) or not url:
+                        raise http.type_error("Runware", "file url", url)
+                    self.successes.setdefault(url, item)
             elif status == "processing":
                 self.processing += 1
-                if isinstance(item.get("progress"), (int, float)):
-                    self.progress.append(float(item["progress"]))
+                progress = hosted.number(item.get("progress"))
+                if progress is not None:
+                    self.progress.append(min(max(progress, 0.0), 100.0))
             else:
                 continue
             self.seen = True
@@ -181,9 +188,11 @@ def task_exists(client: http.Client, task_uuid: str) -> bool:
         return False
     if status != 200 or not isinstance(body, dict):
         return False
-    if any(e.get("taskUUID") in (None, task_uuid) for e in body.get("errors") or [] if isinstance(e, dict)):
+    errors, data = body.get("errors"), body.get("data")
+    errors, data = errors if isinstance(errors, list) else [], data if isinstance(data, list) else []
+    if any(e.get("taskUUID") in (None, task_uuid) for e in errors if isinstance(e, dict)):
         return False
-    return any(isinstance(d, dict) and d.get("taskUUID") == task_uuid for d in body.get("data") or [])
+    return any(isinstance(d, dict) and d.get("taskUUID") == task_uuid for d in data)
 
 
 def send_image(client: http.Client, job: Job) -> tuple[str, int]:
@@ -194,8 +203,10 @@ def send_image(client: http.Client, job: Job) -> tuple[str, int]:
     client.ctx.progress("upload", 0, 1, 0.01, f"Uploading image ({len(uri) / 1e6:.2f} MB)")
     task_uuid = str(uuid.uuid4())
     body = client.request("POST", "", [upload_task(uri, task_uuid)], stage="upload", fraction=0.01)
-    items = [d for d in body.get("data") or [] if isinstance(d, dict)]
+    items = [hosted.obj(d, "Runware", "data item") for d in hosted.array(body.get("data"), "Runware", "data")]
     item = next((d for d in items if d.get("taskUUID") == task_uuid), items[0] if len(items) == 1 else None)
+    if item and not isinstance(item.get("imageUUID"), (str, type(None))):
+        raise http.type_error("Runware", "imageUUID", item["imageUUID"])
     if not item or not item.get("imageUUID"):
         if body.get("errors"):
             raise task_error(_first_error(body))
@@ -219,7 +230,7 @@ def _run(job: Job, ctx, api_key: str) -> dict:
     settings, count = job.settings, job.settings["number_results"]
     client = http.Client(ctx, "Runware", job.options, INFO.default_url, {"Authorization": f"Bearer {api_key}"},
                          status_error, poll_first=1.0)
-    task_ids, _ = hosted.resumed(job, ctx)
+    task_ids, _ = hosted.resumed(job, ctx, "Runware", "taskUUID", UUID_FORMAT)
     if task_ids:  # submitted before Blender stopped: poll it again, never submit (or pay) twice
         task_uuid, image_bytes = task_ids[-1], 0
         tally = Tally(task_uuid, count)
@@ -239,11 +250,10 @@ def _run(job: Job, ctx, api_key: str) -> dict:
     files, seeds, costs = [], [], []
     for index, (url, item) in enumerate(items):
         files.append(hosted.save_result(ctx, job.options, ("url", url), index, len(items), "Runware"))
-        seed = item.get("seed")
-        seeds.append(int(seed) if isinstance(seed, (int, float)) else settings["seed"] + index)
-        if isinstance(item.get("cost"), (int, float)):
-            costs.append(float(item["cost"]))
-    return {"files": files, "seeds": seeds, "cost": round(sum(costs), 6) if costs else None,
+        seeds.append(hosted.seed_or(item.get("seed"), settings["seed"] + index))
+        costs.append(hosted.cost(item.get("cost"), "Runware", ctx))
+    known = None if None in costs else round(sum(costs), 6)  # one unknown cost: the total is unknown
+    return {"files": files, "seeds": seeds, "cost": known,
             "info": {"task_uuid": task_uuid, "image_bytes": image_bytes, "bytes_sent": client.sent,
                      "failed_results": count - len(items)}}
 

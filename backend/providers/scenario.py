@@ -76,7 +76,7 @@ def _reason(body) -> str:
 
 def status_error(status: int, body) -> JobError:
     trace = body.get("traceId") if isinstance(body, dict) else None
-    return http.status_error("Scenario", status, _reason(body), HINTS, trace=str(trace or ""))
+    return http.status_error("Scenario", status, _reason(body), HINTS, trace=http.one_line(trace, 80))
 
 
 def wait_hint(response) -> float | None:
@@ -85,7 +85,7 @@ def wait_hint(response) -> float | None:
     if hint is None:
         body = http.read_json(response)
         seconds = body.get("remainingSeconds") if isinstance(body, dict) else None
-        hint = float(seconds) if isinstance(seconds, (int, float)) else None
+        hint = hosted.number(seconds)
     return hint
 
 
@@ -103,7 +103,11 @@ def _not_again() -> bool:
 
 
 def _keys(answer: dict) -> str:
-    return ", ".join(sorted(map(str, answer)))
+    return http.one_line(", ".join(sorted(map(str, answer))))
+
+
+def _job(answer: dict) -> dict:
+    return hosted.obj(answer.get("job"), "Scenario", "job")
 
 
 class Api:
@@ -123,41 +127,48 @@ class Api:
     def upload(self, data_uri: str, name: str, fraction: float) -> str:
         self.ctx.progress("upload", 0, 1, fraction, f"Uploading {name} ({len(data_uri) / 1e6:.2f} MB)")
         body = self.call("POST", "/assets", {"image": data_uri, "name": name}, "upload", fraction)
-        asset = body.get("asset") if isinstance(body.get("asset"), dict) else {}
+        asset = hosted.obj(body.get("asset"), "Scenario", "asset")
         if not asset.get("id"):
             raise JobError(ErrorCode.REMOTE, f"Scenario stored {name} without an asset id (keys: {_keys(body)})")
-        return str(asset["id"])
+        http.path_id("Scenario", "assetId", asset["id"])
+        return asset["id"]
 
     def quote(self, model: str, body: dict) -> float:
         answer = self.call("POST", f"/generate/custom/{model}", body, query={"dryRun": "true"})
-        job = answer.get("job") if isinstance(answer.get("job"), dict) else {}
-        cost = answer.get("creativeUnitsCost", job.get("creativeUnitsCost"))
-        if not isinstance(cost, (int, float)):
-            raise JobError(ErrorCode.REMOTE, f"Scenario quote without creativeUnitsCost (keys: {_keys(answer)})")
-        return float(cost)
+        cost = answer.get("creativeUnitsCost", _job(answer).get("creativeUnitsCost"))
+        known = hosted.cost(cost, "Scenario", self.ctx, "CU")
+        if known is None:
+            raise JobError(ErrorCode.REMOTE, f"Scenario quote without a usable creativeUnitsCost (keys: "
+                                             f"{_keys(answer)})")
+        return known
 
     def submit(self, model: str, body: dict) -> str:
         answer = self.call("POST", f"/generate/custom/{model}", body, acted=_not_again)
-        job = answer.get("job") if isinstance(answer.get("job"), dict) else {}
+        job = _job(answer)
         if not job.get("jobId"):
             raise JobError(ErrorCode.REMOTE, f"Scenario accepted the request without a jobId (keys: {_keys(answer)})")
-        cost = answer.get("creativeUnitsCost", job.get("creativeUnitsCost"))
-        self.costs.append(float(cost) if isinstance(cost, (int, float)) else None)
-        return str(job["jobId"])
+        http.path_id("Scenario", "jobId", job["jobId"])
+        self.costs.append(hosted.cost(answer.get("creativeUnitsCost", job.get("creativeUnitsCost")), "Scenario",
+                                      self.ctx, "CU"))
+        return job["jobId"]
 
     def poll_one(self, job_id: str) -> hosted.Poll | None:
-        status, body = self.client.once("GET", f"/jobs/{job_id}")
+        status, body = self.client.once("GET", f"/jobs/{http.path_id('Scenario', 'jobId', job_id)}")
         if hosted.transient(status, body, status_error):
             return None
-        job = body.get("job") if isinstance(body.get("job"), dict) else {}
-        state = str(job.get("status") or "").lower()
-        metadata = job.get("metadata") if isinstance(job.get("metadata"), dict) else {}
-        progress = job.get("progress")
-        progress = float(progress) if isinstance(progress, (int, float)) else None
+        job = _job(body)
+        state = job.get("status")
+        if not isinstance(state, str):
+            raise http.type_error("Scenario", "job status", state)
+        state = state.lower()
+        metadata = hosted.obj(job.get("metadata"), "Scenario", "job metadata")
+        progress = hosted.number(job.get("progress"))
         if progress is not None and progress > 1:
             progress /= 100
         if state == "success":
-            ids = [str(a) for a in metadata.get("assetIds") or [] if a]
+            ids = [a for a in hosted.array(metadata.get("assetIds"), "Scenario", "assetIds") if a]
+            for asset_id in ids:
+                http.path_id("Scenario", "assetId", asset_id)
             if not ids:
                 return hosted.Poll("failed", value=JobError(ErrorCode.BAD_OUTPUT,
                                                             f"Scenario job {job_id} succeeded without assetIds"))
@@ -172,8 +183,11 @@ class Api:
         """The signed URL of the job's 3D asset (the first one that looks like a GLB)."""
         assets = []
         for asset_id in asset_ids:
-            body = self.call("GET", f"/assets/{asset_id}", stage="download", fraction=hosted.DOWNLOAD_START)
-            asset = body.get("asset") if isinstance(body.get("asset"), dict) else {}
+            body = self.call("GET", f"/assets/{http.path_id('Scenario', 'assetId', asset_id)}", stage="download",
+                             fraction=hosted.DOWNLOAD_START)
+            asset = hosted.obj(body.get("asset"), "Scenario", "asset")
+            if not isinstance(asset.get("url"), (str, type(None))):
+                raise http.type_error("Scenario", "asset url", asset["url"])
             if asset.get("url"):
                 assets.append(asset)
         for asset in assets:
@@ -181,7 +195,8 @@ class Api:
                 return asset["url"]
         if assets:
             return assets[0]["url"]
-        raise JobError(ErrorCode.BAD_OUTPUT, f"Scenario result assets {', '.join(asset_ids)} have no url")
+        names = http.one_line(", ".join(asset_ids))
+        raise JobError(ErrorCode.BAD_OUTPUT, f"Scenario result assets {names} have no url")
 
 
 def mesh_data_uri(path: str) -> str:
@@ -197,7 +212,8 @@ def _run(job: Job, ctx, key: str, secret: str) -> dict:
     settings, mode = job.settings, job.mode
     model = MODELS[mode]
     api = Api(ctx, job, key, secret)
-    job_ids, seeds = hosted.resumed(job, ctx)  # submitted before Blender stopped: poll, never submit twice
+    # submitted before Blender stopped: poll, never submit twice
+    job_ids, seeds = hosted.resumed(job, ctx, "Scenario", "jobId")
     if job_ids:
         api.costs = [None] * len(job_ids)
         return _collect(ctx, api, job, job_ids, seeds, model)
@@ -220,8 +236,8 @@ def _collect(ctx, api: Api, job: Job, job_ids: list[str], seeds: list[int], mode
     done, asset_ids, failed = hosted.finished(ctx, api.client, job_ids, api.poll_one)
     files = [hosted.save_result(ctx, job.options, ("url", api.asset_url(ids)), n, len(done), "Scenario")
              for n, ids in enumerate(asset_ids)]
-    known = [api.costs[i] for i in done if api.costs[i] is not None]
-    return {"files": files, "seeds": [seeds[i] for i in done], "cost": sum(known) if known else None,
+    known = [api.costs[i] for i in done]
+    return {"files": files, "seeds": [seeds[i] for i in done], "cost": None if None in known else sum(known),
             "info": {"job_ids": job_ids, "failed_results": failed, "mode": job.mode, "model": model,
                      "bytes_sent": api.client.sent}}
 

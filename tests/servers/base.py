@@ -1,29 +1,75 @@
 """What every API stand-in shares: a threaded HTTP server on 127.0.0.1 whose `url` is the API root as a user
-would type it (`http://127.0.0.1:PORT/v1`), JSON and file replies, dropped connections, and a tiny GLB."""
+would type it (`http://127.0.0.1:PORT/v1`), JSON and file replies, dropped connections, a tiny GLB, and
+the hostile ways of sending a file or an answer (FILE_FAULTS, trickle, redirect)."""
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API_ROOT = "/v1"  # every provider's API lives under it
 
 
-def tiny_glb() -> bytes:
-    """A valid one-triangle GLB."""
-    positions = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
-    doc = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-           "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
-           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
-                          "min": [0, 0, 0], "max": [1, 1, 0]}],
-           "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": 36}], "buffers": [{"byteLength": 36}]}
+def tiny_doc() -> dict:
+    return {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+            "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                           "min": [0, 0, 0], "max": [1, 1, 0]}],
+            "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": 36}], "buffers": [{"byteLength": 36}]}
+
+
+def glb_bytes(doc: dict, binary: bytes) -> bytes:
     js = json.dumps(doc).encode()
     js += b" " * (-len(js) % 4)
-    total = 12 + 8 + len(js) + 8 + len(positions)
+    binary += b"\0" * (-len(binary) % 4)
+    total = 12 + 8 + len(js) + 8 + len(binary)
     return (b"glTF" + struct.pack("<II", 2, total) + struct.pack("<II", len(js), 0x4E4F534A) + js
-            + struct.pack("<II", len(positions), 0x004E4942) + positions)
+            + struct.pack("<II", len(binary), 0x004E4942) + binary)
+
+
+def tiny_glb() -> bytes:
+    """A valid one-triangle GLB."""
+    return glb_bytes(tiny_doc(), struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0))
+
+
+# Complete, well-formed GLBs that make an importer read outside the file (or out of range).
+HOSTILE_GLBS = {
+    "buffer ../": lambda doc: doc["buffers"][0].update(uri="../../secret.bin"),
+    "buffer absolute": lambda doc: doc["buffers"][0].update(uri="/etc/passwd"),
+    "buffer file URL": lambda doc: doc["buffers"][0].update(uri="file:///etc/passwd"),
+    "second buffer file": lambda doc: doc["buffers"].append({"byteLength": 4, "uri": "neighbour.bin"}),
+    "image ../": lambda doc: doc.update(images=[{"uri": "../outside.png"}]),
+    "image absolute": lambda doc: doc.update(images=[{"uri": "/tmp/outside.png", "mimeType": "image/png"}]),
+    "bufferView index": lambda doc: doc["bufferViews"][0].update(buffer=3),
+    "accessor index": lambda doc: doc["accessors"][0].update(bufferView=9),
+    "view past the chunk": lambda doc: doc["bufferViews"][0].update(byteLength=4096),
+}
+
+
+def hostile_glb(kind: str) -> bytes:
+    doc = tiny_doc()
+    HOSTILE_GLBS[kind](doc)
+    return glb_bytes(doc, struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0))
+
+
+MiB = 1024 * 1024
+HOSTILE_SIZE = 300 * MiB  # what the endless streams below send at most
+_BOMB: list = []
+
+
+def gzip_bomb() -> bytes:
+    """300 MiB of zeros, gzip-compressed to about 300 kB (made once)."""
+    if not _BOMB:
+        _BOMB.append(gzip.compress(bytes(HOSTILE_SIZE), compresslevel=9))
+    return _BOMB[0]
+
+
+# How a server may send a result file (LocalServer.serve_file `fault`); "redirect:URL" answers 307 to URL.
+FILE_FAULTS = ("huge length", "no length", "false length", "chunked", "gzip bomb", "trickle")
 
 
 class LocalServer:
@@ -69,6 +115,67 @@ class LocalServer:
             handler.wfile.write(data)
         except OSError:  # the client went away (cancelled, or gave up waiting)
             pass
+
+    def serve_file(self, handler, data: bytes, fault: str | None = None, trickle_s: float = 1.0) -> None:
+        """Send a result file, the hostile way `fault` names; `self.file_bytes_sent` counts what went out."""
+        self.file_bytes_sent = 0
+        headers = {"Content-Type": "model/gltf-binary"}
+        if not fault:
+            return self.reply(handler, 200, data, content_type="model/gltf-binary")
+        if fault.startswith("redirect:"):
+            return self.reply(handler, 307, b"", headers={"Location": fault[len("redirect:"):]}, length=0)
+        body, piece, chunked = None, 64 * 1024, False
+        if fault == "huge length":
+            headers["Content-Length"] = str(50 * 1000 ** 3)
+        elif fault == "false length":
+            headers["Content-Length"] = str(512 * 1024)  # under a 1 MiB cap, then far more
+        elif fault == "chunked":
+            headers["Transfer-Encoding"], chunked = "chunked", True
+        elif fault == "gzip bomb":
+            body = gzip_bomb()
+            headers.update({"Content-Encoding": "gzip", "Content-Length": str(len(body))})
+        elif fault == "trickle":
+            body, piece = data, 1
+            headers["Content-Length"] = str(len(data))
+        elif fault == "no length":
+            headers["Connection"] = "close"
+        else:
+            raise ValueError(f"unknown file fault {fault!r}")
+        try:
+            handler.send_response(200)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            source = body if body is not None else None
+            while self.file_bytes_sent < (len(source) if source is not None else HOSTILE_SIZE):
+                start = self.file_bytes_sent
+                chunk = source[start:start + piece] if source is not None else bytes(piece)
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                self.file_bytes_sent += len(chunk)
+                if fault == "trickle":
+                    handler.wfile.flush()
+                    time.sleep(trickle_s)
+            if chunked:
+                handler.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up: what it should do
+            pass
+        handler.close_connection = True
+
+    def trickle(self, handler, status: int, body, seconds: float = 1.0) -> None:
+        """A JSON answer whose body comes one byte every `seconds` (headers at once)."""
+        data = json.dumps(body).encode()
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            for i in range(len(data)):
+                handler.wfile.write(data[i:i + 1])
+                handler.wfile.flush()
+                time.sleep(seconds)
+        except OSError:
+            pass
+        handler.close_connection = True
 
     @staticmethod
     def drop(handler):

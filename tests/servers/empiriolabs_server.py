@@ -76,7 +76,7 @@ class EmpirioLabsServer(JobApiServer):
             problem = self.invalid(body)
             if problem:
                 return problem
-            job_id = f"job_{uuid.uuid4().hex[:16]}"
+            job_id = self.submit_id or f"job_{uuid.uuid4().hex[:16]}"
             self.jobs[job_id] = {"body": body, "polls": 0}
             return 200, {"job_id": job_id, "status": "queued", "poll_url": f"/v1/jobs/{job_id}",
                          "created_at": int(time.time())}

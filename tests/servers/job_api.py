@@ -31,6 +31,11 @@ class JobApiServer(LocalServer):
         self.truncate_glb = False
         self.requests: list[dict] = []
         self.downloads = 0
+        # hostile behaviour
+        self.file_fault: str | None = None  # a base.FILE_FAULTS name, or "redirect:URL", for result files
+        self.trickle_polls = 0  # this many poll answers come one byte a second
+        self.submit_id: str | None = None  # the job id every submit answers (e.g. "../../admin?x=1#")
+        self.answer_hook = None  # (route "submit"|"poll"|"upload"|"asset", body) -> body sent instead (fuzzing)
         for name, value in copy.deepcopy(scenario or {}).items():
             if not hasattr(self, name):
                 raise AttributeError(f"unknown behaviour {name!r}")
@@ -63,7 +68,21 @@ class JobApiServer(LocalServer):
                 answer = self.error(404, f"No route {method} {parts.path}")
         status, reply = answer[0], answer[1]
         headers = answer[2] if len(answer) > 2 else {}
+        route = self.route_name(method, parts.path[len(API_ROOT):])
+        if self.answer_hook is not None and status == 200:
+            reply = self.answer_hook(route, reply)
+        if route == "poll" and self.trickle_polls:
+            self.trickle_polls -= 1
+            return self.trickle(handler, status, reply)
         self.reply(handler, status, reply, headers=headers)
+
+    @staticmethod
+    def route_name(method: str, path: str) -> str:
+        if path.startswith("/jobs/"):
+            return "poll"
+        if path.startswith("/assets"):
+            return "upload" if method == "POST" else "asset"
+        return "submit"
 
     def _file(self, handler, auth: str):
         with self.lock:
@@ -74,7 +93,7 @@ class JobApiServer(LocalServer):
         if scripted:
             return self.reply(handler, scripted[0], b"busy", content_type="text/plain")
         data = self.glb[: len(self.glb) // 2] if self.truncate_glb else self.glb
-        self.reply(handler, 200, data, content_type="model/gltf-binary")
+        self.serve_file(handler, data, self.file_fault)
 
     def handle_get(self, handler):
         self._handle(handler, "GET")

@@ -13,7 +13,7 @@ at once. Unknown tasks in getResponse: 400 `taskFailedOrNotFound`.
 Behaviour switches (attributes, or `RunwareServer(scenario=...)` with a name from SCENARIOS or a dict
 of attributes) script failures for the tests; counters and logs record what the client did:
 `submits`, `polls`, `uploads`, `downloads`, `requests` (POSTs: path, bytes, auth, types),
-`gets` (GETs: path, auth), `tasks` (taskUUID -> {"task", "polls"}), `uploaded`.
+`gets` (GETs: path, auth, encoding), `tasks` (taskUUID -> {"task", "polls"}), `uploaded`.
 
     with RunwareServer(api_key="k", scenario="429 then success") as server:
         ... job options {"base_url": server.url} ...
@@ -120,6 +120,12 @@ class RunwareServer(LocalServer):
         self.omit_status = False  # success items without `status` (as sync answers look)
         self.poll_errors: list[dict] | None = None  # a top-level `errors` array in a 200 poll answer
         self.echo_key = False  # error messages quote the key the client sent (a careless server)
+        # hostile behaviour
+        self.file_fault: str | None = None  # a base.FILE_FAULTS name, or "redirect:URL", for result files
+        self.api_redirect: str | None = None  # every POST is answered 307 to this URL
+        self.trickle_polls = 0  # this many getResponse answers come one byte a second
+        self.huge_answer = 0  # bytes of padding in every 200 answer (an 8 MiB+ JSON answer)
+        self.answer_hook = None  # (route "submit"|"poll"|"upload", body) -> body sent instead (fuzzing)
         self.cost = 0.0125
         if isinstance(scenario, str):
             scenario = SCENARIOS[scenario]
@@ -156,6 +162,9 @@ class RunwareServer(LocalServer):
             self.requests.append({"path": handler.path, "bytes": len(raw), "auth": auth, "body": tasks,
                                   "types": [t.get("taskType") for t in tasks if isinstance(t, dict)]
                                   if isinstance(tasks, list) else []})
+            types = self.requests[-1]["types"]
+            if self.api_redirect:
+                return self.reply(handler, 307, b"", headers={"Location": self.api_redirect}, length=0)
             if isinstance(tasks, list) and any(isinstance(t, dict) and t.get("taskType") == "getResponse"
                                                for t in tasks) and self.slow_polls:
                 delay = self.slow_polls.pop(0)
@@ -165,6 +174,14 @@ class RunwareServer(LocalServer):
                 return self.drop(handler)
         if delay:
             time.sleep(delay)
+        route = "poll" if "getResponse" in types else "upload" if "imageUpload" in types else "submit"
+        if status == 200 and self.huge_answer:
+            body = dict(body, padding="x" * self.huge_answer)
+        if self.answer_hook is not None:
+            body = self.answer_hook(route, body)
+        if route == "poll" and self.trickle_polls:
+            self.trickle_polls -= 1
+            return self.trickle(handler, status, body)
         self.reply(handler, status, body)
 
     def dispatch(self, tasks, auth: str) -> tuple[int, dict]:
@@ -290,7 +307,8 @@ class RunwareServer(LocalServer):
 
     def handle_get(self, handler):
         with self.lock:
-            self.gets.append({"path": handler.path, "auth": handler.headers.get("Authorization", "")})
+            self.gets.append({"path": handler.path, "auth": handler.headers.get("Authorization", ""),
+                              "encoding": handler.headers.get("Accept-Encoding", "")})
         if "/files/" not in handler.path:
             return self.reply(handler, 404, {"errors": [{"code": "notFound", "message": "Not found"}]})
         with self.lock:
@@ -299,6 +317,8 @@ class RunwareServer(LocalServer):
         if status != 200:
             return self.reply(handler, status, b"busy", content_type="text/plain")
         data = self.glb[: len(self.glb) // 2] if self.truncate_glb else self.glb
+        if self.file_fault:
+            return self.serve_file(handler, data, self.file_fault)
         try:
             if self.cut_glb:
                 handler.send_response(200)

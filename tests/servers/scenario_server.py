@@ -99,7 +99,7 @@ class ScenarioServer(JobApiServer):
             if query.get("dryRun") == ["true"]:
                 self.quotes += 1
                 return 200, {"creativeUnitsCost": self.cost}
-            job_id = f"job_{uuid.uuid4().hex[:12]}"
+            job_id = self.submit_id or f"job_{uuid.uuid4().hex[:12]}"
             self.jobs[job_id] = {"model": model, "body": body, "polls": 0}
             return 200, {"job": {"jobId": job_id, "status": "queued", "jobType": "custom",
                                  "metadata": {"input": body}}, "creativeUnitsCost": self.cost}

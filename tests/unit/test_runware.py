@@ -13,7 +13,7 @@ import requests
 
 from backend import glb, png, schema
 from backend.protocol import HostedOptions
-from backend.providers import hosted, http, runware
+from backend.providers import download, hosted, http, runware
 from servers.runware_server import SCENARIOS, RunwareServer, validator
 from workerkit import close, read_until, run_job as run_worker_job, runware_edge_settings, save_rgba, send, \
     start_worker
@@ -286,7 +286,7 @@ def test_truncated_glb_names_the_file(tmp_path):
         messages, _ = run_job(tmp_path, srv)
         name = f"{next(iter(srv.tasks))}_0.glb"
     error = messages[-1]
-    assert error["code"] == "bad_output" and error["message"].startswith(f"downloaded {name} is not a complete GLB")
+    assert error["code"] == "bad_output" and error["message"].startswith(f"Runware result {name} is not a complete GLB")
     assert os.listdir(tmp_path / "out") == []
 
 
@@ -295,7 +295,7 @@ def test_cut_download_is_retried_then_reported(tmp_path):
         messages, _ = run_job(tmp_path, srv, options={"download_tries": 2})
         name = f"{next(iter(srv.tasks))}_0.glb"
         assert srv.downloads == 2
-    assert messages[-1]["message"] == f"download of {name} failed (connection cut) after 2 tries"
+    assert messages[-1]["message"] == f"download of Runware result {name} failed (connection cut) after 2 tries"
     assert os.listdir(tmp_path / "out") == []
 
 
@@ -491,7 +491,7 @@ def test_status_classification_and_helpers():
     assert [http.classify(s) for s in (200, 400, 401, 402, 403, 404, 408, 429, 500, 502, 503, 504, 418)] == [
         "ok", "bad_request", "auth", "balance", "forbidden", "not_found", "transient", "transient", "transient",
         "transient", "transient", "transient", "remote_error"]
-    assert http.file_name("https://im.runware.ai/a/b/x.glb?sig=1#f") == "x.glb"
+    assert download.file_name("https://im.runware.ai/a/b/x.glb?sig=1#f") == "x.glb"
     assert hosted.scrub(f"key {KEY} and {KEY}", KEY, "") == "key *** and ***"
     assert http.encode_json([{"a": 1, "b": "é"}]) == '[{"a":1,"b":"é"}]'.encode()
 
