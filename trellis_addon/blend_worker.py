@@ -18,7 +18,7 @@ import traceback
 
 import bpy
 
-from ..backend import protocol
+from ..backend import glb, protocol
 from ..backend.worker import Channel
 from . import importer
 
@@ -40,6 +40,10 @@ def import_task(channel: Channel, task: dict) -> dict:
     for index, path in enumerate(files):
         channel.send("progress", id=task["id"], stage="import", step=index, total=len(files),
                      fraction=index / len(files), text=f"Importing result {index + 1}/{len(files)} in the background")
+        try:  # nothing outside the GLB is ever read
+            glb.check_self_contained(path)
+        except ValueError as exc:
+            raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(path)}: {exc}") from None
         bpy.ops.wm.read_homefile(use_empty=True)  # nothing of an earlier task stays in memory
         objects = importer.import_glb(bpy.context, path, snapshot=True)
         snap = importer.snapshot_path(path)

@@ -46,6 +46,10 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         description="History size cap: the oldest results are deleted beyond it (never a running job or a "
                     "paid task not yet downloaded). 0: keep everything")
 
+    max_download_mb: bpy.props.IntProperty(
+        name="Download Cap (MB)", default=1024, min=1, soft_max=16384,
+        description="A hosted result file larger than this is refused before it is written (and a download "
+                    "that passes it is stopped)")
     poll_timeout_minutes: bpy.props.FloatProperty(
         name="Remote Timeout", default=20.0, min=1.0, max=240.0, subtype="TIME_ABSOLUTE",
         description="Give up waiting for a hosted result after this many minutes")
@@ -114,6 +118,7 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
                     sub.label(text=f"{credential.env} environment variable: {found}", icon="INFO")
             sub.prop(self, info.url_pref())
         box.prop(self, "poll_timeout_minutes")
+        box.prop(self, "max_download_mb")
         box.prop(self, "max_parallel_jobs")
         row = box.row()
         row.prop(self, "confirm_above")
@@ -180,7 +185,8 @@ def remote_access(backend_id: str) -> tuple[dict, dict]:
         raise AccessError(f"The {info.short_label} URL carries a user name or password: remove them (the key goes "
                           "in its own preference)")
     minutes = prefs.poll_timeout_minutes if prefs else 20.0
-    return {"base_url": url, "poll_timeout": minutes * 60}, secrets
+    cap = (prefs.max_download_mb if prefs else 1024) * 1024 * 1024
+    return {"base_url": url, "poll_timeout": minutes * 60, "max_download_bytes": cap}, secrets
 
 
 SPARSE_ATTENTION = ("xformers", "flash_attn", "flash_attn_3")  # what SPARSE_ATTN_BACKEND accepts

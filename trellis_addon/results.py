@@ -9,6 +9,7 @@ import tomllib
 
 import bpy
 
+from ..backend import glb
 from . import history, importer, prefs, spending
 from .paths import EXTENSION_ROOT
 from .queue import DONE, Job, manager, submit_io
@@ -38,6 +39,10 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
     try:
         groups = []
         for path in job.result["files"]:
+            try:  # a history file may have been edited: nothing outside the GLB is ever read
+                glb.check_self_contained(path)
+            except ValueError as exc:
+                raise RuntimeError(f"{os.path.basename(path)}: {exc}") from None
             objects = importer.import_glb(context, path, snapshot=True)
             created.extend(objects)
             groups.append(objects)

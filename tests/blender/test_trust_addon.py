@@ -69,3 +69,52 @@ def test_a_silent_worker_fails_its_job(runware, monkeypatch):  # noqa: F811
         assert history.read_entry(job.output_dir).state == history.PENDING, "the paid task can still be fetched"
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def test_the_download_cap_preference_stops_a_large_result(scene, monkeypatch):
+    from servers.runware_server import RunwareServer
+    prefs = bpy.context.preferences.addons[mod("trellis_addon.prefs").base_package].preferences
+    bpy.context.preferences.system.use_online_access = True
+    with RunwareServer(api_key=KEY, glb=b"glTF" + b"\0" * (3 * 1024 * 1024)) as server:
+        server.polls_to_finish = 0
+        prefs.runware_api_key, prefs.runware_url, prefs.session_cap = KEY, server.url, 0.0
+        prefs.max_download_mb = 1
+        try:
+            with pytest.raises(RuntimeError, match="1 MiB|1048576|download"):
+                generate()
+        finally:
+            prefs.max_download_mb = 1024
+            prefs.runware_api_key = prefs.runware_url = ""
+            bpy.context.preferences.system.use_online_access = False
+    job = mod("trellis_addon.queue").manager.jobs[-1]
+    assert job.state == "failed" and job.error_code.value == "bad_output"
+    assert not [n for n in os.listdir(job.output_dir) if n.endswith((".glb", ".part"))], "nothing kept"
+
+
+def test_a_history_glb_that_names_an_outside_file_is_not_imported(scene, tmp_path):
+    """A GLB in a history entry edited to point its buffer at a file outside: refused before Blender's
+    importer reads anything."""
+    import json as json_module
+    import struct
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\0" * 36)
+    doc = {"asset": {"version": "2.0"}, "buffers": [{"uri": str(secret), "byteLength": 36}],
+           "bufferViews": [{"buffer": 0, "byteLength": 36}],
+           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                          "min": [0, 0, 0], "max": [0, 0, 0]}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}], "nodes": [{"mesh": 0}],
+           "scenes": [{"nodes": [0]}], "scene": 0}
+    text = json_module.dumps(doc).encode()
+    text += b" " * (-len(text) % 4)
+    data = b"glTF" + struct.pack("<II", 2, 12 + 8 + len(text)) + struct.pack("<II", len(text), 0x4E4F534A) + text
+    queue, results = mod("trellis_addon.queue"), mod("trellis_addon.results")
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    path = folder / "result_0.glb"
+    path.write_bytes(data)
+    job = queue.Job(name="evil", backend="preview", settings={}, output_dir=str(folder), rgba_path="",
+                    result={"files": [str(path)], "seeds": [1]}, state=queue.IMPORTING)
+    before = set(bpy.data.objects)
+    with pytest.raises(mod("trellis_addon.request").RequestError, match="result_0.glb"):
+        results.import_job(bpy.context, job)
+    assert set(bpy.data.objects) == before and job.state == "failed"

@@ -21,7 +21,7 @@ QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
 BUILDING = "building"  # the result is being imported by a background Blender; IMPORTING follows
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 RESULT_LISTENERS: list = []  # fn(job) for each result message (the spending tally)
-SILENT_SECONDS = 60.0  # a running job whose worker sends heartbeats and then nothing this long has failed
+SILENT_SECONDS = protocol.HEARTBEAT_TIMEOUT  # a running job whose worker beats, then falls silent, has failed
 
 
 MAX_COST = 100000.0  # per job, in any unit: more is no price a provider means
