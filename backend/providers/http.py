@@ -205,6 +205,10 @@ def retry_after(response: requests.Response) -> float | None:
         return None
 
 
+class Unusable(JobError):
+    """An answer that arrived but cannot be read (too large, cut, not a JSON object): the call may have acted."""
+
+
 class Client:
     """JSON calls to one API root: transient failures retried with backoff, other failures mapped by the
     provider's error(status, body) -> JobError. Credentials live in the session's headers only."""
@@ -242,10 +246,10 @@ class Client:
             response._content = stream.read(response, deadline, MAX_JSON_BYTES)
             response._content_consumed = True  # the connection goes back to the pool
         except stream.TooLarge:
-            raise JobError(ErrorCode.REMOTE, f"{self.label} sent an answer over {MAX_JSON_BYTES >> 20} MiB; "
+            raise Unusable(ErrorCode.BAD_OUTPUT, f"{self.label} sent an answer over {MAX_JSON_BYTES >> 20} MiB; "
                                              "not read") from None
         except stream.BodyError as exc:
-            raise JobError(ErrorCode.REMOTE, f"{self.label} sent {exc}") from None
+            raise Unusable(ErrorCode.BAD_OUTPUT, f"{self.label} sent {exc}") from None
         finally:
             response.close()
         return response
@@ -282,6 +286,11 @@ class Client:
                     return self._answer(response)
                 status = response.status_code
                 last, ambiguous, hint = f"HTTP {status}", status in AMBIGUOUS_STATUS, self.wait_hint(response)
+            except Unusable:  # the call arrived and may have acted (a paid task): ask before giving up
+                if acted is not None and method != "GET" and acted():
+                    self.ctx.log(f"{self.label}: the request went through despite an unusable answer")
+                    return None
+                raise
             except NETWORK_ERRORS as exc:
                 last, ambiguous, status = network_reason(exc), not isinstance(exc, requests.ConnectTimeout), 0
             if attempt + 1 < tries:
@@ -299,6 +308,6 @@ class Client:
         if classify(response.status_code) != OK:
             raise self.error(response.status_code, answer)
         if not isinstance(answer, dict):
-            raise JobError(ErrorCode.REMOTE, f"{self.label} answered HTTP {response.status_code} without a JSON "
+            raise Unusable(ErrorCode.BAD_OUTPUT, f"{self.label} answered HTTP {response.status_code} without a JSON "
                                              "object")
         return answer

@@ -184,7 +184,7 @@ def task_exists(client: http.Client, task_uuid: str) -> bool:
     """Whether Runware knows the task (after a submit whose answer was lost). Unknown -> False."""
     try:
         status, body = http.cancellable(lambda: client.once("POST", "", [poll_task(task_uuid)]), client.ctx)
-    except http.NETWORK_ERRORS:
+    except (http.Unusable, *http.NETWORK_ERRORS):
         return False
     if status != 200 or not isinstance(body, dict):
         return False
@@ -238,7 +238,11 @@ def _run(job: Job, ctx, api_key: str) -> dict:
         image, image_bytes = send_image(client, job)
         task_uuid = str(uuid.uuid4())
         tally = Tally(task_uuid, count)
-        submit(client, inference_task(settings, image, task_uuid), tally)
+        try:
+            submit(client, inference_task(settings, image, task_uuid), tally)
+        except http.Unusable:  # it arrived and may have been accepted: the task (our own UUID) stays resumable
+            ctx.remote_task("runware", task_uuid, base_url=client.url, number_results=count, unconfirmed=True)
+            raise
         ctx.remote_task("runware", task_uuid, base_url=client.url, number_results=count)
         ctx.log(f"submitted task {task_uuid} ({image_bytes} image bytes, {client.sent} bytes sent)")
     initial = {task_uuid: tally.state()} if tally.finished() else None

@@ -109,7 +109,10 @@ def test_no_free_space_refuses_before_writing(tmp_path):
 def test_huge_api_answer_is_refused(tmp_path):
     with RunwareServer(api_key=RW, scenario={"huge_answer": 9 * MiB}) as server:
         messages, _ = run_job(job(tmp_path, "runware", server))
-    assert messages[-1]["code"] == "remote_error" and "over 8 MiB" in messages[-1]["message"]
+    assert messages[-1]["code"] == "bad_output" and "over 8 MiB" in messages[-1]["message"]
+    # the submit arrived and may have been accepted: its task (our own UUID) is announced, so it stays resumable
+    tasks = [m for m in messages if m["type"] == "remote_task"]
+    assert len(tasks) == 1 and tasks[0]["unconfirmed"] is True and server.submits <= 1
 
 
 # --- 6: deadlines and heartbeats ----------------------------------------------------------------------
