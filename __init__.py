@@ -2,7 +2,7 @@
 import bpy
 
 from . import operators, panels
-from .panels import history as history_panel, menus
+from .panels import history as history_panel, menus, sidebar
 from .trellis_addon import cli, prefs, props, resume, spending
 from .trellis_addon.queue import manager
 
@@ -14,6 +14,7 @@ def register():
     _register_classes()
     props.register()
     spending.register()
+    sidebar.register()
     menus.register()
     history_panel.register()
     cli.register()

@@ -121,7 +121,7 @@ def write_result(output_dir: str, job_id: str, result: dict) -> None:
     os.replace(tmp, os.path.join(output_dir, RESULT_FILE))
 
 
-def _take_protocol_channel():
+def take_protocol_channel():
     """Keep the real stdout for the protocol and point fd 1 at stderr, so anything a library prints
     (Python or C level) lands in the log instead of corrupting the channel."""
     sys.stdout.flush()
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     forgotten = forget_credentials()
     if forgotten:
         _log(f"removed from the environment: {', '.join(forgotten)} (keys come with each job)")
-    channel = Channel(_take_protocol_channel())
+    channel = Channel(take_protocol_channel())
     worker = Worker(channel)
     channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(),
                  python=sys.version.split()[0], backends=[b.id for b in registry.BACKENDS])

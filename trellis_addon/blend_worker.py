@@ -19,17 +19,8 @@ import traceback
 import bpy
 
 from ..backend import glb, protocol
-from ..backend.worker import Channel
+from ..backend.worker import Channel, take_protocol_channel
 from . import importer
-
-
-def _protocol_channel():
-    """The real stdout for the protocol; fd 1 (Blender's and the importer's prints) goes to the log."""
-    sys.stdout.flush()
-    stream = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return stream
 
 
 def import_task(channel: Channel, task: dict) -> dict:
@@ -59,7 +50,7 @@ TASKS = {"import": import_task}
 
 
 def main() -> int:
-    channel = Channel(_protocol_channel())
+    channel = Channel(take_protocol_channel())  # Blender's and the importer's prints go to the log
     channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(), python=sys.version.split()[0],
                  blender=bpy.app.version_string, backends=[])
     for line in sys.stdin:

@@ -2,6 +2,7 @@
 its GLBs imported with Blender's glTF importer and placed, the record on each root object."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -16,6 +17,7 @@ from .queue import DONE, Job, manager, submit_io
 from .request import RequestError
 
 
+@functools.cache
 def addon_version() -> str:
     with open(os.path.join(EXTENSION_ROOT, "blender_manifest.toml"), "rb") as f:
         return tomllib.load(f)["version"]

@@ -70,10 +70,6 @@ class Session:
         threshold = prefs.get().confirm_above if prefs.get() else 0.0
         return estimate if estimate and estimate > threshold else 0.0
 
-    def reset(self) -> None:
-        self.totals.clear()
-        self.prices.clear()
-
 
 session = Session()
 

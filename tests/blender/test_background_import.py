@@ -94,3 +94,22 @@ def test_a_killed_background_blender_fails_one_job_and_the_next_works(builder):
     assert job.state == "failed" and "background Blender stopped unexpectedly (exit code -9)" in job.error
     next_job, _ = run_job(10)
     assert next_job.state == "done" and builder.worker.alive
+
+
+def test_the_background_blender_refuses_a_glb_that_names_an_outside_file(builder, tmp_path):
+    from test_trust_addon import outside_glb
+    queue = mod("trellis_addon.queue")
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    path = folder / "result_0.glb"
+    outside_glb(path, tmp_path / "secret.bin")
+    job = queue.manager.add(queue.Job(name="evil", backend="preview", settings={}, output_dir=str(folder),
+                                      rgba_path="", result={"files": [str(path)], "seeds": [1]},
+                                      state=queue.IMPORTING))
+    assert job.state == "building", "imported in the background"
+    end = time.monotonic() + 60
+    while not job.is_finished and time.monotonic() < end:
+        queue.manager.poll_all()
+        time.sleep(0.02)
+    assert job.state == "failed" and "result_0.glb" in job.error and job.error_code.value == "bad_output"
+    assert not os.path.exists(mod("trellis_addon.importer").snapshot_path(str(path))), "nothing was imported"

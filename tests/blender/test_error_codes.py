@@ -33,4 +33,9 @@ def test_an_unknown_code_from_a_worker_is_internal():
     protocol = mod("backend.protocol")
     assert protocol.ErrorCode.parse("no such code") is protocol.ErrorCode.INTERNAL
     assert protocol.ErrorCode.parse(None) is protocol.ErrorCode.INTERNAL
-    assert all(code.remedy in protocol.Remedy for code in protocol.ErrorCode)
+    codes, remedy = protocol.ErrorCode, protocol.Remedy  # what the sidebar offers for each kind of failure
+    assert {c for c in codes if c.remedy is remedy.FIX_ACCOUNT} == {codes.AUTH, codes.BALANCE, codes.FORBIDDEN}
+    assert {codes.NETWORK, codes.RATE_LIMIT, codes.TIMEOUT, codes.WORKER_EXIT} <= {
+        c for c in codes if c.remedy is remedy.RETRY}
+    assert {codes.MISSING_PACKAGE, codes.NO_CUDA, codes.WEIGHTS, codes.PYTHON} == {
+        c for c in codes if c.remedy is remedy.FIX_SETUP}

@@ -91,12 +91,10 @@ def test_the_download_cap_preference_stops_a_large_result(scene, monkeypatch):
     assert not [n for n in os.listdir(job.output_dir) if n.endswith((".glb", ".part"))], "nothing kept"
 
 
-def test_a_history_glb_that_names_an_outside_file_is_not_imported(scene, tmp_path):
-    """A GLB in a history entry edited to point its buffer at a file outside: refused before Blender's
-    importer reads anything."""
+def outside_glb(path, secret) -> None:
+    """A GLB whose only buffer is the file `secret` (36 bytes, outside the GLB): a triangle."""
     import json as json_module
     import struct
-    secret = tmp_path / "secret.bin"
     secret.write_bytes(b"\0" * 36)
     doc = {"asset": {"version": "2.0"}, "buffers": [{"uri": str(secret), "byteLength": 36}],
            "bufferViews": [{"buffer": 0, "byteLength": 36}],
@@ -107,11 +105,17 @@ def test_a_history_glb_that_names_an_outside_file_is_not_imported(scene, tmp_pat
     text = json_module.dumps(doc).encode()
     text += b" " * (-len(text) % 4)
     data = b"glTF" + struct.pack("<II", 2, 12 + 8 + len(text)) + struct.pack("<II", len(text), 0x4E4F534A) + text
+    path.write_bytes(data)
+
+
+def test_a_history_glb_that_names_an_outside_file_is_not_imported(scene, tmp_path):
+    """A GLB in a history entry edited to point its buffer at a file outside: refused before Blender's
+    importer reads anything."""
     queue, results = mod("trellis_addon.queue"), mod("trellis_addon.results")
     folder = tmp_path / "entry"
     folder.mkdir()
     path = folder / "result_0.glb"
-    path.write_bytes(data)
+    outside_glb(path, tmp_path / "secret.bin")
     job = queue.Job(name="evil", backend="preview", settings={}, output_dir=str(folder), rgba_path="",
                     result={"files": [str(path)], "seeds": [1]}, state=queue.IMPORTING)
     before = set(bpy.data.objects)

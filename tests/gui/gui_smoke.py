@@ -26,6 +26,61 @@ BENCH = os.environ.get("TRELLIS_GUI_BENCH") == "1"  # bench/gui_main_thread.py: 
 result = {"ok": False, "steps": [], "errors": [], "screenshots": []}
 
 
+def test_span(fn):
+    """The test's own blocking calls (screenshots, xdotool): their time is not the add-on's stall."""
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            STALLS["test_spans"].append((started, time.perf_counter()))
+    return timed
+
+
+# Main-thread stalls, nothing of the add-on excluded: a 5 ms app timer records the gap between its calls
+# (Blender's main thread was busy for the rest). Windows: from the click to the object in the scene.
+STALL_TICK = 0.005
+STALLS = {"last": None, "gaps": [], "test_spans": [], "windows": {}, "open": None, "floor": False}
+
+
+def stall_tick():
+    now = time.perf_counter()
+    if STALLS["last"] is not None:
+        queue = sys.modules.get(f"{PKG}.trellis_addon.queue")
+        state = queue.manager.jobs[-1].state if queue and queue.manager.jobs else ""  # the job as the gap ended
+        STALLS["gaps"].append((STALLS["last"], now, state))
+    STALLS["last"] = now
+    if STALLS["floor"]:  # the floor: a sidebar redraw alone, every tick
+        window, area, region = view3d()
+        next(r for r in area.regions if r.type == "UI").tag_redraw()
+    return STALL_TICK
+
+
+def stall_window(name, start):
+    """Open (start=True) or close a measured window."""
+    if start:
+        STALLS["open"] = (name, time.perf_counter())
+        return
+    opened_name, opened = STALLS["open"]
+    closed, spans = time.perf_counter(), STALLS["test_spans"]
+    kept = sorted((b - a - STALL_TICK, state) for a, b, state in STALLS["gaps"] if a >= opened and b <= closed
+                  and not any(a < e and b > s for s, e in spans))
+    gaps = [g for g, _ in kept]
+    STALLS["windows"][opened_name] = {"ticks": len(gaps), "max_ms": round(max(gaps) * 1000, 1),
+                                      "p99_ms": round(gaps[int(0.99 * (len(gaps) - 1))] * 1000, 1),
+                                      "median_ms": round(gaps[len(gaps) // 2] * 1000, 1),
+                                      "longest": [(round(g * 1000, 1), s) for g, s in kept[-4:]],
+                                      "seconds": round(closed - opened, 2)}
+    STALLS["open"] = None
+    result["stalls"] = STALLS["windows"]
+
+
+def floor(start):
+    STALLS["floor"] = start
+    stall_window("sidebar redraw alone (floor)", start)
+
+
+@test_span
 def screenshot(name):
     path = os.path.join(OUT, name)
     subprocess.run(["import", "-window", "root", path], check=True, timeout=30)
@@ -85,6 +140,7 @@ def install():
     area.tag_redraw()
 
 
+@test_span
 def xdotool(*args):
     subprocess.run(["xdotool", *args], check=False, timeout=20)
 
@@ -363,11 +419,14 @@ STEPS = [
     ("close splash", close_splash, None),
     ("install", install, on_trellis_tab),
     ("sidebar screenshot", lambda: screenshot("01_sidebar.png"), None),
-    ("generate (modal)", lambda: generate(0 if BENCH else 1.0), lambda: last_job().stage in ("shape", "texture")),
+    ("generate (modal)", lambda: (stall_window("preview job, click to object", True), generate(0 if BENCH else 1.0)),
+     lambda: last_job().stage in ("shape", "texture")),
     ("progress screenshot", lambda: screenshot("02_progress.png"), lambda: last_job().is_finished),
-    ("result", check_result, None),
+    ("result", lambda: (stall_window("preview job, click to object", False), check_result()), None),
     ("frame", frame_result, None),
     ("result screenshot", lambda: screenshot("03_result.png"), None),
+    ("sidebar redraw floor", lambda: floor(True), lambda: time.monotonic() - state["waiting_since"] > 2.0),
+    ("floor measured", lambda: floor(False), None),
     ("undo is one step", undo_removes_result, None),
     ("generate to cancel", lambda: generate(5.0), lambda: last_job().stage == "mask"),
     ("cancel screenshot", lambda: screenshot("04_before_esc.png"), None),
@@ -375,8 +434,8 @@ STEPS = [
     ("cancelled", lambda: (assert_cancelled(), screenshot("05_cancelled.png")), None),
     ("runware asks to confirm the cost", start_runware, None),
     ("confirm screenshot", lambda: screenshot("06_confirm_cost.png"), None),
-    ("confirm", confirm_cost, runware_done),
-    ("runware result", check_runware, None),
+    ("confirm", lambda: (stall_window("runware job, confirm to object", True), confirm_cost()), runware_done),
+    ("runware result", lambda: (stall_window("runware job, confirm to object", False), check_runware()), None),
     ("cost screenshot", lambda: screenshot("07_cost.png"), None),
     ("open Advanced (Runware)", open_advanced, lambda: time.monotonic() - state["waiting_since"] > 1.0),
     ("advanced screenshot", lambda: screenshot("07b_advanced_greyed.png"), None),
@@ -433,3 +492,4 @@ def tick():
 
 os.makedirs(OUT, exist_ok=True)
 bpy.app.timers.register(tick, first_interval=2.0, persistent=True)
+bpy.app.timers.register(stall_tick, first_interval=1.0, persistent=True)

@@ -18,7 +18,7 @@ def job(tmp_path, **settings):
 
 
 def test_library_output_never_reaches_the_protocol_channel(tmp_path):
-    code = ("import os, sys; from backend import worker; ch = worker.Channel(worker._take_protocol_channel()); "
+    code = ("import os, sys; from backend import worker; ch = worker.Channel(worker.take_protocol_channel()); "
             "print('python noise'); os.system('echo c-level noise'); ch.send('hello', x=1); print('more')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert [protocol.decode(line) for line in out.stdout.splitlines()] == [{"type": "hello", "x": 1}]
