@@ -1,6 +1,7 @@
 """Started as a script by a background Blender (`blender -b --factory-startup --python blend_main.py --
 ROOT`) or, under the bpy module, by the same Python (`python blend_main.py ROOT`): makes the extension
-at ROOT importable as a package without running its registration, then serves blend_worker's protocol."""
+at ROOT importable as a package without running its registration, then serves blend_worker's protocol at a
+lower CPU priority than the UI's Blender."""
 import importlib
 import os
 import sys
@@ -8,7 +9,14 @@ import types
 
 PACKAGE = "trellis_blend_worker"
 
+NICENESS = 10  # the UI's Blender comes first: on few cores, reading and importing wait for it, not it for them
+
 if __name__ == "__main__":
+    if hasattr(os, "nice"):  # POSIX; Windows keeps the normal priority
+        try:
+            os.nice(NICENESS)
+        except OSError:
+            pass
     here = os.path.dirname(os.path.abspath(__file__))  # python puts it first: its queue/ would hide the stdlib's
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]

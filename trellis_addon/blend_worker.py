@@ -4,6 +4,10 @@ as the Python workers (backend/protocol.py). One task at a time:
   {"type": "job", "id", "kind": "import", "files": [path.glb]}  import each GLB with Blender's glTF
       importer and save it as the snapshot .blend beside it (importer.snapshot_path), which the UI's
       Blender then appends in a fraction of the import's time -> {"type": "result", "id", "snapshots"}
+  {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "rgba": path.npy, "thumb": path.png
+      or "", "max_megapixels"}  read, check and downsize the image with Blender's image code, write the
+      prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha", "width", "height"};
+      an unreadable or refused image -> error BAD_INPUT with the message the main thread would give
   {"type": "shutdown"} or EOF: exit
 
 Answers hello, progress, result, error ({"code", "message"}) like the other workers. Started by
@@ -20,7 +24,7 @@ import bpy
 
 from ..backend import glb, protocol
 from ..backend.worker import Channel, take_protocol_channel
-from . import importer
+from . import image_input, importer
 
 
 def import_task(channel: Channel, task: dict) -> dict:
@@ -46,7 +50,25 @@ def import_task(channel: Channel, task: dict) -> dict:
     return {"snapshots": snapshots}
 
 
-TASKS = {"import": import_task}
+def prepare_task(channel: Channel, task: dict) -> dict:
+    image, rgba, thumb = task.get("image"), task.get("rgba"), task.get("thumb", "")
+    limit, colorspace = task.get("max_megapixels"), task.get("colorspace", "")
+    folder = os.path.dirname(rgba) if isinstance(rgba, str) else ""
+    if not (isinstance(image, str) and image and isinstance(rgba, str) and rgba.endswith(".npy")
+            and os.path.isdir(folder) and isinstance(thumb, str) and (not thumb or os.path.dirname(thumb) == folder)
+            and isinstance(colorspace, str) and isinstance(limit, (int, float)) and not isinstance(limit, bool)
+            and limit > 0):
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "prepare task needs an image, a job folder and a limit")
+    channel.send("progress", id=task["id"], stage="prepare", step=0, total=1, fraction=0.0,
+                 text="Reading the image in the background")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    try:
+        return image_input.prepare_file(image, rgba, thumb, colorspace, float(limit))
+    except image_input.InputError as exc:
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, str(exc)) from None
+
+
+TASKS = {"import": import_task, "prepare": prepare_task}
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ import bpy
 import numpy as np
 
 from ..backend import preview_mesh
-from . import image_header, prefs
+from . import history, image_header, prefs
 
 MAX_SIDE = 1024  # TRELLIS.2 conditions on at most 1024 px on the long side
 MAX_MEGAPIXELS = 64.0  # default of the max_megapixels preference: larger pictures are refused undecoded
@@ -21,21 +21,22 @@ class InputError(ValueError):
     pass
 
 
-def resolve(image: str | bpy.types.Image | None) -> bpy.types.Image:
-    """A datablock for a datablock, a datablock name or a file path; InputError otherwise."""
+def resolve(image: str | bpy.types.Image | None, limit: float | None = None) -> bpy.types.Image:
+    """A datablock for a datablock, a datablock name or a file path; InputError otherwise. limit: the
+    pixel limit in megapixels (None: the preference)."""
     if image is None or image == "":
         raise InputError("No image: choose an image in the TRELLIS panel or pass image=PATH")
     if isinstance(image, bpy.types.Image) or image in bpy.data.images:
         img = image if isinstance(image, bpy.types.Image) else bpy.data.images[image]
         if not img.has_data and img.packed_file is None and img.source == "FILE" and img.filepath:
-            check_pixels(bpy.path.abspath(img.filepath))  # not decoded yet: its file's header first
+            check_pixels(bpy.path.abspath(img.filepath), limit)  # not decoded yet: its file's header first
         return img
     path = bpy.path.abspath(image)
     if not os.path.isfile(path):
         raise InputError(f"Image file not found: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"Image file is empty (0 bytes): {path}")
-    check_pixels(path)
+    check_pixels(path, limit)
     known = set(bpy.data.images)
     try:
         img = bpy.data.images.load(path, check_existing=True)
@@ -53,11 +54,11 @@ def max_megapixels() -> float:
     return float(value) if isinstance(value, (int, float)) and value > 0 else MAX_MEGAPIXELS
 
 
-def check_pixels(path: str) -> None:
-    """Refuse a picture above the pixel limit from its file's header, before anything decodes it
-    (unknown formats are left to Blender's loader)."""
+def check_pixels(path: str, limit: float | None = None) -> None:
+    """Refuse a picture above the pixel limit (megapixels; None: the preference) from its file's header,
+    before anything decodes it (unknown formats are left to Blender's loader)."""
     found = image_header.size(path)
-    limit = max_megapixels()
+    limit = max_megapixels() if limit is None else limit
     if found and found[0] * found[1] > limit * 1e6:
         w, h = found
         raise InputError(f"Image {os.path.basename(path)!r} is {w} x {h} pixels ({w * h / 1e6:.1f} megapixels), "
@@ -109,3 +110,79 @@ def check_foreground(rgba: np.ndarray, name: str) -> None:
     """Reject blank pictures; photos without a plain background pass (the model cuts them out)."""
     if not preview_mesh.has_content(rgba):
         raise InputError(f"Image {name!r} has no foreground: it is blank, a single colour or fully transparent")
+
+
+# --- the prepared input, written off the main thread -------------------------------------------------
+def file_source(image) -> dict | None:
+    """What a background Blender needs to read this image itself ({"path", "colorspace"}): a file path, or
+    a datablock that is only its file on disk (not packed, not edited, not generated, one still image).
+    None: its pixels exist only here and are read on the main thread."""
+    if isinstance(image, str) and image.endswith(".npy"):
+        return None  # a history entry's prepared input: already decoded
+    if isinstance(image, str) and image not in bpy.data.images:
+        return {"path": bpy.path.abspath(image), "colorspace": ""}
+    img = image if isinstance(image, bpy.types.Image) else bpy.data.images.get(image) if image else None
+    if (img is None or img.source != "FILE" or img.packed_file is not None or img.is_dirty or not img.filepath
+            or img.library is not None):
+        return None
+    path = bpy.path.abspath(img.filepath)
+    return {"path": path, "colorspace": img.colorspace_settings.name} if os.path.isfile(path) else None
+
+
+def check_file(path: str) -> None:
+    """The main thread's part: the file exists, is not empty and is within the pixel limit (its header)."""
+    if not os.path.isfile(path):
+        raise InputError(f"Image file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"Image file is empty (0 bytes): {path}")
+    check_pixels(path)
+
+
+def source_key(source: dict) -> tuple | None:
+    """The file's identity (path, size, modification time, colour space), or None once it is gone."""
+    try:
+        st = os.stat(source["path"])
+    except OSError:
+        return None
+    return source["path"], st.st_size, st.st_mtime_ns, source.get("colorspace", "")
+
+
+_HASHES: dict[tuple, str] = {}  # source_key -> image hash of the prepared input (this Blender's session)
+
+
+def remember_hash(key: tuple | None, image_sha: str) -> None:
+    if key is not None:
+        _HASHES[key] = image_sha
+
+
+def known_hash(key: tuple | None) -> str | None:
+    """The hash a background read of this very file gave, so a cache lookup need not decode it again."""
+    return _HASHES.get(key) if key is not None else None
+
+
+def prepare_file(path: str, rgba_path: str, thumb_path: str = "", colorspace: str = "",
+                 limit: float | None = None) -> dict:
+    """Read, check and downsize an image file with Blender's own image code and write the prepared input
+    (and the thumbnail): {"image_sha", "width", "height"}. InputError with the main thread's messages. Runs
+    in the background Blender (blend_worker), or on the main thread where none starts."""
+    known = set(bpy.data.images)
+    img = None
+    try:
+        img = resolve(path, limit)
+        if colorspace and img.colorspace_settings.name != colorspace:
+            try:
+                img.colorspace_settings.name = colorspace
+            except TypeError:
+                pass  # a colour space this Blender lacks: its own guess stands
+        rgba = to_rgba8(img)
+        check_foreground(rgba, display_name(img))
+    finally:
+        if img is not None and img not in known:
+            bpy.data.images.remove(img)
+    tmp = rgba_path + ".tmp"
+    with open(tmp, "wb") as f:  # never half a file under the name a worker reads
+        np.save(f, rgba)
+    os.replace(tmp, rgba_path)
+    if thumb_path:
+        history.write_thumbnail(rgba, thumb_path)
+    return {"image_sha": history.image_hash(rgba), "width": int(rgba.shape[1]), "height": int(rgba.shape[0])}

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..backend import registry, schema
 from . import entry_lock, history, image_input, prefs, spending
-from .queue import IMPORTING, Job
+from .queue import PREPARING, QUEUED, Job, manager
+from .queue.job import cached_answer
 
 QUOTES = ".quotes"  # quote jobs' folders, under the jobs folder; removed once answered
 
@@ -106,23 +107,33 @@ def read_image(image, keep_image: bool = True) -> tuple[np.ndarray, str, str]:
     return rgba, name, image_ref
 
 
-def _cached(request: Request, rgba) -> tuple[str, str, history.Entry | None]:
-    """(image hash, cache key, the history entry that answers this request or None)"""
-    image_sha = history.image_hash(rgba)
+def _cached(request: Request, image_sha: str) -> tuple[str, history.Entry | None]:
+    """(cache key, the history entry that answers this request or None)"""
     key = history.cache_key(image_sha, request.backend, request.model, request.settings)
     found = history.history.find_cached(prefs.jobs_root(), key) if request.may_be_cached else None
-    return image_sha, key, found
+    return key, found
+
+
+def background_source(request: Request) -> dict | None:
+    """The image file a background Blender reads for this request (None: read here)."""
+    return image_input.file_source(request.image) if manager.builder.on else None
 
 
 def answered_from_cache(request: Request) -> bool:
-    """Would this request be served from history (no cost)? False when its image cannot be read."""
+    """Would this request be served from history (no cost)? False when its image cannot be read, and for a
+    file the background Blender reads that this session has not read yet (never decoded here to ask: the
+    confirmation is asked, and history still answers at no cost once the image is read)."""
     if not request.may_be_cached:
         return False
-    try:
-        rgba = read_image(request.image, keep_image=True)[0]
-    except RequestError:
-        return False
-    return _cached(request, rgba)[2] is not None
+    source = background_source(request)
+    if source is not None:
+        image_sha = image_input.known_hash(image_input.source_key(source))
+    else:
+        try:
+            image_sha = history.image_hash(read_image(request.image, keep_image=True)[0])
+        except RequestError:
+            return False
+    return image_sha is not None and _cached(request, image_sha)[1] is not None
 
 
 def access(request: Request) -> tuple[dict, dict]:
@@ -139,17 +150,31 @@ def access(request: Request) -> tuple[dict, dict]:
 
 
 def prepare(request: Request, mesh_path: str = "") -> Job:
-    """Read the image, write the prepared input, return a Job ready to queue. Raises RequestError. A
+    """Check the image, make the job's folder, return a Job ready to queue. Raises RequestError. In the UI an
+    image file is only checked here (exists, pixel count from its header): a background Blender reads it
+    and writes the prepared input while the job waits in PREPARING. Otherwise the image is read here. A
     request history already answered comes back as a job served from the cache (no worker, no cost)."""
-    rgba, name, image_ref = read_image(request.image, request.keep_image)
-    image_sha, key, cached = _cached(request, rgba)
+    source = background_source(request)
+    rgba, image_sha, key, cached = None, "", "", None
+    if source is not None:
+        try:
+            image_input.check_file(source["path"])
+        except image_input.InputError as exc:
+            raise RequestError(str(exc)) from None
+        image_ref = source["path"]
+        name = os.path.splitext(os.path.basename(image_ref))[0] or "TRELLIS"
+        known = image_input.known_hash(image_input.source_key(source))  # read before in this session
+        if known:
+            key, cached = _cached(request, known)
+            image_sha = known
+    else:
+        rgba, name, image_ref = read_image(request.image, request.keep_image)
+        image_sha = history.image_hash(rgba)
+        key, cached = _cached(request, image_sha)
     common = dict(name=name, backend=request.backend, settings=request.settings, image_ref=image_ref,
-                  target_size=request.target_size, anchor=request.anchor, model=request.model,
-                  image_sha=image_sha, cache_key=key, mode=request.mode)
+                  target_size=request.target_size, anchor=request.anchor, model=request.model, mode=request.mode)
     if cached is not None:
-        return Job(output_dir=cached.folder, rgba_path=os.path.join(cached.folder, history.INPUT),
-                   from_cache=cached.id, state=IMPORTING,
-                   result={"files": cached.files, "seeds": cached.record.get("seeds", []), "cost": 0.0}, **common)
+        return Job(image_sha=image_sha, cache_key=key, **cached_answer(cached), **common)
     options, secrets = access(request)
     if request.info.needs_network and not request.quote:
         try:
@@ -160,13 +185,15 @@ def prepare(request: Request, mesh_path: str = "") -> Job:
         options["quote_only"] = True
     folder = new_folder(name, hidden=request.quote)
     rgba_path = os.path.join(folder, history.INPUT)
-    np.save(rgba_path, rgba)
-    if not request.quote:
-        history.write_thumbnail(rgba, os.path.join(folder, history.THUMB))
+    if rgba is not None:  # else the background Blender writes it
+        np.save(rgba_path, rgba)
+        if not request.quote:
+            history.write_thumbnail(rgba, os.path.join(folder, history.THUMB))
     if mesh_path:  # written before the job's folder existed: moved into it
         mesh_path = shutil.move(mesh_path, os.path.join(folder, os.path.basename(mesh_path)))
     return Job(output_dir=folder, rgba_path=rgba_path, options=options, secrets=secrets, mesh_path=mesh_path,
-               **common)
+               image_sha=image_sha, cache_key=key, source=source, cacheable=request.may_be_cached,
+               state=PREPARING if source is not None else QUEUED, **common)
 
 
 def new_folder(name: str, hidden: bool = False) -> str:

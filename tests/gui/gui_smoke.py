@@ -47,7 +47,8 @@ def stall_tick():
     now = time.perf_counter()
     if STALLS["last"] is not None:
         queue = sys.modules.get(f"{PKG}.trellis_addon.queue")
-        state = queue.manager.jobs[-1].state if queue and queue.manager.jobs else ""  # the job as the gap ended
+        last = queue.manager.jobs[-1] if queue and queue.manager.jobs else None
+        state = f"{last.state}: {last.text}" if last else ""  # the job as the gap ended
         STALLS["gaps"].append((STALLS["last"], now, state))
     STALLS["last"] = now
     if STALLS["floor"]:  # the floor: a sidebar redraw alone, every tick
@@ -63,13 +64,15 @@ def stall_window(name, start):
         return
     opened_name, opened = STALLS["open"]
     closed, spans = time.perf_counter(), STALLS["test_spans"]
-    kept = sorted((b - a - STALL_TICK, state) for a, b, state in STALLS["gaps"] if a >= opened and b <= closed
-                  and not any(a < e and b > s for s, e in spans))
-    gaps = [g for g, _ in kept]
+    kept = sorted((b - a - STALL_TICK, state, a - opened) for a, b, state in STALLS["gaps"]
+                  if a >= opened and b <= closed and not any(a < e and b > s for s, e in spans))
+    gaps = [g for g, _, _ in kept]
+    placing = [g for g, state, _ in kept if not state.startswith("done")] or [0.0]  # until the object is placed
     STALLS["windows"][opened_name] = {"ticks": len(gaps), "max_ms": round(max(gaps) * 1000, 1),
                                       "p99_ms": round(gaps[int(0.99 * (len(gaps) - 1))] * 1000, 1),
                                       "median_ms": round(gaps[len(gaps) // 2] * 1000, 1),
-                                      "longest": [(round(g * 1000, 1), s) for g, s in kept[-4:]],
+                                      "longest": [(round(g * 1000, 1), s, round(t, 2)) for g, s, t in kept[-4:]],
+                                      "max_until_placed_ms": round(max(placing) * 1000, 1),
                                       "seconds": round(closed - opened, 2)}
     STALLS["open"] = None
     result["stalls"] = STALLS["windows"]
@@ -267,6 +270,126 @@ def check_runware():
     RUNWARE["server"].__exit__(None, None, None)
 
 
+# The benchmark's heavy hosted jobs (TRELLIS_GUI_BENCH_HEAVY="327680x2048,1000000x4096": faces x texture
+# side): a 4096² photo file, a result as large as asked served by the Runware test server.
+HEAVY_RUNS = [tuple(int(v) for v in s.split("x")) for s in os.environ.get("TRELLIS_GUI_BENCH_HEAVY", "").split(",")
+              if BENCH and s]
+HEAVY = {}
+
+
+def heavy_name(faces, px):
+    return f"runware job {HEAVY.get('run', 0)}, 4096² photo to {faces}-face {px}² result, click to object"
+
+
+def heavy_setup(faces, px):
+    sys.path.insert(0, os.path.join(os.path.dirname(IMAGE), "tests"))
+    from servers import meshes
+    from servers.runware_server import RunwareServer
+    glb, png = (importlib.import_module(f"{PKG}.backend.{m}") for m in ("glb", "png"))
+    photo = os.path.join(OUT, "photo_4096.png")
+    if not os.path.exists(photo):
+        with open(photo, "wb") as f:
+            f.write(png.encode_png(meshes.noisy_picture(4096, 3)))
+    path = os.path.join(OUT, f"dense_{faces}_{px}.glb")
+    made = meshes.dense_glb(glb, png, path, faces, px)
+    with open(path, "rb") as f:
+        data = f.read()
+    os.remove(path)
+    os.sync()  # the set-up's own writes (a 40 MB photo, the GLB) reach the disk before the measured window
+    server = HEAVY["server"] = RunwareServer(api_key="gui-key", glb=data).__enter__()
+    server.polls_to_finish = 1
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.runware_api_key, prefs.runware_url, prefs.confirm_above = "gui-key", server.url, 1000.0
+    bpy.context.preferences.system.use_online_access = True
+    bpy.context.scene.trellis2.backend = "runware"
+    HEAVY.update(photo=photo, jobs=len(jobs().manager.jobs), made=made, run=HEAVY.get("run", 0) + 1)
+    result.setdefault("heavy", {})[heavy_name(faces, px)] = {
+        "photo_bytes": os.path.getsize(photo), "photo_px": 4096, "result": made}
+
+
+def heavy_generate(faces, px):
+    builder = jobs().manager.builder
+    HEAVY["warm"] = builder.worker is not None and builder.worker.alive
+    stall_window(heavy_name(faces, px), True)
+    window, area, region = view3d()
+    ui = next(r for r in area.regions if r.type == "UI")
+    import cProfile
+    import io
+    import pstats
+    MODAL_TIMINGS.clear()
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    with bpy.context.temp_override(window=window, area=area, region=ui):
+        profile.enable()
+        invoked = bpy.ops.trellis.generate("INVOKE_DEFAULT", image=HEAVY["photo"], force_new=True)
+        profile.disable()
+    took = time.perf_counter() - started
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(12)
+    result["heavy"][heavy_name(faces, px)].update(invoke_ms=round(took * 1000, 1),
+                                                  worker_was_warm=bool(HEAVY.get("warm")),
+                                                  invoke_profile=text.getvalue()[-3000:])
+    assert invoked == {"RUNNING_MODAL"}
+
+
+VIEWPORT_DRAWS = []  # when the 3D View last drew (a draw handler): a window ends only after the object was drawn
+
+
+def viewport_drawn():
+    VIEWPORT_DRAWS[:] = [time.perf_counter()]
+
+
+def heavy_done():
+    """The job is finished and the viewport has drawn twice since (the new object's first draws are in the
+    measured window)."""
+    if not (len(jobs().manager.jobs) > HEAVY["jobs"] and last_job().is_finished):
+        HEAVY.pop("done_at", None)
+        return False
+    now = time.perf_counter()
+    HEAVY.setdefault("done_at", now)
+    HEAVY.setdefault("draws", 0)
+    if VIEWPORT_DRAWS and VIEWPORT_DRAWS[0] > HEAVY["done_at"]:
+        HEAVY["draws"], HEAVY["done_at"] = HEAVY["draws"] + 1, VIEWPORT_DRAWS[0]
+    if HEAVY["draws"] >= 2 or now - HEAVY["done_at"] > 10:
+        HEAVY.pop("done_at"), HEAVY.pop("draws")
+        return True
+    return False
+
+
+def heavy_check(faces, px):
+    stall_window(heavy_name(faces, px), False)
+    job = last_job()
+    assert job.state == "done", f"{job.state}: {job.error}"
+    obj = bpy.data.objects[job.objects[0]]
+    assert len(obj.data.polygons) == HEAVY["made"]["faces"]
+    window, area, region = view3d()  # what Blender itself costs with the result in view, measured after
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        started = time.perf_counter()
+        bpy.ops.ed.undo_push(message="bench")  # an undo step as the operator's own (memfile)
+        undo = time.perf_counter() - started
+        started = time.perf_counter()
+        bpy.ops.wm.redraw_timer(type="DRAW_WIN", iterations=3)
+        draw = (time.perf_counter() - started) / 3
+    result["heavy"][heavy_name(faces, px)].update(job_seconds=round(job.elapsed, 2), object=obj.name,
+                                                  modal_max_ms=round(max(MODAL_TIMINGS) * 1000, 1),
+                                                  undo_push_ms=round(undo * 1000, 1),
+                                                  window_redraw_ms=round(draw * 1000, 1))
+    HEAVY["server"].__exit__(None, None, None)
+    for name in job.objects:  # the next run starts from the same scene
+        bpy.data.objects.remove(bpy.data.objects[name])
+
+
+def heavy_steps():
+    if HEAVY_RUNS:
+        bpy.types.SpaceView3D.draw_handler_add(viewport_drawn, (), "WINDOW", "POST_PIXEL")
+    steps = []
+    for faces, px in HEAVY_RUNS:
+        steps += [(f"heavy set-up {faces}x{px}", lambda f=faces, p=px: heavy_setup(f, p), None),
+                  (f"heavy job {faces}x{px}", lambda f=faces, p=px: heavy_generate(f, p), heavy_done),
+                  (f"heavy result {faces}x{px}", lambda f=faces, p=px: heavy_check(f, p), None)]
+    return steps
+
+
 def open_advanced():
     """The Advanced sub-panel as a popover while Runware is chosen: every knob greyed out, with the note."""
     window, area, region = view3d()
@@ -437,6 +560,7 @@ STEPS = [
     ("confirm", lambda: (stall_window("runware job, confirm to object", True), confirm_cost()), runware_done),
     ("runware result", lambda: (stall_window("runware job, confirm to object", False), check_runware()), None),
     ("cost screenshot", lambda: screenshot("07_cost.png"), None),
+    *heavy_steps(),
     ("open Advanced (Runware)", open_advanced, lambda: time.monotonic() - state["waiting_since"] > 1.0),
     ("advanced screenshot", lambda: screenshot("07b_advanced_greyed.png"), None),
     ("close Advanced", lambda: xdotool("key", "Escape"), None),

@@ -30,11 +30,12 @@ trap cleanup EXIT
 
 chroot "$DIR" env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin DISPLAY=:99 LANG=C.UTF-8 \
   BLENDER_USER_RESOURCES=/tmp/trellis-gui/user TRELLIS_GUI_BENCH="${TRELLIS_GUI_BENCH:-}" \
+  TRELLIS_GUI_BENCH_HEAVY="${TRELLIS_GUI_BENCH_HEAVY:-}" TRELLIS_GUI_TIMEOUT="${TRELLIS_GUI_TIMEOUT:-600}" \
   bash -c '
     Xvfb :99 -screen 0 1600x1000x24 -nolisten tcp >/tmp/trellis-gui/xvfb.log 2>&1 &
     xvfb=$!
     for _ in $(seq 50); do [ -e /tmp/.X11-unix/X99 ] && break; sleep 0.1; done
-    timeout 600 blender --factory-startup --window-geometry 0 0 1600 1000 --python-exit-code 1 \
+    timeout ${TRELLIS_GUI_TIMEOUT:-600} blender --factory-startup --window-geometry 0 0 1600 1000 --python-exit-code 1 \
       --python /tmp/trellis-gui/gui_smoke.py -- /tmp/trellis-gui/trellis2.zip /tmp/trellis-gui/out \
       /tmp/trellis-gui/mushroom.png > /tmp/trellis-gui/out/blender.log 2>&1
     rc=$?

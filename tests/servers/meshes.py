@@ -69,3 +69,32 @@ def defect_glb(glb, png, path: str) -> dict:
     glb.write_glb(path, positions, normals, uvs, np.arange(len(positions), dtype=np.uint32).reshape(-1, 3),
                   png.encode_png(color), png.encode_png(mr), name="geometry_0")
     return {"outer": len(outer[0]), "inner": len(inner[0]), "floater": len(box[0]), "hole_edges": 4}
+
+
+def noisy_picture(side: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """A photo-like uint8 picture: smooth colour fields with grain (compresses like a photo, not like a flat
+    test card); a darker disc in the middle as the subject."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    subject = ((x - 0.5) ** 2 + (y - 0.5) ** 2) < 0.09
+    base = np.stack([200 * x + 30, 180 * y + 40, 120 * (1 - x) + 60, np.full_like(x, 255)][:channels], -1)
+    base[subject, :3] *= 0.45
+    grain = rng.integers(-24, 25, size=base.shape[:2] + (min(channels, 3),), dtype=np.int16)
+    base[..., :3] += grain
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def dense_glb(glb, png, path: str, faces: int, texture_px: int) -> dict:
+    """A result as large as TRELLIS.2's: a sphere of about `faces` triangles (vertices shared within each
+    UV island, as an exported unwrapped mesh has them) with texture_px² base colour and metallic-roughness
+    textures with grain, written with backend.glb to `path`. Returns the counts."""
+    k = max(1, int(round((faces / 12) ** 0.5)))
+    positions, normals, uvs = (a.reshape(-1, a.shape[-1]) for a in _cube_sphere(k, 0.5))
+    keys = np.concatenate([positions, uvs], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    indices = inverse.reshape(-1, 3).astype(np.uint32)
+    mr = noisy_picture(texture_px, 3, seed=1)
+    mr[..., 0] = 0
+    glb.write_glb(path, positions[first], normals[first], uvs[first], indices,
+                  png.encode_png(noisy_picture(texture_px, 4)), png.encode_png(mr), name="geometry_0")
+    return {"faces": int(len(indices)), "vertices": int(len(first)), "bytes": os.path.getsize(path)}

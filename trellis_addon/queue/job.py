@@ -6,6 +6,7 @@ import collections
 import math
 import os
 import queue
+import shutil
 import time
 import uuid
 
@@ -19,6 +20,7 @@ from .process import WorkerProcess, python_worker
 QUEUED, STARTING, RUNNING, IMPORTING, DONE, FAILED, CANCELLED = (
     "queued", "starting", "running", "importing", "done", "failed", "cancelled")
 BUILDING = "building"  # the result is being imported by a background Blender; IMPORTING follows
+PREPARING = "preparing"  # a background Blender reads the image and writes the prepared input; QUEUED follows
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 RESULT_LISTENERS: list = []  # fn(job) for each result message (the spending tally)
 SILENT_SECONDS = protocol.HEARTBEAT_TIMEOUT  # a running job whose worker beats, then falls silent, has failed
@@ -41,7 +43,7 @@ class Job:
                  anchor: str = "", options: dict | None = None, secrets: dict | None = None, model: str = "",
                  image_sha: str = "", cache_key: str = "", from_cache: str = "", result: dict | None = None,
                  created: float | None = None, remote: dict | None = None, remote_tasks: list | None = None,
-                 state: str = QUEUED):
+                 state: str = QUEUED, source: dict | None = None, cacheable: bool = False):
         self.id = uuid.uuid4().hex[:12]
         self.name, self.backend, self.mode, self.settings = name, backend, mode, settings
         self.output_dir, self.rgba_path, self.mesh_path, self.image_ref = output_dir, rgba_path, mesh_path, image_ref
@@ -53,10 +55,13 @@ class Job:
         self.from_cache = from_cache  # id of the history entry that answered this request
         self.remote = remote  # the latest submitted remote task, recorded at once
         self.remote_tasks: list[dict] = list(remote_tasks or ([remote] if remote else []))  # every one
+        self.source = source  # PREPARING: the image file a background Blender reads ({"path", "colorspace"})
+        self.cacheable = cacheable  # once prepared, history may answer it (no random seed, not forced)
         self.interrupted = False  # Blender stopped while its submitted task ran: resumed on the next start
         self.log_path = os.path.join(output_dir, "worker.log")
         self.state = state
-        self.text = {IMPORTING: "From cache" if from_cache else "Importing"}.get(state, "Queued")
+        self.text = {IMPORTING: "From cache" if from_cache else "Importing",
+                     PREPARING: "Reading the image in the background"}.get(state, "Queued")
         self.stage = ""
         self.step = self.total = 0
         self.fraction = 1.0 if state == IMPORTING else 0.0
@@ -234,6 +239,16 @@ class Job:
         if not self.from_cache and (not self.has_paid_task or failed_there):
             files.submit_io(entry_lock.release, self.output_dir)  # after the record write queued before it
 
+    def answer_from(self, entry: history.Entry) -> None:
+        """History holds this very request (found once the input was prepared): its result is imported at no
+        cost, and the folder made for this job goes."""
+        own = self.output_dir
+        for name, value in cached_answer(entry).items():
+            setattr(self, name, value)
+        self.log_path = os.path.join(self.output_dir, "worker.log")
+        self.text, self.fraction = "From cache", 1.0
+        files.submit_io(discard_folder, own)
+
     # --- record --------------------------------------------------------------------------------
     def record(self) -> Record:
         """What the job sent and got: files relative to its folder."""
@@ -255,3 +270,16 @@ class Job:
             return  # its folder belongs to the history entry that answered it
         files.submit_io(history.write_json_atomic, os.path.join(self.output_dir, history.JOB),
                         self.record().to_json())
+
+
+def cached_answer(entry: history.Entry) -> dict:
+    """Job keywords for a request history already answered: its folder, input and files; no cost."""
+    return dict(output_dir=entry.folder, rgba_path=os.path.join(entry.folder, history.INPUT), from_cache=entry.id,
+                state=IMPORTING, result={"files": entry.files, "seeds": entry.record.get("seeds", []), "cost": 0.0})
+
+
+def discard_folder(folder: str) -> None:
+    """A job folder that never sent anything (its input was unreadable, or history answered it): gone."""
+    entry_lock.release(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    history.history.invalidate(folder)

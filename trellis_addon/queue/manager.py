@@ -35,6 +35,8 @@ class JobManager:
         job.build_wanted = self.builder.wanted
         if job.state == job_module.IMPORTING and self.builder.wanted(job):  # a cached answer without its .blend
             job.state, job.text = job_module.BUILDING, "Importing in the background"
+        if job.state == job_module.PREPARING:  # its image is read in the background Blender
+            self.builder.prepare(job)
         finished = [j for j in self.jobs if j.is_finished]
         for old in finished[:-KEEP_FINISHED]:
             self.jobs.remove(old)

@@ -1,0 +1,105 @@
+"""Main-thread time per job under the bpy module, one run: the start of a job from a 4096² photo file
+(request.prepare + queueing: with the background Blender, only the file check and its header; without it,
+the image read, downsize, hash, prepared input and thumbnail), and the end of a job with a large result
+(results.import_job: append the .blend the background Blender saved, and place it) against a bare
+import_scene.gltf of the same GLB. Goal: each at most 0.1 x the main-thread path it replaces.
+
+    .venv/bin/python bench/main_thread_per_job.py [--faces 327680] [--texture 2048] [--rounds 3]
+"""
+import argparse
+import importlib
+import os
+import shutil
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = "bl_ext.user_default.trellis2"
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "bench")]
+
+
+def wait(manager, job, states, seconds=300.0):
+    """Poll the background Blender (never the queue's pump: no job is started) until the job leaves states."""
+    end = time.monotonic() + seconds
+    while job.state in states and time.monotonic() < end:
+        manager.builder.poll()
+        time.sleep(0.01)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=327680)
+    parser.add_argument("--texture", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    from runware_bytes import bench_blender, photo_png
+    work, glb_path, faces, queue, prefs = bench_blender("trellis-main-thread-", args.faces, args.texture)
+    import bpy
+    request = importlib.import_module(f"{PKG}.trellis_addon.request")
+    results = importlib.import_module(f"{PKG}.trellis_addon.results")
+    manager, builder = queue.manager, queue.manager.builder
+    photo = os.path.join(work, "photo.png")
+    photo_png(photo)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    settings = request.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 1})
+    settings.pop("backend", None)
+
+    def start(background: bool) -> float:
+        builder.enabled = background
+        began = time.perf_counter()
+        job = manager.add(request.prepare(request.Request(image=photo, backend="preview", settings=settings,
+                                                          force_new=True)))
+        took = time.perf_counter() - began
+        wait(manager, job, (queue.PREPARING,))
+        assert job.state == queue.QUEUED, job.error
+        job.cancel()
+        return took
+
+    start(True)  # the background Blender started once (a session keeps it warm)
+    starts = {True: [], False: []}
+    for _ in range(args.rounds):
+        for background in (True, False):
+            starts[background].append(start(background))
+
+    bare, placed = [], []
+    for index in range(args.rounds):
+        bpy.ops.wm.read_homefile(use_empty=True)
+        began = time.perf_counter()
+        bpy.ops.import_scene.gltf(filepath=glb_path)
+        bare.append(time.perf_counter() - began)
+        bpy.ops.wm.read_homefile(use_empty=True)
+        folder = os.path.join(work, f"result-{index}")
+        os.makedirs(folder)
+        result = shutil.copy(glb_path, os.path.join(folder, "result_0.glb"))
+        builder.enabled = True
+        job = manager.add(queue.Job(name="photo", backend="preview", settings=settings, output_dir=folder,
+                                    rgba_path="", result={"files": [result], "seeds": [1], "cost": 0.0},
+                                    state=queue.IMPORTING))
+        assert job.state == queue.BUILDING
+        builder.start(job)
+        wait(manager, job, (queue.BUILDING,))
+        assert job.state == queue.IMPORTING, job.error
+        began = time.perf_counter()
+        results.import_job(bpy.context, job)
+        placed.append(time.perf_counter() - began)
+        assert job.state == queue.DONE and len(bpy.data.objects[job.objects[0]].data.polygons) == faces
+    builder.stop()
+
+    def ms(values):
+        return f"median {statistics.median(values) * 1000:.1f} ms (" + ", ".join(
+            f"{v * 1000:.1f}" for v in values) + ")"
+    size = os.path.getsize(photo) / 1e6
+    print(f"job start from a 4096² photo ({size:.1f} MB PNG), main thread, {args.rounds} rounds:")
+    print(f"  image read in the background Blender: {ms(starts[True])}")
+    print(f"  image read on the main thread:        {ms(starts[False])}")
+    print(f"  ratio: {statistics.median(starts[True]) / statistics.median(starts[False]):.3f} (goal <= 0.1)")
+    print(f"result of {faces} faces with {args.texture}² textures, main thread, {args.rounds} rounds:")
+    print(f"  append + place (imported in the background Blender): {ms(placed)}")
+    print(f"  bare import_scene.gltf of the same GLB:              {ms(bare)}")
+    print(f"  ratio: {statistics.median(placed) / statistics.median(bare):.3f} (goal <= 0.1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
