@@ -6,7 +6,7 @@ as the Python workers (backend/protocol.py). One task at a time:
       Blender then appends in a fraction of the import's time -> {"type": "result", "id", "snapshots"}
   {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "rgba": path.npy, "thumb": path.png
       or "", "max_megapixels"}  read, check and downsize the image with Blender's image code, write the
-      prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha", "width", "height"};
+      prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha"};
       an unreadable or refused image -> error BAD_INPUT with the message the main thread would give
   {"type": "shutdown"} or EOF: exit
 

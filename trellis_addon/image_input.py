@@ -32,11 +32,7 @@ def resolve(image: str | bpy.types.Image | None, limit: float | None = None) -> 
             check_pixels(bpy.path.abspath(img.filepath), limit)  # not decoded yet: its file's header first
         return img
     path = bpy.path.abspath(image)
-    if not os.path.isfile(path):
-        raise InputError(f"Image file not found: {path}")
-    if os.path.getsize(path) == 0:
-        raise InputError(f"Image file is empty (0 bytes): {path}")
-    check_pixels(path, limit)
+    check_file(path, limit)
     known = set(bpy.data.images)
     try:
         img = bpy.data.images.load(path, check_existing=True)
@@ -129,13 +125,14 @@ def file_source(image) -> dict | None:
     return {"path": path, "colorspace": img.colorspace_settings.name} if os.path.isfile(path) else None
 
 
-def check_file(path: str) -> None:
-    """The main thread's part: the file exists, is not empty and is within the pixel limit (its header)."""
+def check_file(path: str, limit: float | None = None) -> None:
+    """All a file is checked for before it is decoded (on the main thread, the only checks): it exists, is
+    not empty and is within the pixel limit (its header)."""
     if not os.path.isfile(path):
         raise InputError(f"Image file not found: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"Image file is empty (0 bytes): {path}")
-    check_pixels(path)
+    check_pixels(path, limit)
 
 
 def source_key(source: dict) -> tuple | None:
@@ -163,7 +160,7 @@ def known_hash(key: tuple | None) -> str | None:
 def prepare_file(path: str, rgba_path: str, thumb_path: str = "", colorspace: str = "",
                  limit: float | None = None) -> dict:
     """Read, check and downsize an image file with Blender's own image code and write the prepared input
-    (and the thumbnail): {"image_sha", "width", "height"}. InputError with the main thread's messages. Runs
+    (and the thumbnail): {"image_sha"}. InputError with the main thread's messages. Runs
     in the background Blender (blend_worker), or on the main thread where none starts."""
     known = set(bpy.data.images)
     img = None
@@ -185,4 +182,4 @@ def prepare_file(path: str, rgba_path: str, thumb_path: str = "", colorspace: st
     os.replace(tmp, rgba_path)
     if thumb_path:
         history.write_thumbnail(rgba, thumb_path)
-    return {"image_sha": history.image_hash(rgba), "width": int(rgba.shape[1]), "height": int(rgba.shape[0])}
+    return {"image_sha": history.image_hash(rgba)}
