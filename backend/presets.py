@@ -42,5 +42,5 @@ BUNDLED = {
         "sparse_structure": (8, 0.7, 28, 3), "shape_slat": (7.5, 0.7, 30, 3), "tex_slat": (8.5, 0.6, 32, 3)}),
 }
 
-# What a user preset file stores: every schema setting.
-PRESET_SETTINGS = tuple(p.name for p in schema.PARAMS)
+# What a user preset file stores: every schema setting, the finish settings too.
+PRESET_SETTINGS = tuple(p.name for p in schema.PARAMS + schema.FINISH_PARAMS)

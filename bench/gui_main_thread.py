@@ -7,10 +7,12 @@ calls of a 5 ms timer, the test's own screenshots and xdotool calls left out) fr
 object in the scene, beside the floor: the same with only the sidebar redrawn on every tick. Then hosted
 jobs (the Runware test server in that Blender) from a 4096² photo file to results as large as TRELLIS.2's
 (default 327 680 faces with 2048² textures and 1 000 000 faces with 4096², each rounded to a cube sphere's
-count), measured the same way from the click until the viewport has drawn the new object twice.
+count), measured the same way from the click until the viewport has drawn the new object twice; they are
+finished with the scene's Finish settings (the defaults: cleanup, QA, the asset mark) in the background
+Blender, or with --finish '{"lod_levels": 2}' (a JSON object of Finish settings) on top.
 
-    python bench/gui_main_thread.py [ZIP] [--heavy 327680x2048,1000000x4096]   (as root; builds the chroot
-    on first use)
+    python bench/gui_main_thread.py [ZIP] [--heavy 327680x2048,1000000x4096] [--finish JSON]   (as root;
+    builds the chroot on first use)
 """
 import json
 import os
@@ -29,12 +31,18 @@ def main() -> int:
         at = args.index("--heavy")
         heavy = args[at + 1]
         del args[at:at + 2]
+    finish = "{}"
+    if "--finish" in args:
+        at = args.index("--finish")
+        finish = json.dumps(json.loads(args[at + 1]))
+        del args[at:at + 2]
     zip_path = args[0] if args else subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"), "--output-dir", out],
         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     run = subprocess.run(["bash", os.path.join(ROOT, "tests", "gui", "run_gui_smoke.sh"), zip_path, out],
                          env=dict(os.environ, TRELLIS_GUI_BENCH="1", TRELLIS_GUI_BENCH_HEAVY=heavy,
-                                  TRELLIS_GUI_TIMEOUT="1500"), text=True, capture_output=True)
+                                  TRELLIS_GUI_BENCH_FINISH=finish, TRELLIS_GUI_TIMEOUT="1500"),
+                         text=True, capture_output=True)
     print(run.stdout.strip())
     result_path = os.path.join(out, "result.json")
     if not os.path.exists(result_path):
@@ -52,7 +60,8 @@ def main() -> int:
         print(f"{name}: photo {run['photo_bytes'] / 1e6:.1f} MB, result {r['faces']} faces, {r['vertices']} "
               f"vertices, {r['bytes'] / 1e6:.1f} MB GLB, job {run.get('job_seconds')} s; afterwards, Blender's own "
               f"costs with it in view: an undo push {run.get('undo_push_ms')} ms, a window redraw "
-              f"{run.get('window_redraw_ms')} ms")
+              f"{run.get('window_redraw_ms')} ms; finished {run.get('finished')} with {run.get('finish')}: "
+              f"{run.get('qa_line')}")
     for name, stall in (data.get("stalls") or {}).items():  # nothing excluded
         print(f"main-thread stall, {name}: max {stall['max_ms']} ms (until the object is placed: "
               f"{stall.get('max_until_placed_ms')} ms), p99 {stall['p99_ms']} ms, median "

@@ -37,7 +37,7 @@ class TRELLIS_OT_generate(ModalJob, bpy.types.Operator):
         scene = context.scene.trellis2
         settings, chosen = props.overrides(self, scene, ("image", "backend", "target_size", "force_new"))
         return request.Request(settings=request.resolve_settings(scene.to_settings(), settings),
-                               anchor=self.place_near, **chosen)
+                               anchor=self.place_near, finish=props.finish_settings(self, scene), **chosen)
 
     def _start(self, context, checked: request.Request | None = None):
         try:

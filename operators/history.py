@@ -35,9 +35,9 @@ def _active_record(context) -> dict | None:
 
 
 def load_settings(scene_settings, record: dict) -> None:
-    """The panel's settings from a record (unknown or out-of-range values are skipped)."""
-    saved = record.get("settings") or {}
-    for param in schema.PARAMS:
+    """The panel's settings, Finish settings too, from a record (unknown or out-of-range values are skipped)."""
+    saved = dict(record.get("settings") or {}, **(record.get("finish") or {}))
+    for param in schema.PARAMS + schema.FINISH_PARAMS:
         if param.name in saved:
             try:
                 props.set_scene_value(scene_settings, param, param.validate(saved[param.name]))
@@ -87,7 +87,9 @@ class TRELLIS_OT_history_import(_EntryOperator, bpy.types.Operator):
                   target_size=float(record.get("target_size") or 0.0), image_sha=record.get("image_hash", ""),
                   cache_key=record.get("cache_key", ""), remote=record.get("remote"), created=record.get("created"),
                   result={"files": entry.files, "seeds": record.get("seeds", []), "cost": record.get("cost"),
-                          "cost_unit": record.get("cost_unit"), "info": record.get("info", {})}, state=IMPORTING)
+                          "cost_unit": record.get("cost_unit"), "info": record.get("info", {})}, state=IMPORTING,
+                  finish=schema.validate_finish(context.scene.trellis2.to_finish()),
+                  asset_library=prefs.asset_library())
         try:
             results.import_job(context, job)
         except request.RequestError as exc:
@@ -249,6 +251,10 @@ def _generate(op, record: dict, settings: dict) -> set:
     except schema.SettingError as exc:
         op.report({"ERROR"}, f"The stored settings are invalid: {exc}")
         return {"CANCELLED"}
+    try:  # finished as this result was (where it says how)
+        keywords.update(schema.validate_finish(record.get("finish") or {}, partial=True))
+    except schema.SettingError:
+        pass  # unreadable finish settings: the panel's
     backend = record.get("backend") or "preview"
     return bpy.ops.trellis.generate(blocking.operator_mode(), image=image, backend=backend,
                                     target_size=float(record.get("target_size") or 0.0), **keywords)

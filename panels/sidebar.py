@@ -1,12 +1,13 @@
 """3D View ▸ Sidebar ▸ TRELLIS."""
 from __future__ import annotations
 
+import os
 import threading
 
 import bpy
 
 from ..backend import protocol, registry, schema
-from ..trellis_addon import spending
+from ..trellis_addon import prefs, spending
 from ..trellis_addon.queue import QUEUED, Job, manager
 
 CATEGORY = "TRELLIS"
@@ -208,5 +209,40 @@ class TRELLIS_PT_advanced(_SidebarPanel, bpy.types.Panel):
         note_ignored(col, s.backend, names, ignored)
 
 
+class TRELLIS_PT_finish(_SidebarPanel, bpy.types.Panel):
+    """How each result is finished in Blender: origin and scale, cleanup, LODs, a baked low-poly, the asset mark"""
+
+    bl_label = "Finish"
+    bl_parent_id = "TRELLIS_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+    bl_order = len(schema.STAGES) + 1
+    bl_ui_units_x = 14  # as a popover (wm.call_panel)
+
+    def draw(self, context):
+        s = context.scene.trellis2
+        col = self.layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        col.row().prop(s, "origin", expand=True)
+        col.prop(s, "apply_scale")
+        col.prop(s, "cleanup")
+        sub = col.column()
+        sub.active = s.cleanup
+        sub.prop(s, "min_part_fraction")
+        col.prop(s, "remove_interior")
+        col.prop(s, "lod_levels")
+        sub = col.column()
+        sub.active = s.lod_levels > 0
+        sub.prop(s, "lod_ratio")
+        col.prop(s, "bake_faces")
+        if 0 < s.bake_faces < schema.FINISH_BY_NAME["bake_faces"].min:
+            col.label(text="Low-poly: 0 (off) or at least 1000 faces", icon="ERROR")
+        col.prop(s, "mark_asset")
+        p = prefs.get()
+        if p is not None and p.asset_library:
+            col.label(text=f"Also saved to {os.path.basename(os.path.normpath(bpy.path.abspath(p.asset_library)))}",
+                      icon="ASSET_MANAGER")
+
+
 classes = ((TRELLIS_PT_main,) + tuple(_stage_panel(s, i) for i, s in enumerate(schema.STAGES))
-           + (TRELLIS_PT_advanced,))
+           + (TRELLIS_PT_advanced, TRELLIS_PT_finish))

@@ -4,10 +4,10 @@ Usage: python scripts/demo.py [IMAGE] [--out DIR] [--backend preview] [--seed N]
 Run with a Python that has the `bpy` module (scripts/setup_and_run.sh makes one).
 """
 import argparse
+import importlib
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -82,14 +82,16 @@ def main() -> int:
     record = json.loads(obj["trellis2"])
     name = obj.name
     glb_path = os.path.join(out, f"{name}.glb")
-    shutil.copyfile(record["files"][0], glb_path)
+    addon = "bl_ext.user_default.trellis2.trellis_addon"
+    importlib.import_module(f"{addon}.finish").export([obj], glb_path)  # the finished result, glTF exporter
+    quality = importlib.import_module(f"{addon}.finishing").qa_line(record["qa"][record["index"]])
     stage_scene(bpy, obj)
     png_path = os.path.join(out, f"{name}.png")
     render(bpy, png_path, args.samples)
     blend_path = os.path.join(out, f"{name}.blend")
     bpy.ops.wm.save_as_mainfile(filepath=blend_path)
     faces = len(obj.data.polygons)
-    print(f"\nTRELLIS demo ({record['backend']} backend, seed {record['seed']}, {faces} faces):")
+    print(f"\nTRELLIS demo ({record['backend']} backend, seed {record['seed']}, {faces} faces; {quality}):")
     for path in (glb_path, blend_path, png_path):
         print(f"  {path}")
     return 0

@@ -1,13 +1,17 @@
 """The background Blender worker: heavy bpy work off the UI's main thread, on the same JSON-lines protocol
 as the Python workers (backend/protocol.py). One task at a time:
 
-  {"type": "job", "id", "kind": "import", "files": [path.glb]}  import each GLB with Blender's glTF
-      importer and save it as the snapshot .blend beside it (importer.snapshot_path), which the UI's
-      Blender then appends in a fraction of the import's time -> {"type": "result", "id", "snapshots"}
-  {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "rgba": path.npy, "thumb": path.png
-      or "", "max_megapixels"}  read, check and downsize the image with Blender's image code, write the
-      prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha"};
+  {"type": "job", "id", "kind": "import", "files": [path.glb], "finish": [spec, ...] or absent}  import
+      each GLB with Blender's glTF importer and save it as the snapshot .blend beside it
+      (importer.snapshot_path), which the UI's Blender then appends in a fraction of the import's time;
+      with a finish spec per file (finishing.specs), finish it (stage progress; a cancel for the task is
+      checked between stages) and save the finished snapshot -> {"type": "result", "id", "snapshots",
+      "qa": [per file; {"failed": ...} where a step failed, and its raw snapshot], "libraries"}
+  {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "alpha_mode", "rgba": path.npy,
+      "thumb": path.png or "", "max_megapixels"}  read, check and downsize the image with Blender's image
+      code, write the prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha"};
       an unreadable or refused image -> error BAD_INPUT with the message the main thread would give
+  {"type": "cancel", "id"}  stop that import task's finishing before its next stage
   {"type": "shutdown"} or EOF: exit
 
 Answers hello, progress, result, error ({"code", "message"}) like the other workers. Started by
@@ -16,25 +20,34 @@ queue.manager (blender_spec) through blend_main.py.
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 import time
 import traceback
 
 import bpy
 
-from ..backend import glb, protocol
+from ..backend import glb, protocol, schema
 from ..backend.worker import Channel, take_protocol_channel
-from . import image_input, importer
+from . import finish, finishing, image_input, importer
 
 
-def import_task(channel: Channel, task: dict) -> dict:
-    files = task.get("files")
+def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
+    files, plan = task.get("files"), task.get("finish")
     if not isinstance(files, list) or not all(isinstance(f, str) and os.path.isfile(f) for f in files):
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task needs existing GLB files")
-    snapshots = []
+    if plan is not None and not (isinstance(plan, list) and len(plan) == len(files)
+                                 and all(_good_spec(spec) for spec in plan)):
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task: one finish spec per file, or none")
+    snapshots, measured, libraries = [], [], []
     for index, path in enumerate(files):
-        channel.send("progress", id=task["id"], stage="import", step=index, total=len(files),
-                     fraction=index / len(files), text=f"Importing result {index + 1}/{len(files)} in the background")
+        def say(text, fraction=0.0, index=index):
+            channel.send("progress", id=task["id"], stage="import", step=index, total=len(files),
+                         fraction=(index + fraction) / len(files),
+                         text=text if len(files) == 1 else f"{text} ({index + 1}/{len(files)})")
+
+        say("Importing in the background")
         try:  # nothing outside the GLB is ever read
             glb.check_self_contained(path)
         except ValueError as exc:
@@ -45,25 +58,53 @@ def import_task(channel: Channel, task: dict) -> dict:
         if not objects or not importer.fresh_snapshot(path):
             raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT,
                                     f"{os.path.basename(path)} imported no objects or its .blend was not saved")
-        snapshots.append(snap)
+        if plan is None:
+            snapshots.append(snap)
+            continue
+        spec = dict(plan[index], settings=schema.validate_finish(plan[index]["settings"]))
+        try:
+            qa, extras, library = finishing.run(bpy.context, objects, spec, progress=say, cancelled=cancelled)
+        except finish.FinishCancelled:
+            raise protocol.JobError(protocol.ErrorCode.CANCELLED, "Finishing cancelled") from None
+        except finish.FinishError as exc:  # the raw result is imported instead; the job says which step failed
+            snapshots.append(snap)
+            measured.append({"failed": str(exc)})
+            continue
+        finished = importer.snapshot_path(path, spec["key"])
+        importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras))
+        if not importer.fresh_snapshot(path, spec["key"]):
+            raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the finished {os.path.basename(path)} was not saved")
+        snapshots.append(finished)
+        measured.append(qa)
+        libraries += [library] if library else []
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"snapshots": snapshots}
+    return {"snapshots": snapshots, "qa": measured, "libraries": libraries}
+
+
+def _good_spec(spec) -> bool:
+    """A finish spec as finishing.specs makes it (the settings are validated where used)."""
+    kinds = {"name": str, "settings": dict, "target_size": (int, float), "texture_size": int, "record": dict,
+             "preview_image": str, "library": str, "key": str}
+    return (isinstance(spec, dict) and all(isinstance(spec.get(k), t) for k, t in kinds.items())
+            and bool(spec["name"]) and spec["key"] == finishing.spec_key(spec) and 0 <= spec["target_size"] < 1e6
+            and 0 < spec["texture_size"] <= 16384 and (not spec["library"] or os.path.isabs(spec["library"])))
 
 
 def prepare_task(channel: Channel, task: dict) -> dict:
     image, rgba, thumb = task.get("image"), task.get("rgba"), task.get("thumb", "")
-    limit, colorspace = task.get("max_megapixels"), task.get("colorspace", "")
+    limit, colorspace, alpha_mode = task.get("max_megapixels"), task.get("colorspace", ""), task.get("alpha_mode", "")
     folder = os.path.dirname(rgba) if isinstance(rgba, str) else ""
     if not (isinstance(image, str) and image and isinstance(rgba, str) and rgba.endswith(".npy")
             and os.path.isdir(folder) and isinstance(thumb, str) and (not thumb or os.path.dirname(thumb) == folder)
-            and isinstance(colorspace, str) and isinstance(limit, (int, float)) and not isinstance(limit, bool)
+            and isinstance(colorspace, str) and alpha_mode in ("", *image_input.ALPHA_MODES)
+            and isinstance(limit, (int, float)) and not isinstance(limit, bool)
             and limit > 0):
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "prepare task needs an image, a job folder and a limit")
     channel.send("progress", id=task["id"], stage="prepare", step=0, total=1, fraction=0.0,
                  text="Reading the image in the background")
     bpy.ops.wm.read_homefile(use_empty=True)
     try:
-        return image_input.prepare_file(image, rgba, thumb, colorspace, float(limit))
+        return image_input.prepare_file(image, rgba, thumb, colorspace, float(limit), alpha_mode)
     except image_input.InputError as exc:
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, str(exc)) from None
 
@@ -71,19 +112,39 @@ def prepare_task(channel: Channel, task: dict) -> dict:
 TASKS = {"import": import_task, "prepare": prepare_task}
 
 
+class Inbox:
+    """stdin read on a thread: tasks wait in order; a cancel for the running task is noted at once (finishing
+    checks between stages)."""
+
+    def __init__(self, stream):
+        self.lines: queue.Queue = queue.Queue()
+        self.cancelled: set[str] = set()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            if not line.strip():
+                continue
+            try:
+                msg = protocol.decode(line)
+            except ValueError as exc:
+                print(f"ignored bad input line: {exc}", file=sys.stderr, flush=True)
+                continue
+            if msg["type"] == "cancel" and isinstance(msg.get("id"), str):
+                self.cancelled.add(msg["id"])
+                continue
+            self.lines.put(msg)
+        self.lines.put(None)  # EOF
+
+
 def main() -> int:
     channel = Channel(take_protocol_channel())  # Blender's and the importer's prints go to the log
     channel.send("hello", protocol=protocol.PROTOCOL_VERSION, pid=os.getpid(), python=sys.version.split()[0],
                  blender=bpy.app.version_string, backends=[])
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            msg = protocol.decode(line)
-        except ValueError as exc:
-            print(f"ignored bad input line: {exc}", file=sys.stderr, flush=True)
-            continue
-        if msg["type"] == "shutdown":
+    inbox = Inbox(sys.stdin)
+    while True:
+        msg = inbox.lines.get()
+        if msg is None or msg["type"] == "shutdown":
             break
         if msg["type"] != "job":
             continue
@@ -93,7 +154,10 @@ def main() -> int:
             run = TASKS.get(msg.get("kind"))
             if run is None or task_id is None:
                 raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, f"unknown task {msg.get('kind')!r}")
-            result = run(channel, msg)
+            if run is import_task:
+                result = run(channel, msg, cancelled=lambda task_id=task_id: task_id in inbox.cancelled)
+            else:
+                result = run(channel, msg)
             print(f"task {task_id} ({msg['kind']}) done in {time.monotonic() - started:.2f} s", file=sys.stderr)
             channel.send("result", id=task_id, **result)
         except protocol.JobError as exc:

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
-import shutil
 import sys
 import time
 
 import bpy
 
 from ..backend import registry, schema
-from . import blocking, request, results, spending
+from . import blocking, finish, request, results, spending
 from .image_input import IMAGE_EXTENSIONS
-from .queue import CANCELLED, DONE, FAILED, IMPORTING, Job, flush_records, manager
+from .outputs import Manifest, clear_results, export_results, print_qa, read_manifest
+from .queue import CANCELLED, DONE, FAILED, IMPORTING, flush_records, manager
 
 COMMAND = "trellis"
 MANIFEST = "manifest.jsonl"
+ALIASES = {"lod_levels": ["--lods"]}  # the finish settings' short option names
+OUTPUTS = ", ".join(finish.FORMATS)
 _handle = None
 
 
@@ -82,6 +83,22 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                        help="scale results so the longest side has this length (default 0: keep)")
     group.add_argument("--force-new", action="store_true",
                        help="generate even when history already has this exact request (explicit seed)")
+    finishing = parser.add_argument_group(
+        "finish settings", "How the result is finished in Blender before it is written (unset: the scene's "
+                           "value, initially the default shown)")
+    for p in schema.FINISH_PARAMS:
+        names = [_option(p.name)] + ALIASES.get(p.name, [])
+        help_text = f"{p.description} ({p.range_text()}; default {p.default})"
+        kind = ({"action": argparse.BooleanOptionalAction} if p.kind == "bool" else
+                {"type": str.upper, "choices": p.choices} if p.kind == "enum" else
+                {"type": _typed(p), "metavar": p.kind.upper()})
+        finishing.add_argument(*names, dest=p.name, default=None, help=help_text, **kind)
+    finishing.add_argument("--asset-library", metavar="DIR", default=None,
+                           help="also save each finished result as its own .blend in DIR, marked as an asset, and "
+                                "register DIR as an asset library (default: the add-on's Asset Library Folder)")
+    finishing.add_argument("--export", choices=("all", "low"), default="all",
+                           help="what the output file holds: the result with its LODs and low-poly (all, the "
+                                "default) or only the baked low-poly (low; needs --bake-faces)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="one image to one .glb or .blend",
                          description="Generate from one image. Exit code 0 on success.")
     gen.add_argument("image", help="image file (png, jpg, jpeg, webp, bmp, tif, exr)")
-    gen.add_argument("-o", "--output", help="out.glb (the model's GLB; several results: out_1.glb, ...) or "
-                                            "out.blend (the scene with the result). Unset: print the GLB paths")
+    gen.add_argument("-o", "--output", help=f"the finished result, written by Blender's exporter of the extension "
+                                            f"({OUTPUTS}; several results: out_1.glb, ...); .blend: the scene "
+                                            "with the result, images packed. Unset: print the model's GLB paths "
+                                            "(not finished)")
     gen.add_argument("--quote", action="store_true",
                      help="print the provider's price for this request and generate nothing (Scenario's dry run)")
     _add_settings(gen)
@@ -102,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "Exit code 0 when every input succeeded, 1 otherwise, 130 on Ctrl-C.")
     batch.add_argument("inputs", metavar="FOLDER_OR_GLOB", help="a folder (its images) or a glob such as 'in/*.png'")
     batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
+    batch.add_argument("--format", default="glb", choices=[f[1:] for f in finish.FORMATS if f != ".blend"],
+                       help="file type of each finished result: OUTDIR/<image name>.<format> (default glb)")
     batch.add_argument("--jobs", type=_jobs_count, default=1, metavar="N",
                        help="jobs at once, 1 to 16 (default 1). Local GPU jobs run one at a time regardless")
     batch.add_argument("--resume", action="store_true",
@@ -130,11 +151,18 @@ def overrides(args) -> dict:
     return out
 
 
+def finish_overrides(args) -> dict:
+    """The finish settings given on the command line."""
+    return {p.name: getattr(args, p.name) for p in schema.FINISH_PARAMS if getattr(args, p.name, None) is not None}
+
+
 def _scene_request(args) -> dict:
     scene = bpy.context.scene.trellis2
     settings = request.resolve_settings(scene.to_settings(), overrides(args))
+    library = os.path.abspath(args.asset_library) if args.asset_library else ""
     return dict(settings=settings, backend=args.backend or scene.backend,
-                target_size=args.target_size if args.target_size is not None else scene.target_size)
+                target_size=args.target_size if args.target_size is not None else scene.target_size,
+                finish=dict(scene.to_finish(), **finish_overrides(args)), asset_library=library)
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -153,22 +181,13 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def copy_results(job: Job, output: str) -> list[str]:
-    """The job's GLB files copied to output (out.glb, or out_1.glb ... for several)."""
-    files = job.result["files"]
-    stem, ext = os.path.splitext(output)
-    targets = [output] if len(files) == 1 else [f"{stem}_{i + 1}{ext}" for i in range(len(files))]
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    for source, target in zip(files, targets):
-        shutil.copyfile(source, target + ".part")
-        os.replace(target + ".part", target)
-    return targets
-
-
 def run_generate(args) -> int:
     output = os.path.abspath(args.output) if args.output else ""
-    if output and not output.lower().endswith((".glb", ".blend")):
-        print(f"trellis: error: -o must end in .glb or .blend, got {args.output!r}", file=sys.stderr)
+    if output and not output.lower().endswith(finish.FORMATS):
+        print(f"trellis: error: -o must end in one of {OUTPUTS}, got {args.output!r}", file=sys.stderr)
+        return 2
+    if args.export == "low" and not (args.bake_faces or bpy.context.scene.trellis2.bake_faces):
+        print("trellis: error: --export low needs a baked low-poly (--bake-faces N)", file=sys.stderr)
         return 2
     job = request.prepare(request.Request(image=os.path.abspath(args.image), force_new=args.force_new,
                                           quote=args.quote, **_scene_request(args)))
@@ -183,14 +202,20 @@ def run_generate(args) -> int:
         print(f"trellis: {results.finish_quote(job)}")
         flush_records()
         return 0
-    if job.state == IMPORTING and (not output or output.lower().endswith(".glb")):
+    written = []
+    if job.state == IMPORTING and not output:
         results.persist_record(job)
-        written = copy_results(job, output) if output else job.result["files"]
+        written = job.result["files"]
         job.set_finished(DONE, "Done")
     elif job.state == IMPORTING:
-        results.import_job(bpy.context, job)
-        bpy.ops.wm.save_as_mainfile(filepath=output)
-        written = [output]
+        try:
+            results.import_job(bpy.context, job)
+            os.makedirs(os.path.dirname(output), exist_ok=True)
+            written = export_results(job, output, args.export)
+        except request.RequestError:
+            pass  # import_job failed the job with its message
+        except (ValueError, RuntimeError, OSError) as exc:
+            job.fail(f"Could not write {output}: {exc}")
     if job.state != DONE:
         print(f"trellis: error: {job.error or job.text}", file=sys.stderr)
         return 1
@@ -198,6 +223,8 @@ def run_generate(args) -> int:
     seeds = ", ".join(map(str, job.result.get("seeds", [])))
     cost = f", cost {spending.money(job.cost, job.cost_unit)}" if job.cost is not None else ""
     print(f"trellis: {job.name} done in {job.elapsed:.1f} s (seed {seeds}{cost})")
+    if job.qa:
+        print_qa(job)
     for path in written:
         print(path)
     return 0
@@ -217,38 +244,6 @@ def output_names(paths: list[str]) -> dict[str, str]:
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     return {p: stem if stems.count(stem) == 1 else f"{stem}_{os.path.splitext(p)[1][1:].lower()}"
             for p, stem in zip(paths, stems)}
-
-
-def read_manifest(path: str) -> dict[str, dict]:
-    """The last line per input of an existing manifest; unreadable lines are ignored."""
-    done: dict[str, dict] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                    done[entry["input"]] = entry
-                except (ValueError, KeyError, TypeError):
-                    continue
-    except OSError:
-        pass
-    return done
-
-
-class Manifest:
-    """OUTDIR/manifest.jsonl, appended and flushed line by line."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._file = open(path, "a", encoding="utf-8")
-
-    def write(self, **entry) -> None:
-        self._file.write(json.dumps(entry) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def run_batch(args) -> int:
@@ -292,6 +287,7 @@ def run_batch(args) -> int:
         manifest.write(input=path, output=list(outputs), state=state, backend=wanted["backend"],
                        settings=job.settings if job else None, seed=result.get("seeds"),
                        cost=result.get("cost"), cost_unit=job.cost_unit if job and result else None,
+                       qa=job.qa if job else [], asset_library_files=job.library_files if job else [],
                        duration=round(job.elapsed, 3) if job else 0.0, error=error,
                        job_folder=job.output_dir if job else None, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
         where = f" -> {', '.join(outputs)}" if outputs else f": FAILED: {error}"
@@ -309,7 +305,8 @@ def run_batch(args) -> int:
                 try:
                     job = request.prepare(request.Request(
                         image=path, backend=wanted["backend"], settings=settings, target_size=wanted["target_size"],
-                        keep_image=False, force_new=args.force_new))
+                        keep_image=False, force_new=args.force_new, finish=wanted["finish"],
+                        asset_library=wanted["asset_library"]))
                 except request.RequestError as exc:
                     record(path, None, error=str(exc))
                     continue
@@ -319,13 +316,17 @@ def run_batch(args) -> int:
             for job_id, (path, job) in list(running.items()):
                 if job.state == IMPORTING:
                     try:
-                        results.persist_record(job)
-                        outputs = copy_results(job, os.path.join(outdir, names[path] + ".glb"))
-                    except OSError as exc:
+                        results.import_job(bpy.context, job)
+                        outputs = export_results(job, os.path.join(outdir, f"{names[path]}.{args.format}"),
+                                                 args.export)
+                    except request.RequestError:
+                        pass  # import_job failed the job with its message
+                    except (ValueError, RuntimeError, OSError) as exc:
                         job.fail(f"Could not write the output: {exc}")
                     else:
-                        job.set_finished(DONE, "Done")
                         record(path, job, outputs=outputs)
+                    finally:
+                        clear_results(job)
                 if job.state in (FAILED, CANCELLED):
                     record(path, job, error=job.error or job.text)
                 if job.is_finished:

@@ -110,19 +110,21 @@ def check_foreground(rgba: np.ndarray, name: str) -> None:
 
 # --- the prepared input, written off the main thread -------------------------------------------------
 def file_source(image) -> dict | None:
-    """What a background Blender needs to read this image itself ({"path", "colorspace"}): a file path, or
+    """What a background Blender needs to read this image itself ({"path", "colorspace", "alpha_mode"}: the
+    datablock's, so the file reads as it does here; "" for a path): a file path, or
     a datablock that is only its file on disk (not packed, not edited, not generated, one still image).
     None: its pixels exist only here and are read on the main thread."""
     if isinstance(image, str) and image.endswith(".npy"):
         return None  # a history entry's prepared input: already decoded
     if isinstance(image, str) and image not in bpy.data.images:
-        return {"path": bpy.path.abspath(image), "colorspace": ""}
+        return {"path": bpy.path.abspath(image), "colorspace": "", "alpha_mode": ""}
     img = image if isinstance(image, bpy.types.Image) else bpy.data.images.get(image) if image else None
     if (img is None or img.source != "FILE" or img.packed_file is not None or img.is_dirty or not img.filepath
             or img.library is not None):
         return None
     path = bpy.path.abspath(img.filepath)
-    return {"path": path, "colorspace": img.colorspace_settings.name} if os.path.isfile(path) else None
+    return ({"path": path, "colorspace": img.colorspace_settings.name, "alpha_mode": img.alpha_mode}
+            if os.path.isfile(path) else None)
 
 
 def check_file(path: str, limit: float | None = None) -> None:
@@ -136,12 +138,12 @@ def check_file(path: str, limit: float | None = None) -> None:
 
 
 def source_key(source: dict) -> tuple | None:
-    """The file's identity (path, size, modification time, colour space), or None once it is gone."""
+    """The file's identity (path, size, modification time, colour space, alpha mode), or None once it is gone."""
     try:
         st = os.stat(source["path"])
     except OSError:
         return None
-    return source["path"], st.st_size, st.st_mtime_ns, source.get("colorspace", "")
+    return source["path"], st.st_size, st.st_mtime_ns, source.get("colorspace", ""), source.get("alpha_mode", "")
 
 
 _HASHES: dict[tuple, str] = {}  # source_key -> image hash of the prepared input (this Blender's session)
@@ -157,8 +159,11 @@ def known_hash(key: tuple | None) -> str | None:
     return _HASHES.get(key) if key is not None else None
 
 
+ALPHA_MODES = ("STRAIGHT", "PREMUL", "CHANNEL_PACKED", "NONE")
+
+
 def prepare_file(path: str, rgba_path: str, thumb_path: str = "", colorspace: str = "",
-                 limit: float | None = None) -> dict:
+                 limit: float | None = None, alpha_mode: str = "") -> dict:
     """Read, check and downsize an image file with Blender's own image code and write the prepared input
     (and the thumbnail): {"image_sha"}. InputError with the main thread's messages. Runs
     in the background Blender (blend_worker), or on the main thread where none starts."""
@@ -171,6 +176,8 @@ def prepare_file(path: str, rgba_path: str, thumb_path: str = "", colorspace: st
                 img.colorspace_settings.name = colorspace
             except TypeError:
                 pass  # a colour space this Blender lacks: its own guess stands
+        if alpha_mode in ALPHA_MODES and img.alpha_mode != alpha_mode:
+            img.alpha_mode = alpha_mode  # before the pixels are read ("NONE": the file's alpha is ignored)
         rgba = to_rgba8(img)
         check_foreground(rgba, display_name(img))
     finally:

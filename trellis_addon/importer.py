@@ -38,23 +38,30 @@ def _world_bounds(objects) -> tuple[Vector, Vector]:
     return lo, hi
 
 
-def snapshot_path(glb_path: str) -> str:
+def snapshot_path(glb_path: str, key: str = "") -> str:
     """Beside a result's GLB: the objects as this Blender version imported them (a .blend is read
-    forward-compatibly only, so one per version)."""
+    forward-compatibly only, so one per version); with a finishing key (finishing.spec_key), the finished
+    result, its LODs and low-poly."""
     major, minor = bpy.app.version[:2]
-    return f"{os.path.splitext(glb_path)[0]}.blender-{major}.{minor}.blend"
+    return f"{os.path.splitext(glb_path)[0]}.blender-{major}.{minor}{'.' + key if key else ''}.blend"
 
 
-def fresh_snapshot(glb_path: str) -> bool:
+def fresh_snapshot(glb_path: str, key: str = "") -> bool:
     """Whether the GLB's snapshot .blend exists and is not older than it (appending it is the import)."""
-    snap = snapshot_path(glb_path)
+    snap = snapshot_path(glb_path, key)
     return os.path.isfile(snap) and os.path.getmtime(snap) >= os.path.getmtime(glb_path)
 
 
-def import_glb(context, filepath: str, snapshot: bool = False) -> list[bpy.types.Object]:
+def import_glb(context, filepath: str, snapshot: bool = False, key: str = "") -> list[bpy.types.Object]:
     """The GLB's objects, linked into the active collection. snapshot=True (history results): the first
     import also saves them as a .blend beside the GLB, later imports append from it (1/17 of the glTF
-    importer's time for a 500k-face result, bench/cache_hit.py) and fall back to the GLB if that fails."""
+    importer's time for a 500k-face result, bench/cache_hit.py) and fall back to the GLB if that fails.
+    key: append the finished snapshot of that key where there is one (else as without)."""
+    if snapshot and key and fresh_snapshot(filepath, key):
+        try:
+            return _append_snapshot(context, snapshot_path(filepath, key))
+        except Exception as exc:  # unreadable or from elsewhere: finished again from the import
+            print(f"TRELLIS: snapshot {os.path.basename(snapshot_path(filepath, key))} not used ({exc})")
     snap = snapshot_path(filepath) if snapshot else ""
     if snap and fresh_snapshot(filepath):
         try:
@@ -67,14 +74,15 @@ def import_glb(context, filepath: str, snapshot: bool = False) -> list[bpy.types
         raise RuntimeError(f"glTF import failed for {filepath}")
     objects = [o for o in bpy.data.objects if o not in before]
     if snap and objects:
-        _write_snapshot(snap, objects)
+        write_snapshot(snap, set(objects))
     return objects
 
 
-def _write_snapshot(path: str, objects: list[bpy.types.Object]) -> None:
+def write_snapshot(path: str, ids: set) -> None:
+    """The datablocks (objects, a collection) as a .blend, atomically; a failure is only printed."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
     try:
-        bpy.data.libraries.write(tmp, set(objects), path_remap="NONE", fake_user=False, compress=False)
+        bpy.data.libraries.write(tmp, ids, path_remap="NONE", fake_user=False, compress=False)
         os.replace(tmp, path)
     except Exception as exc:  # a cache only: the import itself succeeded
         print(f"TRELLIS: could not save {os.path.basename(path)}: {exc}")
@@ -83,16 +91,23 @@ def _write_snapshot(path: str, objects: list[bpy.types.Object]) -> None:
 
 
 def _append_snapshot(context, path: str) -> list[bpy.types.Object]:
+    """Its objects appended and linked into the active collection, its collections (a finished result's
+    LODs) as children of it, their objects inside them."""
     with bpy.data.libraries.load(path, link=False) as (src, dst):
         dst.objects = list(src.objects)
+        dst.collections = list(src.collections)
     objects = [o for o in dst.objects if o is not None]
+    collections = [c for c in dst.collections if c is not None]
     same = os.path.normpath(os.path.abspath(path))
     for lib in [lib for lib in bpy.data.libraries if os.path.normpath(bpy.path.abspath(lib.filepath)) == same]:
         bpy.data.libraries.remove(lib)  # appended data is local: no reference to the file stays
     if not objects:
         raise RuntimeError("no objects in it")
+    for coll in collections:
+        context.collection.children.link(coll)
     for obj in objects:
-        context.collection.objects.link(obj)
+        if not obj.users_collection:
+            context.collection.objects.link(obj)
     return objects
 
 
@@ -113,15 +128,21 @@ def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:
 
 
 def place_results(context, groups: list[list[bpy.types.Object]], name: str, record: Record,
-                  target_size: float = 0.0, anchor: bpy.types.Object | None = None) -> list[bpy.types.Object]:
+                  target_size: float | list = 0.0, anchor: bpy.types.Object | None = None,
+                  followers: list | None = None) -> list[bpy.types.Object]:
     """Move each result to the 3D cursor standing on it (side by side for several), or beside the
     anchor object (the image empty it came from); into the TRELLIS collection, named after the image,
-    record attached, selected and active. Returns root objects."""
+    record attached, selected and active. target_size: one for all, or one per group (0: keep).
+    followers: per group, objects moved along with it (a finished result's LODs and low-poly), nothing
+    else done to them. Returns root objects."""
     scene = context.scene
     coll = trellis_collection(scene)
     context.view_layer.update()
     roots_per_group, sizes = [], []
+    sizes_wanted = target_size if isinstance(target_size, list) else [target_size] * len(groups)
+    followers = followers or [[] for _ in groups]
     for index, objects in enumerate(groups):
+        target_size = sizes_wanted[index]
         roots = [o for o in objects if o.parent is None or o.parent not in objects]
         for obj in objects:
             for c in list(obj.users_collection):
@@ -134,7 +155,7 @@ def place_results(context, groups: list[list[bpy.types.Object]], name: str, reco
         longest = max(hi - lo) if hi != lo else 0.0
         if target_size > 0 and longest > 0:
             factor = target_size / longest
-            for root in roots:
+            for root in roots + [o for o in followers[index] if o.parent is None]:
                 root.scale *= factor
                 root.location *= factor
         roots_per_group.append(roots)
@@ -153,7 +174,7 @@ def place_results(context, groups: list[list[bpy.types.Object]], name: str, reco
         offset_x = (index - (len(groups) - 1) / 2) * step
         target = Vector((cursor.x + offset_x, cursor.y, cursor.z))
         bottom_center = Vector(((lo.x + hi.x) / 2, (lo.y + hi.y) / 2, lo.z))
-        for root in roots:
+        for root in roots + [o for o in followers[index] if o.parent is None]:
             root.location += target - bottom_center
     for obj in context.view_layer.objects:
         obj.select_set(False)

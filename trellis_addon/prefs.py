@@ -37,6 +37,11 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         name="Results Folder", subtype="DIR_PATH",
         description="Where each job keeps its input, GLB files and log. Empty: the extension's user folder")
 
+    asset_library: bpy.props.StringProperty(
+        name="Asset Library Folder", subtype="DIR_PATH",
+        description="Each finished result is also saved here as its own .blend (result, LODs, low-poly; images "
+                    "packed; marked as an asset), and the folder is registered once as an asset library, so "
+                    "every file's Asset Browser shows it. Empty: off")
     max_megapixels: bpy.props.FloatProperty(
         name="Max Megapixels", default=64.0, min=1.0, soft_max=400.0, precision=0,
         description="Pictures larger than this (width × height, in millions of pixels) are refused before "
@@ -104,6 +109,7 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         layout.label(text=f"In use: {jobs_root(create=False)}", icon="FILE_FOLDER")
         layout.prop(self, "history_cap_gb")
         layout.prop(self, "max_megapixels")
+        layout.prop(self, "asset_library")
         box = layout.box()
         box.label(text="Hosted TRELLIS.2", icon="WORLD")
         for info in hosted_backends():
@@ -151,6 +157,12 @@ def jobs_root(create: bool = True) -> str:
             os.makedirs(custom, exist_ok=True)
         return custom
     return bpy.utils.extension_path_user(base_package, path="jobs", create=create)
+
+
+def asset_library() -> str:
+    """The Asset Library Folder preference as an absolute path ("": off)."""
+    p = get()
+    return os.path.abspath(bpy.path.abspath(p.asset_library)) if p and p.asset_library else ""
 
 
 TRELLIS_AP_preferences.__annotations__.update(_access_properties())

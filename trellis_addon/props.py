@@ -18,6 +18,8 @@ def backend_items(self=None, context=None):
 
 
 def _enum_items(param: schema.Param):
+    if param.kind == "enum":
+        return [(v, v.title(), param.description) for v in param.choices]
     return [(str(v), f"{v:,}".replace(",", " ") if v >= 10000 else str(v), param.description)
             for v in param.choice_values()]
 
@@ -29,10 +31,11 @@ def scene_property(param: schema.Param):
         return bpy.props.BoolProperty(default=param.default, **common)
     if param.choice_values():
         return bpy.props.EnumProperty(items=_enum_items(param), default=str(param.default), **common)
+    low = param.min if param.off is None else min(param.min, param.off)  # "0 (off) or 1000 to ...": from 0
     if param.kind == "int":
-        return bpy.props.IntProperty(default=param.default, min=int(param.min), max=int(param.max), **common)
-    return bpy.props.FloatProperty(default=param.default, min=param.min, max=param.max, precision=2,
-                                   step=10, **common)
+        return bpy.props.IntProperty(default=param.default, min=int(low), max=int(param.max), **common)
+    return bpy.props.FloatProperty(default=param.default, min=low, max=param.max, precision=3 if param.max <= 1
+                                   else 2, step=10, **common)
 
 
 def operator_property(param: schema.Param):
@@ -42,15 +45,17 @@ def operator_property(param: schema.Param):
                   options={"SKIP_SAVE"})
     if param.kind == "bool":
         return bpy.props.BoolProperty(default=param.default, **common)
+    if param.kind == "enum":  # Blender itself refuses a value not listed, naming those that are
+        return bpy.props.EnumProperty(items=_enum_items(param), default=param.default, **common)
     if param.kind == "int":
         return bpy.props.IntProperty(default=param.default, **common)
     return bpy.props.FloatProperty(default=param.default, **common)
 
 
 def job_keywords(**extra) -> dict:
-    """Annotations of an operator that runs a job: every schema setting, the image and the backend; unset
-    keywords use the scene's values (see overrides)."""
-    keywords = {p.name: operator_property(p) for p in schema.PARAMS}
+    """Annotations of an operator that runs a job: every schema setting (the finish settings too), the image
+    and the backend; unset keywords use the scene's values (see overrides)."""
+    keywords = {p.name: operator_property(p) for p in schema.PARAMS + schema.FINISH_PARAMS}
     keywords.update(
         image=bpy.props.StringProperty(
             name="Image", options={"SKIP_SAVE"},
@@ -66,17 +71,24 @@ def overrides(operator, scene_settings, names=("image", "backend")) -> tuple[dic
     return settings, {n: getattr(operator if is_set(n) else scene_settings, n) for n in names}
 
 
+def finish_settings(operator, scene_settings) -> dict:
+    """The scene's finish settings with the finish keywords this call set on top."""
+    is_set = operator.properties.is_property_set
+    return dict(scene_settings.to_finish(), **{p.name: getattr(operator, p.name) for p in schema.FINISH_PARAMS
+                                                if is_set(p.name)})
+
+
 def scene_value(settings, param: schema.Param):
     value = getattr(settings, param.name)
-    return int(value) if param.choice_values() else value
+    return int(value) if param.choice_values() and param.kind != "enum" else value
 
 
 def set_scene_value(settings, param: schema.Param, value) -> None:
-    setattr(settings, param.name, str(value) if param.choice_values() else value)
+    setattr(settings, param.name, str(value) if param.choice_values() and param.kind != "enum" else value)
 
 
 class TRELLIS_PG_settings(bpy.types.PropertyGroup):
-    __annotations__ = {p.name: scene_property(p) for p in schema.PARAMS}
+    __annotations__ = {p.name: scene_property(p) for p in schema.PARAMS + schema.FINISH_PARAMS}
     __annotations__.update(
         image=bpy.props.PointerProperty(
             type=bpy.types.Image, name="Image",
@@ -94,6 +106,11 @@ class TRELLIS_PG_settings(bpy.types.PropertyGroup):
     def to_settings(self) -> dict:
         """The flat schema settings dict (seed not yet resolved)."""
         return {p.name: scene_value(self, p) for p in schema.PARAMS}
+
+    def to_finish(self) -> dict:
+        """The finish settings dict (schema.FINISH_PARAMS); floats as typed (a property holds 32 bits)."""
+        return {p.name: round(v, 6) if p.kind == "float" else v
+                for p in schema.FINISH_PARAMS for v in [scene_value(self, p)]}
 
 
 classes = (TRELLIS_PG_settings,)

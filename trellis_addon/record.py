@@ -46,11 +46,15 @@ class Record:
     addon_version: str = ""
     finished: float | None = None
     info: dict = field(default_factory=dict)
-    qa: dict = field(default_factory=dict)  # measured quality of the finished result (finish.measure)
+    finish: dict = field(default_factory=dict)  # the finish settings asked (schema.FINISH_PARAMS)
+    # per result, in the order of files: its measured quality (finish.measure), {"failed": "stage: message"}
+    # where finishing failed, {} where it was not finished
+    qa: list = field(default_factory=list)
     # on an imported object only
     job_folder: str = ""
     from_cache: bool = False
     seed: int | None = None
+    index: int | None = None  # which of the job's results it is (seeds, files and qa by index)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -58,7 +62,12 @@ class Record:
     def for_object(self, index: int) -> str:
         """The object property of result `index`: this record with that result's seed."""
         seeds = self.seeds or [None]
-        return json.dumps(dict(self.to_json(), seed=seeds[min(index, len(seeds) - 1)]))
+        return json.dumps(dict(self.to_json(), seed=seeds[min(index, len(seeds) - 1)], index=index))
+
+    def result_qa(self) -> dict:
+        """The measured quality of this object's result ({} when not measured)."""
+        index = self.index or 0
+        return self.qa[index] if 0 <= index < len(self.qa) else {}
 
     @classmethod
     def from_json(cls, data) -> "Record":
@@ -71,6 +80,8 @@ class Record:
             if f.name not in data:
                 continue
             value = data[f.name]
+            if f.name == "qa" and value == {}:
+                value = []  # records written before qa was per result
             kinds = _KINDS[f.name]
             if value is None and None in kinds:
                 out[f.name] = None
@@ -84,6 +95,8 @@ class Record:
                 raise RecordError(f"field {f.name!r} is not a finite number")
             if f.name == "files" and not all(isinstance(v, str) for v in value):
                 raise RecordError("field 'files' must list file names")
+            if f.name == "qa" and not all(isinstance(v, dict) for v in value):
+                raise RecordError("field 'qa' must list one object per result")
             if f.name == "seeds" and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 raise RecordError("field 'seeds' must list whole numbers")
             out[f.name] = float(value) if float in kinds and isinstance(value, int) else value
@@ -110,6 +123,6 @@ _KINDS = {
     "created": _NUMBER, "seconds": _NUMBER, "files": (list,), "seeds": (list,), "cost": (int, float, None),
     "cost_unit": (str, None), "target_size": _NUMBER, "remote": (dict, None), "remote_tasks": (list,),
     "objects": (list,), "log": (str,), "image_hash": (str,), "cache_key": (str,), "addon_version": (str,),
-    "finished": (int, float, None), "info": (dict,), "qa": (dict,), "job_folder": (str,), "from_cache": (bool,),
-    "seed": (int, None),
+    "finished": (int, float, None), "info": (dict,), "finish": (dict,), "qa": (list,), "job_folder": (str,),
+    "from_cache": (bool,), "seed": (int, None), "index": (int, None),
 }

@@ -42,7 +42,9 @@ def resolve_settings(scene_settings: dict, overrides: dict) -> dict:
 class Request:
     """One checked request. image: a datablock, its name, a file path, or a history entry's input_rgba.npy.
     anchor: an object the result is placed next to. keep_image=False removes an image this request loaded
-    from a file once read (batches). quote: ask what it would cost instead (nothing generated)."""
+    from a file once read (batches). quote: ask what it would cost instead (nothing generated). finish: the
+    finish settings (schema.FINISH_PARAMS; missing ones get defaults); None: the result is imported as it
+    comes. asset_library: a folder each finished result is also saved to ("": the preference's)."""
     image: object
     backend: str
     settings: dict = field(default_factory=dict)
@@ -52,6 +54,8 @@ class Request:
     mode: str = "generate"
     quote: bool = False
     keep_image: bool = True
+    finish: dict | None = None
+    asset_library: str = ""
 
     def __post_init__(self):
         info = registry.BY_ID.get(self.backend)
@@ -68,6 +72,8 @@ class Request:
         try:
             object.__setattr__(self, "settings", schema.validate(self.settings))
             registry.check(self.backend, self.settings, self.mode)
+            if self.finish is not None:
+                object.__setattr__(self, "finish", schema.validate_finish(self.finish))
         except schema.SettingError as exc:
             raise RequestError(f"Invalid setting {exc}") from None
 
@@ -172,7 +178,8 @@ def prepare(request: Request, mesh_path: str = "") -> Job:
         image_sha = history.image_hash(rgba)
         key, cached = _cached(request, image_sha)
     common = dict(name=name, backend=request.backend, settings=request.settings, image_ref=image_ref,
-                  target_size=request.target_size, anchor=request.anchor, model=request.model, mode=request.mode)
+                  target_size=request.target_size, anchor=request.anchor, model=request.model, mode=request.mode,
+                  finish=request.finish, asset_library=request.asset_library or prefs.asset_library())
     if cached is not None:
         return Job(image_sha=image_sha, cache_key=key, **cached_answer(cached), **common)
     options, secrets = access(request)

@@ -3,6 +3,7 @@ its GLBs imported with Blender's glTF importer and placed, the record on each ro
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import time
@@ -11,7 +12,8 @@ import tomllib
 import bpy
 
 from ..backend import glb
-from . import history, importer, prefs, spending
+from . import finish, finishing, history, importer, prefs, spending
+from .record import OBJECT_PROPERTY, Record
 from .paths import EXTENSION_ROOT
 from .queue import DONE, Job, manager, submit_io
 from .request import RequestError
@@ -35,34 +37,100 @@ def persist_record(job: Job) -> None:
 
 
 def import_job(context, job: Job) -> list[bpy.types.Object]:
-    """Import every GLB of a finished job; on failure nothing stays half-imported."""
+    """Import every GLB of a finished job and finish it (job.finish); on an import failure nothing stays
+    half-imported. A result the background Blender finished comes as its finished snapshot (appended);
+    otherwise it is finished here, after placing. A failed finishing step leaves the result as imported
+    (or as its last good stage left it) and the job says which step failed: nothing is lost."""
     created: list[bpy.types.Object] = []
     persist_record(job)  # the result is safe whatever happens next
+    plan = finishing.specs(job)
+    built = job.built  # the background Blender's answer (blend_worker.import_task)
+    done_there = built.get("qa") if isinstance(built.get("qa"), list) else []
     try:
-        groups = []
-        for path in job.result["files"]:
+        groups, extras, qa = [], [], []
+        for index, path in enumerate(job.result["files"]):
             try:  # a history file may have been edited: nothing outside the GLB is ever read
                 glb.check_self_contained(path)
             except ValueError as exc:
                 raise RuntimeError(f"{os.path.basename(path)}: {exc}") from None
-            objects = importer.import_glb(context, path, snapshot=True)
+            objects = importer.import_glb(context, path, snapshot=True, key=plan[index]["key"] if plan else "")
             created.extend(objects)
-            groups.append(objects)
+            main, more, measured = finishing.split(objects)
+            if measured is None and index < len(done_there) and isinstance(done_there[index], dict) \
+                    and "failed" in done_there[index]:
+                measured = done_there[index]  # finishing failed there: the raw result, not finished again here
+            groups.append(main)
+            extras.append(more)
+            qa.append(measured)
         record = job.record()
         record.files, record.job_folder = list(job.result["files"]), job.output_dir
         record.addon_version = addon_version()
         anchor = bpy.data.objects.get(job.anchor) if job.anchor else None
-        roots = importer.place_results(context, groups, job.name, record, job.target_size, anchor=anchor)
+        sizes = [0.0 if m is not None and "failed" not in m else job.target_size for m in qa]
+        roots = importer.place_results(context, groups, job.name, record, sizes, anchor=anchor, followers=extras)
+        finishing.adopt([o for more in extras for o in more], importer.trellis_collection(context.scene))
     except Exception as exc:
         for obj in created:
             if obj.name in bpy.data.objects:
                 bpy.data.objects.remove(obj, do_unlink=True)
         job.fail(f"Import failed: {exc}")
         raise RequestError(job.error) from None
+    problems = []
+    if plan:
+        for index, objects in enumerate(groups):
+            if qa[index] is None:
+                qa[index], more = _finish_here(context, job, objects, plan[index], problems)
+                extras[index] += more
+            elif "failed" in qa[index]:
+                problems.append(qa[index]["failed"])
+        job.qa = [m or {} for m in qa]
+        _record_qa(job, roots)
+        job.library_files += [f for f in built.get("libraries") or [] if isinstance(f, str) and os.path.isfile(f)]
+        if job.library_files:
+            _register_library(job.asset_library)
     job.objects = [o.name for o in roots]
-    job.set_finished(DONE, f"Done: {', '.join(job.objects)}" + (" (from cache)" if job.from_cache else ""))
+    job.parts = [[o.name for o in objects + more] for objects, more in zip(groups, extras)]
+    text = f"Done: {', '.join(job.objects)}" + (" (from cache)" if job.from_cache else "")
+    if problems:
+        text += f"; finishing failed at {problems[0]} (the result is kept as imported)"
+    job.set_finished(DONE, text)
     prune_history()
     return roots
+
+
+def _finish_here(context, job: Job, objects: list, spec: dict, problems: list) -> tuple[dict, list]:
+    """Finish one placed result on this thread (background runs, the CLI, the fallback): (qa, extras)."""
+    def progress(text, fraction):
+        job.text, job.stage, job.fraction = text, "finish", fraction
+
+    try:
+        measured, extras, library = finishing.run(context, objects, spec, progress=progress)
+    except finish.FinishError as exc:
+        problems.append(str(exc))
+        print(f"TRELLIS: finishing {spec['name']} failed at {exc}")
+        return {"failed": str(exc)}, []
+    if library:
+        job.library_files.append(library)
+    return measured, extras
+
+
+def _register_library(folder: str) -> None:
+    """The asset library folder in Blender's preferences, once (kept for later sessions)."""
+    try:
+        finish.register_library(folder)
+    except Exception as exc:  # noqa: BLE001 (the files are written: only the registration is missing)
+        print(f"TRELLIS: could not register {folder} as an asset library: {exc}")
+
+
+def _record_qa(job: Job, roots: list) -> None:
+    """The measured quality on each result's object and in the History record."""
+    for root in roots:
+        record = Record.from_text(root.get(OBJECT_PROPERTY))
+        if record is not None:
+            record.qa = job.qa
+            root[OBJECT_PROPERTY] = json.dumps(record.to_json())
+    if not job.from_cache:
+        persist_record(job)
 
 
 def finish_quote(job: Job) -> str:

@@ -12,7 +12,7 @@ import os
 
 import bpy
 
-from ..backend import registry
+from ..backend import registry, schema
 from . import entry_lock, history, prefs, request
 from .queue import IMPORTING, DONE, Job, manager, submit_io
 
@@ -58,7 +58,16 @@ def _job(entry: history.Entry, backend: str, tasks: list[dict]) -> Job:
                rgba_path=checked.image, output_dir=entry.folder, image_ref=record.get("image", ""),
                target_size=checked.target_size, options=dict(options, resume_tasks=tasks), secrets=secrets,
                model=checked.model, image_sha=record.get("image_hash", ""), cache_key=record.get("cache_key", ""),
-               created=record.get("created"), remote=tasks[-1], remote_tasks=tasks)
+               created=record.get("created"), remote=tasks[-1], remote_tasks=tasks, finish=_finish(record),
+               asset_library=prefs.asset_library())
+
+
+def _finish(record) -> dict | None:
+    """The finish settings the job was asked with (None: none, or unreadable ones: imported as it came)."""
+    try:
+        return schema.validate_finish(record.get("finish")) if record.get("finish") else None
+    except schema.SettingError:
+        return None
 
 
 def resume_pending(found: list[history.Entry] | None = None) -> list[Job]:

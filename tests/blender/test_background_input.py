@@ -85,13 +85,13 @@ def make(kind, tmp_path, scene):
     return os.path.join(DATA, kind)  # cmyk.jpg, grey_alpha.png (written by Pillow)
 
 
-def prepared_in_background(builder, path, folder, colorspace=""):  # noqa: F811
+def prepared_in_background(builder, path, folder, colorspace="", source=None):  # noqa: F811
     """A PREPARING job for the file, handed to the background Blender alone (never started)."""
     queue, history = mod("trellis_addon.queue"), mod("trellis_addon.history")
     os.makedirs(folder, exist_ok=True)
     job = queue.Job(name="t", backend="preview", settings={}, output_dir=folder,
                     rgba_path=os.path.join(folder, history.INPUT), state=queue.PREPARING,
-                    source={"path": path, "colorspace": colorspace})
+                    source=source or {"path": path, "colorspace": colorspace})
     builder.prepare(job)
     end = time.monotonic() + 60
     while job.state == queue.PREPARING and time.monotonic() < end:
@@ -237,3 +237,19 @@ def test_the_background_blender_yields_the_cpu_to_the_ui(builder, scene, tmp_pat
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     theirs = os.getpriority(os.PRIO_PROCESS, builder.worker.proc.pid)
     assert theirs == min(19, ours + mod("trellis_addon.blend_main").NICENESS)
+
+
+def test_a_datablock_set_to_ignore_its_alpha_reads_the_same_in_the_background(builder, scene, tmp_path):  # noqa: F811
+    request, image_input = mod("trellis_addon.request"), mod("trellis_addon.image_input")
+    path = make("rgba.png", tmp_path, scene)
+    image = bpy.data.images.load(path)
+    image.alpha_mode = "NONE"
+    here, _, _ = request.read_image(image)  # the main thread's read of the datablock
+    assert (here[..., 3] == 255).all(), "the file's alpha ignored, as the datablock says"
+    source = image_input.file_source(image)
+    assert source["alpha_mode"] == "NONE"
+    job = prepared_in_background(builder, path, str(tmp_path / "job"), source=source)
+    assert job.state == "queued", job.error
+    assert np.array_equal(np.load(job.rgba_path, allow_pickle=False), here)
+    plain = prepared_in_background(builder, path, str(tmp_path / "plain"))
+    assert (np.load(plain.rgba_path, allow_pickle=False)[..., 3] < 255).any(), "the file itself has alpha"

@@ -229,3 +229,52 @@ def test_creative_units_are_printed_as_cu_and_never_added_to_dollars(images, tmp
     done = [e for e in manifest(outdir) if e["state"] == "done"]
     assert len(done) == 4 and all(e["cost"] == 12 and e["cost_unit"] == "CU" for e in done)
     assert "; cost 48 CU;" in batch.stdout and "$" not in batch.stdout
+
+
+def test_generate_finishes_and_exports_by_extension_with_qa(saved_prefs, tmp_path):
+    target = tmp_path / "out" / "mushroom.fbx"
+    out = run("generate", EXAMPLE_IMAGE, *FAST, "--seed", "7", "--lods", "1", "--origin", "center",
+              "--target-size", "2", "-o", str(target))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert str(target) in out.stdout
+    qa_line = next(line for line in out.stdout.splitlines() if line.startswith("trellis: mushroom: "))
+    assert " triangles, " in qa_line and "LODs " in qa_line and "texels/m" in qa_line
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.import_scene.fbx(filepath=str(target)) == {"FINISHED"}
+    names = {o.name for o in bpy.data.objects if o.type == "MESH"}
+    assert names == {"mushroom", "mushroom_LOD1"}
+    obj = bpy.data.objects["mushroom"]
+    bpy.context.view_layer.update()
+    corners = [obj.matrix_world @ v.co for v in obj.data.vertices]
+    longest = max(max(c[i] for c in corners) - min(c[i] for c in corners) for i in range(3))
+    assert longest == pytest.approx(2.0, rel=1e-3)
+    assert min(c.z for c in corners) == pytest.approx(0.0, abs=1e-3), "standing where it was placed"
+    local = [obj.matrix_world.to_3x3() @ v.co for v in obj.data.vertices]  # around the origin, world axes
+    centre = [(max(c[i] for c in local) + min(c[i] for c in local)) / 2 for i in range(3)]
+    assert max(abs(v) for v in centre) < 1e-3 * longest, "origin CENTER: at the bounds' centre"
+
+
+def test_cli_refuses_outputs_it_cannot_write(saved_prefs, tmp_path):
+    out = run("generate", EXAMPLE_IMAGE, "-o", str(tmp_path / "x.ply"))
+    assert out.returncode == 2 and "-o must end in one of .glb" in out.stderr
+    out = run("generate", EXAMPLE_IMAGE, "--export", "low", "-o", str(tmp_path / "x.glb"))
+    assert out.returncode == 2 and "--export low needs a baked low-poly" in out.stderr
+    out = run("generate", EXAMPLE_IMAGE, "--lods", "7")
+    assert out.returncode == 2 and "--lods: 7 is out of range (0 to 4)" in out.stderr
+
+
+def test_batch_writes_the_format_asked_with_qa_in_the_manifest(images, tmp_path):
+    for name in ("bottle", "chair", "drum"):
+        os.remove(images / f"{name}.png")
+    outdir = tmp_path / "out"
+    out = run("batch", str(images), "-o", str(outdir), "--format", "obj", "--no-mark-asset", *FAST, "--seed", "3")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "apple.obj" in os.listdir(outdir) and "apple.mtl" in os.listdir(outdir)
+    (entry,) = manifest(outdir)
+    assert entry["output"] == [str(outdir / "apple.obj")]
+    (qa,) = entry["qa"]
+    assert qa["triangles"] > 1000 and qa["watertight"] in (True, False) and len(qa["size_m"]) == 3
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.wm.obj_import(filepath=entry["output"][0]) == {"FINISHED"}
+    (obj,) = [o for o in bpy.data.objects if o.type == "MESH"]
+    assert len(obj.data.polygons) == qa["triangles"]

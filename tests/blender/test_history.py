@@ -132,14 +132,16 @@ def test_cost_confirmation_is_skipped_for_an_answer_from_history(runware):  # no
 def test_regenerate_comes_from_cache_and_load_settings_fills_the_panel(runware):  # noqa: F811
     s = bpy.context.scene.trellis2
     bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=31, resolution=512,
-                             shape_slat_override=True, shape_slat_steps=20)
+                             shape_slat_override=True, shape_slat_steps=20, origin="CENTER", lod_levels=1)
     assert runware.submits == 1
     assert bpy.ops.trellis.regenerate() == {"FINISHED"}
     assert runware.submits == 1 and active_record()["from_cache"] is True
+    assert active_record()["finish"]["origin"] == "CENTER", "finished as the result was"
     s.seed, s.resolution, s.shape_slat_override, s.random_seed = 0, "1536", False, True
     assert bpy.ops.trellis.load_settings() == {"FINISHED"}
     assert (s.seed, s.resolution, s.shape_slat_override, s.shape_slat_steps, s.backend) == (
         31, "512", True, 20, "runware")
+    assert (s.origin, s.lod_levels) == ("CENTER", 1)
 
 
 def test_variations_four_new_seeds_side_by_side(scene):

@@ -302,6 +302,8 @@ def heavy_setup(faces, px):
     prefs.runware_api_key, prefs.runware_url, prefs.confirm_above = "gui-key", server.url, 1000.0
     bpy.context.preferences.system.use_online_access = True
     bpy.context.scene.trellis2.backend = "runware"
+    for name, value in json.loads(os.environ.get("TRELLIS_GUI_BENCH_FINISH") or "{}").items():
+        setattr(bpy.context.scene.trellis2, name, value)  # Finish settings of the benchmark's heavy jobs
     HEAVY.update(photo=photo, jobs=len(jobs().manager.jobs), made=made, run=HEAVY.get("run", 0) + 1)
     result.setdefault("heavy", {})[heavy_name(faces, px)] = {
         "photo_bytes": os.path.getsize(photo), "photo_px": 4096, "result": made}
@@ -370,12 +372,16 @@ def heavy_check(faces, px):
         started = time.perf_counter()
         bpy.ops.wm.redraw_timer(type="DRAW_WIN", iterations=3)
         draw = (time.perf_counter() - started) / 3
+    finishing = importlib.import_module(f"{PKG}.trellis_addon.finishing")
+    result["heavy"][heavy_name(faces, px)].update(
+        finish=job.finish, finished="in the background" if job.built.get("snapshots") else "on the main thread",
+        qa_line=finishing.qa_line(job.qa[0]) if job.qa else "not finished")
     result["heavy"][heavy_name(faces, px)].update(job_seconds=round(job.elapsed, 2), object=obj.name,
                                                   modal_max_ms=round(max(MODAL_TIMINGS) * 1000, 1),
                                                   undo_push_ms=round(undo * 1000, 1),
                                                   window_redraw_ms=round(draw * 1000, 1))
     HEAVY["server"].__exit__(None, None, None)
-    for name in job.objects:  # the next run starts from the same scene
+    for name in [n for names in job.parts for n in names]:  # the next run starts from the same scene
         bpy.data.objects.remove(bpy.data.objects[name])
 
 
@@ -390,12 +396,13 @@ def heavy_steps():
     return steps
 
 
-def open_advanced():
-    """The Advanced sub-panel as a popover while Runware is chosen: every knob greyed out, with the note."""
+def open_popover(name):
+    """A sub-panel as a popover (the Advanced one while Runware is chosen: every knob greyed out, with the
+    note; Finish with its defaults)."""
     window, area, region = view3d()
     xdotool("mousemove", str(region.x + region.width // 3), str(window.height - region.y - region.height * 4 // 5))
     with bpy.context.temp_override(window=window, area=area, region=region):
-        bpy.ops.wm.call_panel(name="TRELLIS_PT_advanced", keep_open=True)
+        bpy.ops.wm.call_panel(name=name, keep_open=True)
 
 
 EMPTY = {}
@@ -561,9 +568,13 @@ STEPS = [
     ("runware result", lambda: (stall_window("runware job, confirm to object", False), check_runware()), None),
     ("cost screenshot", lambda: screenshot("07_cost.png"), None),
     *heavy_steps(),
-    ("open Advanced (Runware)", open_advanced, lambda: time.monotonic() - state["waiting_since"] > 1.0),
+    ("open Advanced (Runware)", lambda: open_popover("TRELLIS_PT_advanced"),
+     lambda: time.monotonic() - state["waiting_since"] > 1.0),
     ("advanced screenshot", lambda: screenshot("07b_advanced_greyed.png"), None),
     ("close Advanced", lambda: xdotool("key", "Escape"), None),
+    ("open Finish", lambda: open_popover("TRELLIS_PT_finish"), lambda: time.monotonic() - state["waiting_since"] > 1.0),
+    ("finish screenshot", lambda: screenshot("07c_finish.png"), None),
+    ("close Finish", lambda: xdotool("key", "Escape"), None),
     ("image empty", add_image_empty, None),
     ("right-click the image empty", right_click_empty, lambda: time.monotonic() - state["waiting_since"] > 1.5),
     ("context menu screenshot", lambda: screenshot("08_context_menu.png"), None),

@@ -9,7 +9,7 @@ from . import asset, bake, cleanup, lods, naming, qa, transform
 from .common import FinishCancelled, FinishError, mesh_objects
 
 STAGES = (("naming", "Naming"), ("cleanup", "Cleaning up"), ("interior", "Removing interior"),
-          ("scale", "Applying scale"), ("origin", "Setting origin"), ("qa", "Measuring"),
+          ("scale", "Fitting size"), ("origin", "Setting origin"), ("qa", "Measuring"),
           ("lods", "Making LODs"), ("bake", "Baking low-poly"), ("asset", "Marking asset"))
 
 
@@ -42,16 +42,17 @@ def _bottom_center(objects) -> Vector:
 
 
 def _fit(objects, target_size: float, anchor: Vector) -> None:
-    """Scale the roots so the longest side is target_size (cleanup may have changed it) and move them so
-    the bounds' bottom centre is back on anchor, where the result was placed."""
+    """Scale the roots so the longest side is target_size (cleanup may have changed it; 0: no scaling) and
+    move them so the bounds' bottom centre is back on anchor, where the result was placed."""
     lo, hi = transform.world_bounds(objects)
     longest = max(hi - lo)
     if longest <= 0:
         return
     roots = [o for o in objects if o.parent is None or o.parent not in objects]
+    factor = target_size / longest if target_size > 0 else 1.0
     for root in roots:
-        root.scale *= target_size / longest
-        root.location = anchor + (root.location - anchor) * (target_size / longest)
+        root.scale *= factor
+        root.location = anchor + (root.location - anchor) * factor
     shift = anchor - _bottom_center(objects)
     for root in roots:
         root.location += shift
@@ -95,8 +96,7 @@ def finish(objects, name: str, settings: dict, target_size: float = 0.0, context
         removed["interior_faces"] += sum(cleanup.remove_interior(obj.data) for obj in meshes)
 
     def run_scale():
-        if target_size > 0:
-            _fit(objects, target_size, anchor)
+        _fit(objects, target_size, anchor)  # also back on its place where cleanup moved the bounds
         if settings["apply_scale"]:
             transform.apply_scale(objects)
 
@@ -128,7 +128,7 @@ def finish(objects, name: str, settings: dict, target_size: float = 0.0, context
         "naming": (True, run_naming, None),
         "cleanup": (settings["cleanup"], run_cleanup, "mesh"),
         "interior": (settings["remove_interior"], run_interior, "mesh"),
-        "scale": (settings["apply_scale"] or target_size > 0, run_scale, "mesh"),
+        "scale": (True, run_scale, "mesh"),
         "origin": (settings["origin"] != "KEEP", lambda: transform.set_origin(objects, settings["origin"]), "mesh"),
         "qa": (True, run_qa, None),
         "lods": (settings["lod_levels"] > 0 and bool(meshes), run_lods, None),

@@ -21,9 +21,9 @@ import time
 import bpy
 
 from ...backend import protocol
-from .. import history, image_input, importer, prefs
+from .. import finishing, history, image_input, importer, prefs
 from ..paths import EXTENSION_ROOT
-from .job import BUILDING, IMPORTING, PREPARING, QUEUED, Job, discard_folder
+from .job import BUILDING, CANCELLED, IMPORTING, PREPARING, QUEUED, Job, discard_folder
 from .files import submit_io
 from .process import WorkerProcess, WorkerSpec, log_tail
 
@@ -75,7 +75,9 @@ class Builder:
     def wanted(self, job: Job) -> bool:
         """Whether this job's result should be imported in the background."""
         files = (job.result or {}).get("files") or []
-        return bool(self.on and files and job.mode == "generate" and not all(importer.fresh_snapshot(f) for f in files))
+        plan = finishing.specs(job) or [{"key": ""}] * len(files)
+        return bool(self.on and files and job.mode == "generate"
+                    and not all(importer.fresh_snapshot(f, spec["key"]) for f, spec in zip(files, plan)))
 
     def _worker(self) -> WorkerProcess | None:
         """The background Blender, started where needed; None (and the reason kept) where none starts."""
@@ -97,7 +99,9 @@ class Builder:
             job.state, job.text = IMPORTING, FALLBACK
             return
         task = self.tasks[job.id] = Task(job, "import")
-        worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"]))
+        plan = finishing.specs(job)
+        worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"],
+                                            **({"finish": plan} if plan else {})))
 
     def prepare(self, job: Job) -> None:
         """Send a PREPARING job's image to the background Blender (read here where none starts)."""
@@ -105,7 +109,8 @@ class Builder:
         thumb = "" if job.is_quote else os.path.join(job.output_dir, history.THUMB)
         if worker is None:
             try:
-                done = image_input.prepare_file(job.source["path"], job.rgba_path, thumb, job.source["colorspace"])
+                done = image_input.prepare_file(job.source["path"], job.rgba_path, thumb, job.source["colorspace"],
+                                                alpha_mode=job.source.get("alpha_mode", ""))
             except image_input.InputError as exc:
                 self._unreadable(job, str(exc))
                 return
@@ -115,7 +120,8 @@ class Builder:
         task = self.tasks[job.id] = Task(job, "prepare")
         worker.submit(task, protocol.encode(
             "job", id=task.id, kind="prepare", image=job.source["path"], colorspace=job.source["colorspace"],
-            rgba=job.rgba_path, thumb=thumb, max_megapixels=image_input.max_megapixels()))
+            alpha_mode=job.source.get("alpha_mode", ""), rgba=job.rgba_path, thumb=thumb,
+            max_megapixels=image_input.max_megapixels()))
 
     def _prepared(self, job: Job, image_sha) -> None:
         """The prepared input is on disk: history is asked, then the job queues (pump starts it)."""
@@ -155,6 +161,7 @@ class Builder:
                 elif msg["type"] == "result" and task.kind == "prepare":
                     self._prepared(job, msg.get("image_sha"))
                 elif msg["type"] == "result":
+                    job.built = {k: msg.get(k) for k in ("snapshots", "qa", "libraries")}
                     job.state, job.text = IMPORTING, "Placing"
                 elif msg["type"] == "error" and task.kind == "prepare":
                     code = protocol.ErrorCode.parse(msg.get("code"))
@@ -174,6 +181,8 @@ class Builder:
                         submit_io(discard_folder, job.output_dir)
                 changed.append(job)
             if job.state != task.state or job.is_finished:
+                if job.state == CANCELLED and task.kind == "import" and self.worker is not None:
+                    self.worker.send(protocol.encode("cancel", id=task.id))  # finishing stops at its next stage
                 del self.tasks[job_id]
         if self.worker is not None and not self.tasks and time.monotonic() - self.last_used > IDLE_SECONDS:
             self.stop()

@@ -43,11 +43,18 @@ class Job:
                  anchor: str = "", options: dict | None = None, secrets: dict | None = None, model: str = "",
                  image_sha: str = "", cache_key: str = "", from_cache: str = "", result: dict | None = None,
                  created: float | None = None, remote: dict | None = None, remote_tasks: list | None = None,
-                 state: str = QUEUED, source: dict | None = None, cacheable: bool = False):
+                 state: str = QUEUED, source: dict | None = None, cacheable: bool = False,
+                 finish: dict | None = None, asset_library: str = ""):
         self.id = uuid.uuid4().hex[:12]
         self.name, self.backend, self.mode, self.settings = name, backend, mode, settings
         self.output_dir, self.rgba_path, self.mesh_path, self.image_ref = output_dir, rgba_path, mesh_path, image_ref
         self.target_size = target_size
+        self.finish = finish  # validated finish settings (schema.validate_finish); None: imported as it comes
+        self.asset_library = asset_library  # folder each finished result is also saved to ("": none)
+        self.qa: list[dict] = []  # per result, once imported (Record.qa)
+        self.built: dict = {}  # the background Blender's import answer (snapshots, qa, library files)
+        self.library_files: list[str] = []  # the asset library .blend files written for it
+        self.parts: list[list[str]] = []  # per result, once imported: its objects' names, LODs and low-poly too
         self.anchor = anchor  # name of the object the result is placed next to ("": the 3D cursor)
         self.options = options or {}
         self._secrets = secrets or {}  # sent to the worker over its stdin only; never recorded
@@ -55,7 +62,7 @@ class Job:
         self.from_cache = from_cache  # id of the history entry that answered this request
         self.remote = remote  # the latest submitted remote task, recorded at once
         self.remote_tasks: list[dict] = list(remote_tasks or ([remote] if remote else []))  # every one
-        self.source = source  # PREPARING: the image file a background Blender reads ({"path", "colorspace"})
+        self.source = source  # PREPARING: the file a background Blender reads ({"path", "colorspace", "alpha_mode"})
         self.cacheable = cacheable  # once prepared, history may answer it (no random seed, not forced)
         self.interrupted = False  # Blender stopped while its submitted task ran: resumed on the next start
         self.log_path = os.path.join(output_dir, "worker.log")
@@ -262,7 +269,7 @@ class Job:
             seeds=list(result.get("seeds", [])), cost=result.get("cost"), cost_unit=self.cost_unit if result else None,
             target_size=self.target_size, remote=self.remote, remote_tasks=self.remote_tasks, objects=self.objects,
             log=self.log_path, image_hash=self.image_sha, cache_key=self.cache_key, info=result.get("info", {}),
-            from_cache=bool(self.from_cache))
+            from_cache=bool(self.from_cache), finish=dict(self.finish or {}), qa=list(self.qa))
 
     def save_record(self) -> None:
         """job.json, on the file thread."""
