@@ -5,7 +5,7 @@ origin, QA, each LOD, the asset mark, and the Cycles bake of a low-poly at 1024�
 Markdown table.
 
     .venv/bin/python bench/finish_stages.py [--faces 500000] [--texture 2048] [--bake-faces 20000]
-        [--samples 4] [--bakes 1024 2048] [--quick]
+        [--samples 16] [--bakes 1024 2048] [--quick]
 
 --quick: 100 000 faces, 1024² textures, one bake at 512² with 1 sample (about a minute on 2 cores).
 """
@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--faces", type=int, default=500000)
     parser.add_argument("--texture", type=int, default=2048)
     parser.add_argument("--bake-faces", type=int, default=20000)
-    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=16)  # finishing.BAKE_SAMPLES, what jobs bake with
     parser.add_argument("--bakes", type=int, nargs="*", default=[1024, 2048])
     parser.add_argument("--lods", type=int, default=2)
     parser.add_argument("--quick", action="store_true")

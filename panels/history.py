@@ -7,7 +7,7 @@ import time
 import bpy
 import bpy.utils.previews
 
-from ..trellis_addon import history, prefs
+from ..trellis_addon import finishing, history, prefs
 from ..trellis_addon.queue import submit_io
 from ..trellis_addon.record import OBJECT_PROPERTY, Record
 from .sidebar import _SidebarPanel
@@ -96,32 +96,11 @@ class TRELLIS_PT_history(_SidebarPanel, bpy.types.Panel):
 
 def draw_qa(layout, qa: dict) -> None:
     """The result's measured quality (finish.measure), as the Selected Result panel shows it."""
-    if not qa:
-        return
-    box = layout.box()
-    col = box.column(align=True)
-    if "failed" in qa:
-        col.label(text=f"Finishing failed at {qa['failed']}", icon="ERROR")
-        return
-    n = lambda v: f"{v:,}".replace(",", " ")  # noqa: E731
-    size = " × ".join(f"{v:.3g}" for v in qa.get("size_m") or ())
-    col.label(text=f"{n(qa.get('triangles', 0))} triangles · {n(qa.get('vertices', 0))} vertices", icon="MESH_DATA")
-    parts = f"{qa.get('parts', 0)} part{'' if qa.get('parts') == 1 else 's'}"
-    col.label(text=f"{parts} · " + ("watertight" if qa.get("watertight") else
-              f"{n(qa.get('boundary_edges', 0))} open, {n(qa.get('non_manifold_edges', 0))} non-manifold edges"))
-    if size:
-        col.label(text=f"{size} m", icon="FIXED_SIZE")
-    texture = qa.get("texture_px") or []
-    if texture:
-        col.label(text=f"{texture[0]}×{texture[-1]} px · {qa.get('texel_density', 0):.0f} texels/m", icon="TEXTURE")
-    removed = qa.get("removed") or {}
-    if any(removed.values()):
-        col.label(text=f"Removed: {n(removed.get('welded_vertices', 0))} welded vertices, "
-                       f"{removed.get('dropped_parts', 0)} parts, {n(removed.get('interior_faces', 0))} interior faces")
-    if qa.get("lod_triangles"):
-        col.label(text="LODs: " + " · ".join(n(t) for t in qa["lod_triangles"]) + " triangles")
-    if qa.get("low_triangles"):
-        col.label(text=f"Low-poly: {n(qa['low_triangles'])} triangles")
+    rows = finishing.qa_rows(qa)
+    if rows:
+        col = layout.box().column(align=True)
+        for text, icon in rows:
+            col.label(text=text, icon=icon)
 
 
 class TRELLIS_PT_result(_SidebarPanel, bpy.types.Panel):

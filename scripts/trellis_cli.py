@@ -4,6 +4,7 @@ Usage: python scripts/trellis_cli.py [--online-mode] generate IMAGE [...] | batc
 Uses the installed extension (Blender's user extensions); set BLENDER_USER_RESOURCES to pick a profile.
 """
 import importlib
+import os
 import sys
 
 import bpy  # first: addon_utils comes with it
@@ -25,4 +26,13 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # bpy 4.2 as a module crashes on the way out once its glTF exporter has run (SIGSEGV in
+    # bpy_class_free, called from SpaceType's destructor after Python is gone): `-o x.glb` would end
+    # with -11 after writing everything. The work is done and flushed here, so leave without Blender's
+    # exit handlers; 5.0 and the real binary (`blender -c trellis`) return normally.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if bpy.app.version < (4, 3, 0):
+        os._exit(code)
+    sys.exit(code)

@@ -16,23 +16,26 @@ import os
 import bpy
 
 from . import finish, history
+from .importer import result_name
+from .record import QA_PROPERTY, ROLE, valid_qa
 
-ROLE = "trellis2_part"  # on a LOD: "lod"; on the baked low-poly: "low"; absent on the result itself
-QA_PROPERTY = "trellis2_qa"  # on a finished result's root object: its qa as JSON
 BAKE_SAMPLES = 16
-
-
-def result_name(name: str, index: int, count: int) -> str:
-    """What importer.place_results calls result `index` of `count`."""
-    return name if count == 1 else f"{name}.{index + 1:02d}"
 
 
 def specs(job) -> list[dict] | None:
     """Per result of a finished job, everything finishing it needs (plain JSON, sent to the background
-    Blender as it is); None where the job is imported as it comes."""
+    Blender as it is); None where the job is imported as it comes. Made once per result files (the
+    builder asks twice, the import once more)."""
+    files = list((job.result or {}).get("files") or [])
+    if job.finish_plan is not None and job.finish_plan[0] == files:
+        return job.finish_plan[1]
+    job.finish_plan = (files, _specs(job, files))
+    return job.finish_plan[1]
+
+
+def _specs(job, files: list) -> list[dict] | None:
     if not job.finish or job.mode != "generate":
         return None
-    files = (job.result or {}).get("files") or []
     record = job.record()
     thumb = os.path.join(job.output_dir, history.THUMB)
     preview = thumb if os.path.isfile(thumb) else (job.image_ref if os.path.isfile(job.image_ref or "") else "")
@@ -67,13 +70,9 @@ def run(context, objects: list, spec: dict, progress=None, cancelled=None) -> tu
         report["low"][ROLE] = "low"
     extras = list(report["lods"]) + ([report["low"]] if report["low"] is not None else [])
     qa = dict(report["qa"], preview=report["preview"] or "none")
-    roots(objects)[0][QA_PROPERTY] = json.dumps(qa)
+    finish.roots(objects)[0][QA_PROPERTY] = json.dumps(qa)
     library = finish.save_to_library(list(objects) + extras, spec["library"], spec["name"]) if spec["library"] else ""
     return qa, extras, library
-
-
-def roots(objects) -> list:
-    return [o for o in objects if o.parent is None or o.parent not in objects]
 
 
 def snapshot_ids(objects: list, extras: list) -> set:
@@ -88,12 +87,12 @@ def split(objects: list) -> tuple[list, list, dict | None]:
     comes finished, else None)."""
     main = [o for o in objects if o.get(ROLE) is None]
     extras = [o for o in objects if o.get(ROLE) is not None]
-    text = next((r.get(QA_PROPERTY) for r in roots(main) if r.get(QA_PROPERTY)), None)
+    text = next((r.get(QA_PROPERTY) for r in finish.roots(main) if r.get(QA_PROPERTY)), None)
     try:
         qa = json.loads(text) if isinstance(text, str) else None
     except ValueError:
         qa = None
-    return main, extras, qa if isinstance(qa, dict) else None
+    return main, extras, qa if valid_qa(qa) else None
 
 
 def adopt(extras: list, collection) -> None:
@@ -113,19 +112,53 @@ def adopt(extras: list, collection) -> None:
             collection.objects.link(obj)
 
 
+def _count(n, one: str, many: str = "") -> str:
+    n = int(n or 0)
+    return f"{n:,}".replace(",", " ") + " " + (one if n == 1 else many or one + "s")
+
+
+def qa_rows(qa: dict) -> list[tuple[str, str]]:
+    """The measured quality (finish.measure) as (text, icon) rows: the Selected Result panel's box; qa_line
+    is the same facts on one line."""
+    if not qa:
+        return []
+    if "failed" in qa:
+        return [(f"Finishing failed at {qa['failed']}", "ERROR")]
+    holes = "watertight" if qa.get("watertight") else (
+        f"{_count(qa.get('boundary_edges'), 'open edge')}, {_count(qa.get('non_manifold_edges'), 'non-manifold edge')}")
+    rows = [(f"{_count(qa.get('triangles'), 'triangle')} · {_count(qa.get('vertices'), 'vertex', 'vertices')}",
+             "MESH_DATA"), (f"{_count(qa.get('parts'), 'part')} · {holes}", "MESH_ICOSPHERE")]
+    size = " × ".join(f"{v:.3g}" for v in qa.get("size_m") or ())
+    if size:
+        rows.append((f"{size} m", "FIXED_SIZE"))
+    texture = qa.get("texture_px") or []
+    density = f"{float(qa.get('texel_density') or 0):.0f} texels/m"
+    rows.append((f"{texture[0]}×{texture[-1]} px · {density}" if texture else density, "TEXTURE"))
+    removed = qa.get("removed") or {}
+    if any(removed.values()):
+        rows.append((f"Removed {_count(removed.get('welded_vertices'), 'welded vertex', 'welded vertices')}, "
+                     f"{_count(removed.get('dropped_parts'), 'part')}, "
+                     f"{_count(removed.get('interior_faces'), 'interior face')}", "TRASH"))
+    if qa.get("lod_triangles"):
+        rows.append(("LODs " + " / ".join(_count(t, "triangle") for t in qa["lod_triangles"]), "MOD_DECIM"))
+    if qa.get("low_triangles"):
+        rows.append((f"Low-poly {_count(qa['low_triangles'], 'triangle')}", "MESH_CUBE"))
+    return rows
+
+
 def qa_line(qa: dict) -> str:
-    """One line for the CLI and the panel: triangles, parts, holes, size, texel density, LODs, low-poly."""
+    """One line for the CLI: the rows of qa_rows, shortest form (triangles, parts, holes, size, texel
+    density, LODs, low-poly)."""
     if not qa:
         return "not measured"
     if "failed" in qa:
         return f"finishing failed: {qa['failed']}"
+    holes = "watertight" if qa.get("watertight") else _count(qa.get("boundary_edges"), "open edge")
     size = " × ".join(f"{v:.3g}" for v in qa.get("size_m") or ())
-    parts = [f"{qa.get('triangles', 0):,} triangles".replace(",", " "),
-             f"{qa.get('parts', 0)} part{'' if qa.get('parts') == 1 else 's'}",
-             "watertight" if qa.get("watertight") else f"{qa.get('boundary_edges', 0)} open edges",
-             f"{size} m" if size else "", f"{qa.get('texel_density', 0):.0f} texels/m"]
+    parts = [_count(qa.get("triangles"), "triangle"), _count(qa.get("parts"), "part"), holes,
+             f"{size} m" if size else "", f"{float(qa.get('texel_density') or 0):.0f} texels/m"]
     if qa.get("lod_triangles"):
-        parts.append("LODs " + "/".join(str(n) for n in qa["lod_triangles"]))
+        parts.append("LODs " + "/".join(str(int(n)) for n in qa["lod_triangles"]))
     if qa.get("low_triangles"):
-        parts.append(f"low-poly {qa['low_triangles']}")
+        parts.append(f"low-poly {int(qa['low_triangles'])}")
     return ", ".join(p for p in parts if p)

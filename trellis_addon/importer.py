@@ -1,15 +1,18 @@
 """Bring a finished job's GLB files into the scene with Blender's glTF importer and place them."""
 from __future__ import annotations
 
+import json
 import os
 
 import bpy
 from mathutils import Vector
 
-from .record import OBJECT_PROPERTY, Record
+from .finish import roots as top_level
+from .record import OBJECT_PROPERTY, QA_PROPERTY, ROLE, ROLES, Record, valid_qa
 
 COLLECTION_NAME = "TRELLIS"
 SPACING = 1.25  # results side by side, in multiples of the widest result
+SNAPSHOT_SIZE_FACTOR, SNAPSHOT_SLACK = 8, 256 << 20  # a snapshot .blend above 8× its GLB + 256 MiB is refused
 
 
 def trellis_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
@@ -59,13 +62,13 @@ def import_glb(context, filepath: str, snapshot: bool = False, key: str = "") ->
     key: append the finished snapshot of that key where there is one (else as without)."""
     if snapshot and key and fresh_snapshot(filepath, key):
         try:
-            return _append_snapshot(context, snapshot_path(filepath, key))
+            return _append_snapshot(context, snapshot_path(filepath, key), filepath)
         except Exception as exc:  # unreadable or from elsewhere: finished again from the import
             print(f"TRELLIS: snapshot {os.path.basename(snapshot_path(filepath, key))} not used ({exc})")
     snap = snapshot_path(filepath) if snapshot else ""
     if snap and fresh_snapshot(filepath):
         try:
-            return _append_snapshot(context, snap)
+            return _append_snapshot(context, snap, filepath)
         except Exception as exc:  # unreadable or from elsewhere: the GLB is the truth
             print(f"TRELLIS: snapshot {os.path.basename(snap)} not used ({exc}), importing the GLB")
     before = set(bpy.data.objects)
@@ -90,9 +93,69 @@ def write_snapshot(path: str, ids: set) -> None:
             os.remove(tmp)
 
 
-def _append_snapshot(context, path: str) -> list[bpy.types.Object]:
+SNAPSHOT_OBJECTS = 64  # a result, its parts, LODs and low-poly: a snapshot with more is not ours
+SNAPSHOT_TYPES = {"MESH", "EMPTY"}
+
+
+def _id_collections() -> list[str]:
+    return [p.identifier for p in bpy.types.BlendData.bl_rna.properties
+            if p.type == "COLLECTION" and p.identifier not in ("window_managers", "workspaces", "screens")]
+
+
+def _all_ids() -> set:
+    return {id_ for name in _id_collections() for id_ in getattr(bpy.data, name)}
+
+
+def _drivers(id_) -> bool:
+    blocks = [id_, getattr(id_, "node_tree", None), getattr(id_, "shape_keys", None)]
+    return any(getattr(b, "animation_data", None) is not None and len(b.animation_data.drivers) for b in blocks)
+
+
+def _valid_qa_text(text) -> bool:
+    try:
+        return isinstance(text, str) and len(text) < 1 << 16 and valid_qa(json.loads(text))
+    except ValueError:
+        return False
+
+
+def snapshot_problem(new: set, objects: list) -> str:
+    """Why appended datablocks are not what the background Blender writes ("" when they are): a history
+    folder another process edited may hold any .blend. Only meshes and empties without modifiers,
+    constraints or drivers, packed images, no texts, scripts or links to other files."""
+    if len(objects) > SNAPSHOT_OBJECTS:
+        return f"{len(objects)} objects"
+    for id_ in new:
+        kind = type(id_).__name__
+        if isinstance(id_, (bpy.types.Text, bpy.types.Library)):
+            return f"a {kind} ({id_.name})"
+        if id_.library is not None:
+            return f"{id_.name} is linked from another file"
+        if _drivers(id_):
+            return f"drivers on {id_.name}"
+        if isinstance(id_, bpy.types.Object):
+            if id_.type not in SNAPSHOT_TYPES or len(id_.modifiers) or len(id_.constraints):
+                return (f"{id_.name}: {id_.type.lower()}, {len(id_.modifiers)} modifiers, "
+                        f"{len(id_.constraints)} constraints")
+            if id_.get(ROLE) is not None and id_.get(ROLE) not in ROLES:
+                return f"{id_.name} has an unknown role"
+            if id_.get(QA_PROPERTY) is not None and not _valid_qa_text(id_.get(QA_PROPERTY)):
+                return f"{id_.name}'s measured quality is not one the background Blender writes"
+        if isinstance(id_, bpy.types.Image) and id_.source == "FILE" and id_.packed_file is None:
+            return f"image {id_.name} reads a file ({id_.filepath})"
+        tree = id_ if isinstance(id_, bpy.types.NodeTree) else getattr(id_, "node_tree", None)
+        if tree is not None and any(n.bl_idname == "ShaderNodeScript" for n in tree.nodes):
+            return f"a script node in {id_.name}"
+    return ""
+
+
+def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.Object]:
     """Its objects appended and linked into the active collection, its collections (a finished result's
-    LODs) as children of it, their objects inside them."""
+    LODs) as children of it, their objects inside them. A snapshot that is too big for its GLB, or that
+    holds more than the background Blender writes (snapshot_problem), is refused: RuntimeError, with
+    everything it brought removed again."""
+    if glb_path and os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
+        raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
+    before = _all_ids()
     with bpy.data.libraries.load(path, link=False) as (src, dst):
         dst.objects = list(src.objects)
         dst.collections = list(src.collections)
@@ -101,8 +164,11 @@ def _append_snapshot(context, path: str) -> list[bpy.types.Object]:
     same = os.path.normpath(os.path.abspath(path))
     for lib in [lib for lib in bpy.data.libraries if os.path.normpath(bpy.path.abspath(lib.filepath)) == same]:
         bpy.data.libraries.remove(lib)  # appended data is local: no reference to the file stays
-    if not objects:
-        raise RuntimeError("no objects in it")
+    new = _all_ids() - before
+    problem = "no objects in it" if not objects else snapshot_problem(new, objects)
+    if problem:
+        bpy.data.batch_remove(new)
+        raise RuntimeError(problem)
     for coll in collections:
         context.collection.children.link(coll)
     for obj in objects:
@@ -127,6 +193,11 @@ def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:
     return Vector(map(min, *points)), Vector(map(max, *points))
 
 
+def result_name(name: str, index: int, count: int) -> str:
+    """What place_results calls result `index` of `count` (the background Blender names it the same)."""
+    return name if count == 1 else f"{name}.{index + 1:02d}"
+
+
 def place_results(context, groups: list[list[bpy.types.Object]], name: str, record: Record,
                   target_size: float | list = 0.0, anchor: bpy.types.Object | None = None,
                   followers: list | None = None) -> list[bpy.types.Object]:
@@ -143,13 +214,13 @@ def place_results(context, groups: list[list[bpy.types.Object]], name: str, reco
     followers = followers or [[] for _ in groups]
     for index, objects in enumerate(groups):
         target_size = sizes_wanted[index]
-        roots = [o for o in objects if o.parent is None or o.parent not in objects]
+        roots = top_level(objects)
         for obj in objects:
             for c in list(obj.users_collection):
                 c.objects.unlink(obj)
             coll.objects.link(obj)
         for i, root in enumerate(roots):
-            root.name = name if len(groups) == 1 and i == 0 else f"{name}.{index + 1:02d}"
+            root.name = result_name(name, index, len(groups)) if i == 0 else f"{name}.{index + 1:02d}"
             root[OBJECT_PROPERTY] = record.for_object(index)
         lo, hi = _world_bounds(objects)
         longest = max(hi - lo) if hi != lo else 0.0

@@ -12,10 +12,52 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 OBJECT_PROPERTY = "trellis2"  # JSON string on each imported root object
+QA_PROPERTY = "trellis2_qa"  # on a finished result's root object: its qa as JSON (valid_qa)
+ROLE = "trellis2_part"  # on a LOD: "lod"; on the baked low-poly: "low"; absent on the result itself
+ROLES = ("lod", "low")
 
 
 class RecordError(ValueError):
     pass
+
+
+QA_COUNTS = ("triangles", "vertices", "parts", "boundary_edges", "non_manifold_edges")
+QA_REMOVED = ("welded_vertices", "dropped_parts", "interior_faces")
+QA_PREVIEWS = ("rendered", "proxy", "image", "pending", "none")
+QA_MAX_COUNT = 1 << 40
+QA_MAX_LODS = 8
+
+
+def _qa_count(value) -> bool:
+    return type(value) is int and 0 <= value < QA_MAX_COUNT
+
+
+def _qa_number(value) -> bool:
+    return type(value) in (int, float) and 0 <= value < 1e12
+
+
+def valid_qa(qa) -> bool:
+    """Whether qa has the shape measure() and the pipeline give it (read back from a snapshot, a History
+    record or an object another process wrote): known keys only, counts, sizes and names in range."""
+    if not isinstance(qa, dict) or len(qa) > 32:
+        return False
+    if "failed" in qa:
+        return set(qa) == {"failed"} and isinstance(qa["failed"], str) and len(qa["failed"]) <= 1000
+    known = set(QA_COUNTS) | {"watertight", "size_m", "texture_px", "texel_density", "removed",
+                              "lod_triangles", "low_triangles", "preview"}
+    if not set(qa) <= known or not set(QA_COUNTS) <= set(qa):
+        return False
+    lists = {"size_m": (3, _qa_number), "texture_px": (2, _qa_count), "lod_triangles": (QA_MAX_LODS, _qa_count)}
+    for key, (most, ok) in lists.items():
+        value = qa.get(key, [])
+        if not isinstance(value, list) or len(value) > most or not all(ok(v) for v in value):
+            return False
+    removed = qa.get("removed", {})
+    return (all(_qa_count(qa[k]) for k in QA_COUNTS) and type(qa.get("watertight", False)) is bool
+            and _qa_number(qa.get("texel_density", 0)) and _qa_count(qa.get("low_triangles", 0))
+            and qa.get("preview", "none") in QA_PREVIEWS
+            and isinstance(removed, dict) and set(removed) <= set(QA_REMOVED)
+            and all(_qa_count(v) for v in removed.values()))
 
 
 @dataclass
@@ -95,8 +137,8 @@ class Record:
                 raise RecordError(f"field {f.name!r} is not a finite number")
             if f.name == "files" and not all(isinstance(v, str) for v in value):
                 raise RecordError("field 'files' must list file names")
-            if f.name == "qa" and not all(isinstance(v, dict) for v in value):
-                raise RecordError("field 'qa' must list one object per result")
+            if f.name == "qa" and not all(v == {} or valid_qa(v) for v in value):
+                raise RecordError("field 'qa' must list one measured quality per result")
             if f.name == "seeds" and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 raise RecordError("field 'seeds' must list whole numbers")
             out[f.name] = float(value) if float in kinds and isinstance(value, int) else value

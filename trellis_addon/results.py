@@ -13,7 +13,7 @@ import bpy
 
 from ..backend import glb
 from . import finish, finishing, history, importer, prefs, spending
-from .record import OBJECT_PROPERTY, Record
+from .record import OBJECT_PROPERTY, Record, valid_qa
 from .paths import EXTENSION_ROOT
 from .queue import DONE, Job, manager, submit_io
 from .request import RequestError
@@ -25,14 +25,22 @@ def addon_version() -> str:
         return tomllib.load(f)["version"]
 
 
-def persist_record(job: Job) -> None:
-    """record.json in the job's folder, synchronously: on disk before the import starts. Holds what
-    was sent and what came back, never a key."""
+def persist_record(job: Job, wait: bool = True) -> None:
+    """record.json in the job's folder: synchronously (wait) so that it is on disk before the import
+    starts, or on the file thread (the rewrite with the measured quality). Holds what was sent and what
+    came back, never a key."""
     if job.from_cache:
         return  # the entry it came from has its record
     record = job.record()
     record.addon_version, record.finished = addon_version(), time.time()
-    history.write_json_atomic(os.path.join(job.output_dir, history.RECORD), record.to_json())
+    if wait:
+        _write_record(job.output_dir, record.to_json())
+    else:
+        submit_io(_write_record, job.output_dir, record.to_json())
+
+
+def _write_record(folder: str, data: dict) -> None:
+    history.write_json_atomic(os.path.join(folder, history.RECORD), data)
     history.history.invalidate()
 
 
@@ -56,7 +64,7 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
             objects = importer.import_glb(context, path, snapshot=True, key=plan[index]["key"] if plan else "")
             created.extend(objects)
             main, more, measured = finishing.split(objects)
-            if measured is None and index < len(done_there) and isinstance(done_there[index], dict) \
+            if measured is None and index < len(done_there) and valid_qa(done_there[index]) \
                     and "failed" in done_there[index]:
                 measured = done_there[index]  # finishing failed there: the raw result, not finished again here
             groups.append(main)
@@ -129,8 +137,7 @@ def _record_qa(job: Job, roots: list) -> None:
         if record is not None:
             record.qa = job.qa
             root[OBJECT_PROPERTY] = json.dumps(record.to_json())
-    if not job.from_cache:
-        persist_record(job)
+    persist_record(job, wait=bpy.app.background)  # in the UI on the file thread: the main thread only appends
 
 
 def finish_quote(job: Job) -> str:

@@ -135,6 +135,24 @@ def test_preview_from_the_input_image(fin, raw):
     assert np.array(obj.preview.image_pixels_float[:]).reshape(-1, 4)[:, :3].std() > 0.01
 
 
+def test_a_big_result_is_previewed_by_its_smallest_lod_or_the_image(fin, raw, monkeypatch):
+    """Above PREVIEW_TRIANGLES the render (its time grows with the mesh) is made from the smallest LOD and
+    copied; with no copy that small, the input image."""
+    obj, _ = raw
+    asset = mod("trellis_addon.finish.asset")
+    monkeypatch.setattr(asset, "PREVIEW_TRIANGLES", 1500)  # the result has 4 078 after cleanup, LOD2 ~1 020
+    report = fin.finish([obj], "mushroom", dict(schema.finish_defaults(), lod_levels=2, lod_ratio=0.5),
+                        preview_image=EXAMPLE_IMAGE)
+    smallest = report["lods"][-1]
+    assert len(smallest.data.polygons) <= 1500 < len(report["lods"][0].data.polygons)
+    assert report["preview"] in ("proxy", "image") and report["qa"].get("preview") is None
+    assert smallest.asset_data is None and all(lod.asset_data is None for lod in report["lods"])
+    alpha = np.array(obj.preview.image_pixels_float[:])[3::4]
+    assert obj.preview.image_size[0] > 0 and alpha.any()
+    monkeypatch.setattr(asset, "PREVIEW_TRIANGLES", 10)
+    assert asset.mark_asset(obj, None, {}, EXAMPLE_IMAGE, triangles=4078, proxies=report["lods"]) == "image"
+
+
 def test_inner_shell_goes_only_with_remove_interior(fin, raw):
     obj, design = raw
     report = run(fin, obj, remove_interior=True, mark_asset=False)

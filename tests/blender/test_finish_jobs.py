@@ -153,7 +153,8 @@ def test_a_failing_step_keeps_the_result_and_says_which(defects, monkeypatch):
     assert len(obj.data.polygons) == sum(defects[1][k] for k in ("outer", "inner", "floater")), "in the scene"
 
 
-def test_the_background_blender_finishes_and_the_main_thread_appends(builder, defects, monkeypatch):  # noqa: F811
+def test_the_background_blender_finishes_and_the_main_thread_appends(builder, defects, monkeypatch,  # noqa: F811
+                                                                    capsys):
     texts = []
     task = mod("trellis_addon.queue.builder").Task
     original = task.deliver
@@ -164,6 +165,7 @@ def test_the_background_blender_finishes_and_the_main_thread_appends(builder, de
     key = finishing.specs(job)[0]["key"]
     assert os.path.isfile(importer.snapshot_path(job.result["files"][0], key)), "finished there"
     assert "Making LODs" in texts and "Cleaning up" in texts, texts
+    assert "not used" not in capsys.readouterr().out, "the finished snapshot passes the snapshot check"
     check_finished(obj, job, size=2.0)
     lod = bpy.data.objects["mushroom_LOD1"]
     assert lod.users_collection[0].name == "mushroom LODs" and lod.get("trellis2") is None
@@ -234,15 +236,32 @@ def test_finish_settings_are_scene_properties_and_preset_fields(scene):
     assert scene.trellis2.to_finish() == schema.finish_defaults()
 
 
+QA = {"triangles": 10, "vertices": 8, "parts": 1, "boundary_edges": 0, "non_manifold_edges": 0, "watertight": True,
+      "size_m": [1.0, 0.5, 0.8], "texture_px": [1024, 1024], "texel_density": 700.0,
+      "removed": {"welded_vertices": 3, "dropped_parts": 1, "interior_faces": 0}, "lod_triangles": [5, 2],
+      "low_triangles": 4, "preview": "image"}
+
+
 def test_the_record_keeps_qa_per_result_and_checks_what_it_reads(addon):
     record_module = mod("trellis_addon.record")
     Record = record_module.Record
-    record = Record(seeds=[3, 4], qa=[{"triangles": 10}, {"triangles": 20}], finish={"origin": "KEEP"})
+    record = Record(seeds=[3, 4], qa=[QA, dict(QA, triangles=20)], finish={"origin": "KEEP"})
     second = Record.from_text(record.for_object(1))
-    assert (second.seed, second.index, second.result_qa(), second.finish) == (4, 1, {"triangles": 20},
+    assert (second.seed, second.index, second.result_qa(), second.finish) == (4, 1, dict(QA, triangles=20),
                                                                               {"origin": "KEEP"})
     assert Record.from_json({"qa": {}}).qa == [], "a record from before qa was per result"
+    assert Record.from_json({"qa": [{}, {"failed": "bake: no UVs"}]}).qa[1] == {"failed": "bake: no UVs"}
     assert Record().result_qa() == {}
-    for bad in ({"qa": [1]}, {"qa": "x"}, {"finish": []}, {"index": "0"}):
+    hostile = [dict(QA, triangles="lots"), dict(QA, triangles=True), dict(QA, triangles=-1), dict(QA, extra=1),
+               dict(QA, size_m="x"), dict(QA, size_m=[1, 2, 3, 4]), dict(QA, watertight=1),
+               dict(QA, preview="<b>"), dict(QA, lod_triangles=list(range(9))), dict(QA, removed={"x": 1}),
+               dict(QA, texel_density=float("inf")), {"failed": 3}, {"failed": "x" * 2000}, {"vertices": 1}]
+    for bad in [{"qa": [1]}, {"qa": "x"}, {"finish": []}, {"index": "0"}] + [{"qa": [q]} for q in hostile]:
         with pytest.raises(record_module.RecordError):
             Record.from_json(bad)
+    finishing = mod("trellis_addon.finishing")
+    rows = [text for text, _ in finishing.qa_rows(dict(QA, triangles=1, vertices=3, parts=2, watertight=False,
+                                                                 boundary_edges=1, non_manifold_edges=0))]
+    assert rows[:2] == ["1 triangle · 3 vertices", "2 parts · 1 open edge, 0 non-manifold edges"], rows
+    assert finishing.qa_line(QA) == ("10 triangles, 1 part, watertight, 1 × 0.5 × 0.8 m, 700 texels/m, "
+                                     "LODs 5/2, low-poly 4")

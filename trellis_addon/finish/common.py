@@ -82,3 +82,8 @@ def face_parts(mesh, vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, 
 
 def mesh_objects(objects) -> list:
     return [o for o in objects if o.type == "MESH" and o.data is not None]
+
+
+def roots(objects) -> list:
+    """The objects whose parent is not among them (a result's top level)."""
+    return [o for o in objects if o.parent is None or o.parent not in objects]

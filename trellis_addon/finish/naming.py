@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from .common import mesh_objects
+from .common import mesh_objects, roots as top_level
 
 # Principled BSDF (and glTF settings group) inputs -> channel word
 _SOCKETS = {"Base Color": "basecolor", "Alpha": "alpha", "Metallic": "metallic", "Roughness": "roughness",
@@ -62,7 +62,7 @@ def name_result(objects, name: str) -> dict:
             done[old] = block.name
 
     meshes = mesh_objects(objects)
-    roots = [o for o in objects if o.parent is None or o.parent not in objects]
+    roots = top_level(objects)
     for i, obj in enumerate(roots + [o for o in objects if o not in roots and o.type != "MESH"]):
         rename(obj, name if i == 0 else f"{name}_{i}")
     materials = []

@@ -6,7 +6,7 @@ import bpy
 from mathutils import Vector
 
 from . import asset, bake, cleanup, lods, naming, qa, transform
-from .common import FinishCancelled, FinishError, mesh_objects
+from .common import FinishCancelled, FinishError, mesh_objects, roots as top_level
 
 STAGES = (("naming", "Naming"), ("cleanup", "Cleaning up"), ("interior", "Removing interior"),
           ("scale", "Fitting size"), ("origin", "Setting origin"), ("qa", "Measuring"),
@@ -48,7 +48,7 @@ def _fit(objects, target_size: float, anchor: Vector) -> None:
     longest = max(hi - lo)
     if longest <= 0:
         return
-    roots = [o for o in objects if o.parent is None or o.parent not in objects]
+    roots = top_level(objects)
     factor = target_size / longest if target_size > 0 else 1.0
     for root in roots:
         root.scale *= factor
@@ -118,7 +118,9 @@ def finish(objects, name: str, settings: dict, target_size: float = 0.0, context
         report["qa"]["low_triangles"] = count
 
     def run_asset():
-        report["preview"] = asset.mark_asset(objects[0], record, settings, preview_image, render_preview)
+        proxies = list(report["lods"]) + ([report["low"]] if report["low"] is not None else [])
+        report["preview"] = asset.mark_asset(objects[0], record, settings, preview_image, render_preview,
+                                             report["qa"].get("triangles", 0), proxies)
 
     def undo_asset():
         if objects[0].asset_data is not None:

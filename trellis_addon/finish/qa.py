@@ -80,3 +80,4 @@ def measure(objects) -> dict:
     density = (px[0] * px[1] * min(uv_area, 1.0) / area) ** 0.5 if area > 0 else 0.0
     return dict(totals, watertight=totals["boundary_edges"] == 0 and totals["non_manifold_edges"] == 0,
                 size_m=[round(float(v), 6) for v in hi - lo], texture_px=px, texel_density=round(density, 3))
+

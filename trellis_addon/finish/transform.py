@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from mathutils import Matrix, Vector
 
-from .common import positions
+from .common import positions, roots
 
 ORIGINS = ("BOTTOM", "CENTER", "KEEP")
 
@@ -18,10 +18,6 @@ def world_matrix(obj) -> Matrix:
         matrix = obj.parent.matrix_basis @ obj.matrix_parent_inverse @ matrix
         obj = obj.parent
     return matrix
-
-
-def _roots(objects) -> list:
-    return [o for o in objects if o.parent is None or o.parent not in objects]
 
 
 def _private_mesh(obj):
@@ -42,7 +38,7 @@ def apply_scale(objects) -> None:
             bake(child, Vector(a * b for a, b in zip(scale, child.scale)))
             child.scale = (1, 1, 1)
 
-    for root in _roots(objects):
+    for root in roots(objects):
         scale = root.scale.copy()
         root.scale = (1, 1, 1)
         bake(root, scale)
@@ -73,7 +69,7 @@ def set_origin(objects, where: str) -> Vector | None:
     target = (lo + hi) / 2
     if where == "BOTTOM":
         target.z = lo.z
-    for root in _roots(objects):
+    for root in roots(objects):
         basis = root.matrix_basis.copy()
         parent = world_matrix(root.parent) @ root.matrix_parent_inverse if root.parent else Matrix()
         local = (parent @ basis).inverted() @ target  # the new origin in the root's own space

@@ -54,6 +54,7 @@ class Job:
         self.qa: list[dict] = []  # per result, once imported (Record.qa)
         self.built: dict = {}  # the background Blender's import answer (snapshots, qa, library files)
         self.library_files: list[str] = []  # the asset library .blend files written for it
+        self.finish_plan: tuple | None = None  # (result files, finishing.specs of them): made once
         self.parts: list[list[str]] = []  # per result, once imported: its objects' names, LODs and low-poly too
         self.anchor = anchor  # name of the object the result is placed next to ("": the 3D cursor)
         self.options = options or {}

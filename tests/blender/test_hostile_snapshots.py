@@ -1,0 +1,126 @@
+"""A snapshot .blend beside a result's GLB is appended instead of importing the GLB (raw or finished). A
+history folder is outside data: another process or a person may have put any .blend there. Each crafted
+snapshot here is refused, everything it brought is removed again, and the GLB is imported (and the
+snapshot written anew); nothing of it stays in the file."""
+import json
+import os
+
+import bpy
+import pytest
+
+from backend import glb, png
+from conftest import EXAMPLE_IMAGE, mod
+from servers import meshes
+
+KINDS = ["modifier", "constraint", "driver", "camera", "external_image", "script_node", "linked", "bad_qa",
+         "bad_role", "many_objects", "too_big"]
+
+
+def _evil_object(name="mushroom"):
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+    return bpy.data.objects.new(name, mesh)
+
+
+def _material_with(obj, node_type):
+    mat = bpy.data.materials.new("evil_material")
+    if bpy.app.version < (5, 0, 0):
+        mat.use_nodes = True  # always on from 5.0
+    node = mat.node_tree.nodes.new(node_type)
+    obj.data.materials.append(mat)
+    return node
+
+
+def write_hostile(path: str, kind: str, tmp_path) -> None:
+    """A .blend at path as a hostile snapshot of `kind`; nothing of it left in this session."""
+    before = {id_ for coll in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.images,
+                               bpy.data.texts, bpy.data.cameras, bpy.data.libraries) for id_ in coll}
+    obj = _evil_object()
+    ids = {obj}
+    if kind == "modifier":
+        obj.modifiers.new("freeze", "SUBSURF").levels = 6
+    elif kind == "constraint":
+        obj.constraints.new("COPY_LOCATION")
+    elif kind == "driver":
+        obj.driver_add("location", 0).driver.expression = "__import__('os').getpid()"
+    elif kind == "camera":
+        ids = {bpy.data.objects.new("mushroom", bpy.data.cameras.new("evil_camera"))}
+    elif kind == "external_image":
+        _material_with(obj, "ShaderNodeTexImage").image = bpy.data.images.load(EXAMPLE_IMAGE)
+    elif kind == "script_node":
+        node = _material_with(obj, "ShaderNodeScript")
+        node.mode, node.script = "INTERNAL", bpy.data.texts.new("evil.osl")
+    elif kind == "linked":
+        other = str(tmp_path / "other.blend")
+        bpy.data.libraries.write(other, {obj.data}, fake_user=True)
+        with bpy.data.libraries.load(other, link=True) as (src, dst):
+            dst.meshes = list(src.meshes)
+        obj.data = dst.meshes[0]
+    elif kind == "bad_qa":
+        obj["trellis2_qa"] = json.dumps({"triangles": "lots", "size_m": "<script>"})
+    elif kind == "bad_role":
+        obj["trellis2_part"] = "boss"
+    elif kind == "many_objects":
+        ids |= {bpy.data.objects.new(f"evil_empty{i}", None) for i in range(100)}
+    bpy.data.libraries.write(path, ids, path_remap="ABSOLUTE" if kind == "linked" else "NONE", fake_user=False)
+    after = {id_ for coll in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.images,
+                              bpy.data.texts, bpy.data.cameras, bpy.data.libraries) for id_ in coll}
+    bpy.data.batch_remove(after - before)
+    os.utime(path)  # newer than the GLB: it is taken for a fresh snapshot
+
+
+@pytest.fixture()
+def result(scene, tmp_path):
+    """A result's GLB in a job folder (the defect mesh: 'geometry_0' as TRELLIS.2 names it)."""
+    folder = tmp_path / "job"
+    folder.mkdir()
+    path = str(folder / "result.glb")
+    meshes.defect_glb(glb, png, path)
+    return path
+
+
+def _everything() -> set:
+    importer = mod("trellis_addon.importer")
+    return {id_ for name in importer._id_collections() for id_ in getattr(bpy.data, name)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("finished", [False, True], ids=["raw", "finished"])
+def test_a_crafted_snapshot_is_refused_and_the_glb_imported(result, kind, finished, tmp_path, capsys,
+                                                            monkeypatch):
+    importer = mod("trellis_addon.importer")
+    key = "0123456789ab" if finished else ""
+    snap = importer.snapshot_path(result, key)
+    write_hostile(snap, kind, tmp_path)
+    if kind == "too_big":
+        monkeypatch.setattr(importer, "SNAPSHOT_SIZE_FACTOR", 0)
+        monkeypatch.setattr(importer, "SNAPSHOT_SLACK", 1024)
+    before = _everything()
+    objects = importer.import_glb(bpy.context, result, snapshot=True, key=key)
+    said = capsys.readouterr().out
+    assert f"snapshot {os.path.basename(snap)} not used" in said, said
+    assert [o.name for o in objects] == ["geometry_0"], "the GLB's object, imported"
+    new = _everything() - before
+    names = {id_.name for id_ in new}
+    assert not [n for n in names if n.startswith("evil")] and not any(
+        isinstance(id_, (bpy.types.Library, bpy.types.Text, bpy.types.Camera)) for id_ in new), names
+    assert not objects[0].modifiers and not objects[0].constraints and objects[0].animation_data is None
+    assert all(img.packed_file is not None for img in bpy.data.images if img.source == "FILE")
+    if not finished:  # the raw snapshot was written again from the import, and is taken next time
+        monkeypatch.undo()
+        for obj in objects:
+            bpy.data.objects.remove(obj)
+        again = importer.import_glb(bpy.context, result, snapshot=True)
+        assert "not used" not in capsys.readouterr().out
+        assert [o.name for o in again] == ["geometry_0"]
+
+
+def test_the_snapshot_the_import_writes_passes_the_check(result):
+    """What the add-on writes itself is never refused (the check is not too strict for a real result)."""
+    importer = mod("trellis_addon.importer")
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert os.path.isfile(importer.snapshot_path(result))
+    for obj in objects:
+        bpy.data.objects.remove(obj)
+    again = importer._append_snapshot(bpy.context, importer.snapshot_path(result), result)
+    assert [o.name for o in again] == ["geometry_0"] and not bpy.data.libraries
