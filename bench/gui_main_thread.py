@@ -64,7 +64,8 @@ def main() -> int:
               f"{run.get('qa_line')}")
     for name, stall in (data.get("stalls") or {}).items():  # nothing excluded
         print(f"main-thread stall, {name}: max {stall['max_ms']} ms (until the object is placed: "
-              f"{stall.get('max_until_placed_ms')} ms), p99 {stall['p99_ms']} ms, median "
+              f"{stall.get('max_until_placed_ms')} ms; while the background Blender imports and finishes: "
+              f"{stall.get('max_while_building_ms')} ms), p99 {stall['p99_ms']} ms, median "
               f"{stall['median_ms']} ms over {stall['ticks']} ticks ({stall['seconds']} s); longest (ms, job "
               f"state, s after the start): {stall['longest']}")
     return 0

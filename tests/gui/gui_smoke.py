@@ -68,11 +68,13 @@ def stall_window(name, start):
                   if a >= opened and b <= closed and not any(a < e and b > s for s, e in spans))
     gaps = [g for g, _, _ in kept]
     placing = [g for g, state, _ in kept if not state.startswith("done")] or [0.0]  # until the object is placed
+    building = [g for g, state, _ in kept if state.startswith("building")] or [0.0]  # the background Blender's part
     STALLS["windows"][opened_name] = {"ticks": len(gaps), "max_ms": round(max(gaps) * 1000, 1),
                                       "p99_ms": round(gaps[int(0.99 * (len(gaps) - 1))] * 1000, 1),
                                       "median_ms": round(gaps[len(gaps) // 2] * 1000, 1),
                                       "longest": [(round(g * 1000, 1), s, round(t, 2)) for g, s, t in kept[-4:]],
                                       "max_until_placed_ms": round(max(placing) * 1000, 1),
+                                      "max_while_building_ms": round(max(building) * 1000, 1),
                                       "seconds": round(closed - opened, 2)}
     STALLS["open"] = None
     result["stalls"] = STALLS["windows"]

@@ -30,7 +30,8 @@ trap cleanup EXIT
 
 chroot "$DIR" env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin DISPLAY=:99 LANG=C.UTF-8 \
   BLENDER_USER_RESOURCES=/tmp/trellis-gui/user TRELLIS_GUI_BENCH="${TRELLIS_GUI_BENCH:-}" \
-  TRELLIS_GUI_BENCH_HEAVY="${TRELLIS_GUI_BENCH_HEAVY:-}" TRELLIS_GUI_TIMEOUT="${TRELLIS_GUI_TIMEOUT:-600}" \
+  TRELLIS_GUI_BENCH_HEAVY="${TRELLIS_GUI_BENCH_HEAVY:-}" TRELLIS_GUI_BENCH_FINISH="${TRELLIS_GUI_BENCH_FINISH:-}" \
+  TRELLIS_GUI_TIMEOUT="${TRELLIS_GUI_TIMEOUT:-600}" \
   bash -c '
     Xvfb :99 -screen 0 1600x1000x24 -nolisten tcp >/tmp/trellis-gui/xvfb.log 2>&1 &
     xvfb=$!

@@ -97,11 +97,48 @@ class _MetallicAsEmission:
             color.default_value, strength.default_value = value, power
 
 
+class _ImagesUnlinked:
+    """While active: the low material's image nodes feed nothing, so Cycles does not read the images it
+    bakes into ("Circular dependency for image ..."); linked again after."""
+
+    def __init__(self, material):
+        self.tree, self.links = material.node_tree, []
+
+    def __enter__(self):
+        for link in [lk for lk in self.tree.links if lk.from_node.bl_idname == "ShaderNodeTexImage"]:
+            self.links.append((link.from_socket, link.to_socket))
+            self.tree.links.remove(link)
+        return self
+
+    def __exit__(self, *exc):
+        for from_socket, to_socket in self.links:
+            self.tree.links.new(from_socket, to_socket)
+
+
 def _saved_settings(scene) -> dict:
     bake = scene.render.bake
     return {(scene.render, "engine"): scene.render.engine, (scene.cycles, "samples"): scene.cycles.samples,
             (scene.cycles, "device"): scene.cycles.device, (scene.cycles, "use_denoising"): scene.cycles.use_denoising,
             (bake, "margin"): bake.margin}
+
+
+def _bake_passes(material, extrusion: float, margin: int, dense_materials, progress) -> None:
+    """Each of PASSES into its image node of the low material (made active), selected to active."""
+    for step, (channel, kind, _space, _socket) in enumerate(PASSES):
+        if progress:
+            progress(LABELS[channel], step / len(PASSES))
+        material.node_tree.nodes.active = material.node_tree.nodes[channel]
+        options = dict(type=kind, use_selected_to_active=True, cage_extrusion=extrusion,
+                       max_ray_distance=extrusion * 4, use_clear=True, margin=margin)
+        if kind == "DIFFUSE":
+            options["pass_filter"] = {"COLOR"}
+        if kind == "NORMAL":
+            options.update(normal_space="TANGENT", normal_r="POS_X", normal_g="POS_Y", normal_b="POS_Z")
+        if kind == "EMIT":
+            with _MetallicAsEmission(dense_materials):
+                bpy.ops.object.bake(**options)
+        else:
+            bpy.ops.object.bake(**options)
 
 
 def bake_low_poly(context, objects, name: str, faces: int, texture_size: int, collection,
@@ -128,21 +165,8 @@ def bake_low_poly(context, objects, name: str, faces: int, texture_size: int, co
         extrusion = max(hi - lo) * 0.02
         _select(context, dense + [low], low)
         dense_materials = {m for o in dense for m in o.data.materials if m is not None and m.node_tree}
-        for step, (channel, kind, _space, _socket) in enumerate(PASSES):
-            if progress:
-                progress(LABELS[channel], step / len(PASSES))
-            material.node_tree.nodes.active = material.node_tree.nodes[channel]
-            options = dict(type=kind, use_selected_to_active=True, cage_extrusion=extrusion,
-                           max_ray_distance=extrusion * 4, use_clear=True, margin=scene.render.bake.margin)
-            if kind == "DIFFUSE":
-                options["pass_filter"] = {"COLOR"}
-            if kind == "NORMAL":
-                options.update(normal_space="TANGENT", normal_r="POS_X", normal_g="POS_Y", normal_b="POS_Z")
-            if kind == "EMIT":
-                with _MetallicAsEmission(dense_materials):
-                    bpy.ops.object.bake(**options)
-            else:
-                bpy.ops.object.bake(**options)
+        with _ImagesUnlinked(material):
+            _bake_passes(material, extrusion, scene.render.bake.margin, dense_materials, progress)
         for image in images.values():
             image.pack()
     except Exception:
