@@ -1,9 +1,8 @@
 """Per-stage time of finishing a result: a 500 000-face GLB with 2048² textures (bench/import_ratio.py's
 write_test_glb, every vertex split as TRELLIS.2's are), imported with Blender's glTF importer, then
 trellis_addon.finish's stages one by one: naming, cleanup (weld + loose parts), interior removal, size and
-origin, QA, the asset mark (its preview from the input image: the result is above
-asset.PREVIEW_TRIANGLES), each LOD, the two preview renders it chooses between, and the Cycles bake of a
-low-poly at 1024² and 2048². Prints a Markdown table.
+origin, QA, the asset mark (its preview a Workbench render), each LOD, Blender's own preview render for
+comparison, and the Cycles bake of a low-poly at 1024² and 2048². Prints a Markdown table.
 
     .venv/bin/python bench/finish_stages.py [--faces 500000] [--texture 2048] [--bake-faces 20000]
         [--samples 16] [--bakes 1024 2048] [--quick]
@@ -78,11 +77,8 @@ def main() -> int:
     for level in range(1, args.lods + 1):
         previous = timed(f"LOD{level} (0.5 of the one before)",
                          lambda p=previous, n=level: lods.decimated_copy(p, f"bench_LOD{n}", 0.5, coll))
-    asset = importlib.import_module("bench_addon.finish.asset")
-    timed(f"asset preview rendered from LOD{args.lods} ({len(previous.data.polygons)} faces; used where it has "
-          f"at most {asset.PREVIEW_TRIANGLES})", lambda: asset._render_preview(obj, previous))
-    timed(f"asset preview rendered from the result itself (not done above {asset.PREVIEW_TRIANGLES} triangles)",
-          lambda: obj.asset_generate_preview())
+    timed("Blender's own asset preview of the result (asset_generate_preview; not used: the asset mark renders "
+          "with Workbench)", lambda: obj.asset_generate_preview())
     for size in args.bakes:
         timed(f"bake {size}² ({args.bake_faces} faces, {args.samples} samples, 4 passes)",
               lambda s=size: bake.bake_low_poly(bpy.context, [obj], f"bench{s}", args.bake_faces, s,

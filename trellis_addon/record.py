@@ -23,7 +23,7 @@ class RecordError(ValueError):
 
 QA_COUNTS = ("triangles", "vertices", "parts", "boundary_edges", "non_manifold_edges")
 QA_REMOVED = ("welded_vertices", "dropped_parts", "interior_faces")
-QA_PREVIEWS = ("rendered", "proxy", "image", "pending", "none")
+QA_PREVIEWS = ("rendered", "image", "pending", "none")
 QA_MAX_COUNT = 1 << 40
 QA_MAX_LODS = 8
 

@@ -1,22 +1,25 @@
 """Asset Browser: mark a result (preview, catalog "TRELLIS", tags, a one-line description), save it as its
 own .blend into a library folder and register that folder once as an asset library.
 
-Previews: `ID.asset_generate_preview()` renders with OpenGL offscreen. It works in a `blender -b` process
-and the bpy module where an EGL/GPU context can be made (checked in bpy 4.2 and 5.0.1 here: a 128² render
-of the object); where it cannot, or the preview comes back empty in background mode, the preview is
-filled from `preview_image` (the input image) instead. In the UI the render is an asynchronous job.
-The render's time grows with the mesh: 31 s for a 500 000-face result, 2.3 s at 20 000 and 0.3 s for a
-cube in bpy 5.0.1 on 2 cores (software GL). So a result above PREVIEW_TRIANGLES is shown by its smallest
-LOD or low-poly within it (rendered, the pixels copied), and where it has none by the input image.
+Previews: where there is no window (the background Blender that finishes UI jobs, the CLI, scripts) the
+preview is a Workbench render of the result (`render_preview`: textures, studio light, transparent film,
+in a scene of its own) read into the object's preview; Blender's own `ID.asset_generate_preview()`
+takes 35 times as long for a 500 000-face result in software GL (bench/finish_stages.py). In the UI Blender's
+preview job renders it. Where no GPU context can be made, the preview is the input image.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+import tempfile
 import uuid
 
 import bpy
 import numpy as np
+from mathutils import Vector
+
+from .transform import world_bounds
 
 CATALOG_PATH = "TRELLIS"
 CATALOG_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/microsoft/TRELLIS.2/blender/catalog/TRELLIS"))
@@ -24,7 +27,6 @@ CATALOG_FILE = "blender_assets.cats.txt"
 LIBRARY_NAME = "TRELLIS"
 TAG_KEYS = ("backend", "model", "seed", "resolution")
 PREVIEW_SIZE = 128
-PREVIEW_TRIANGLES = 20000  # above: the preview is rendered from a smaller copy, or is the input image
 
 
 def tags_of(record: dict | None) -> list[str]:
@@ -71,36 +73,58 @@ def preview_from_image(obj, path: str, size: int = PREVIEW_SIZE) -> bool:
     return True
 
 
-def _render_preview(obj, source) -> bool:
-    """obj's preview rendered from source (obj itself, or a LOD / the low-poly: its pixels copied)."""
-    if source is not obj:
-        source.asset_mark()
+def render_preview(objects, path: str, size: int = PREVIEW_SIZE) -> bool:
+    """A size² PNG of objects at path: Blender's Workbench engine (textures, studio light, transparent
+    film) in a scene of its own, a camera looking down at the bounds from the front right; the scenes
+    of the file are not touched. False where it cannot render (no GPU context)."""
+    meshes = [o for o in objects if o.type == "MESH"]
+    if not meshes:
+        return False
+    lo, hi = world_bounds(meshes)  # from the bases: matrix_world may not be evaluated yet
+    centre, radius = (lo + hi) / 2, max((hi - lo).length / 2, 1e-6)
+    scene = bpy.data.scenes.new("TRELLIS preview")
+    camera = bpy.data.objects.new("TRELLIS preview camera", bpy.data.cameras.new("TRELLIS preview camera"))
     try:
-        source.asset_generate_preview()
+        for obj in meshes:
+            scene.collection.objects.link(obj)
+        scene.collection.objects.link(camera)
+        scene.camera = camera
+        lens = camera.data
+        lens.lens, lens.sensor_width = 50.0, 36.0
+        lens.clip_start, lens.clip_end = radius * 0.01, radius * 100
+        direction = Vector((1.0, -1.2, 0.8)).normalized()
+        distance = radius / math.sin(math.atan(lens.sensor_width / 2 / lens.lens)) * 0.85  # the box in the sphere
+        camera.location = centre + direction * distance
+        camera.rotation_euler = (-direction).to_track_quat("-Z", "Y").to_euler()
+        render = scene.render
+        render.engine = "BLENDER_WORKBENCH"
+        render.resolution_x = render.resolution_y = size
+        render.resolution_percentage = 100
+        render.film_transparent = True
+        render.image_settings.file_format, render.image_settings.color_mode = "PNG", "RGBA"
+        render.filepath = path
+        scene.display.render_aa = "FXAA"
+        shading = scene.display.shading
+        shading.light, shading.color_type = "STUDIO", "TEXTURE"
+        scene.view_settings.view_transform = "Standard"
+        bpy.ops.render.render(write_still=True, scene=scene.name)
     except RuntimeError as exc:  # no GPU context to render with
         print(f"TRELLIS: no rendered preview ({exc})")
-    if source is obj:
-        return not _preview_empty(obj)
-    try:
-        if _preview_empty(source):
-            return False
-        width, height = source.preview.image_size
-        pixels = np.empty(width * height * 4, np.float32)
-        source.preview.image_pixels_float.foreach_get(pixels)
-        preview = obj.preview_ensure()
-        preview.image_size = (width, height)
-        preview.image_pixels_float.foreach_set(pixels)
-        return True
+        return False
     finally:
-        source.asset_clear()
+        data = camera.data
+        bpy.data.scenes.remove(scene)
+        bpy.data.objects.remove(camera)
+        bpy.data.cameras.remove(data)
+    return os.path.isfile(path)
 
 
 def mark_asset(obj, record: dict | None, settings: dict, preview_image: str = "", render: bool = True,
-               triangles: int = 0, proxies=()) -> str:
+               objects=None) -> str:
     """Mark obj as an asset in the TRELLIS catalog with tags and a description; returns how its preview
-    was made: "rendered", "proxy" (rendered from the smallest of proxies, its LODs and low-poly, where obj
-    has more than PREVIEW_TRIANGLES triangles), "image" (from preview_image), "pending" (a UI job) or
-    "none". render=False: the preview is the image only."""
+    was made: "rendered" (render_preview of objects, the result's: obj where None), "image" (from
+    preview_image), "pending" (Blender's own preview job, in the UI) or "none". render=False: the
+    preview is the image only."""
     obj.asset_mark()
     data = obj.asset_data
     data.catalog_id = CATALOG_ID
@@ -109,14 +133,17 @@ def mark_asset(obj, record: dict | None, settings: dict, preview_image: str = ""
     for tag in tags_of(record):
         data.tags.new(tag, skip_if_exists=True)
     data.description = description_of(record, settings)
-    small = sorted((len(p.data.polygons), i, p) for i, p in enumerate(proxies)
-                   if p.type == "MESH" and len(p.data.polygons) <= PREVIEW_TRIANGLES)
-    source = obj if triangles <= PREVIEW_TRIANGLES else (small[0][2] if small else None)
-    if render and not bpy.app.background and source is obj:
+    if render and not bpy.app.background:
         obj.asset_generate_preview()  # in the UI an asynchronous job
         return "pending"
-    if render and source is not None and _render_preview(obj, source):
-        return "rendered" if source is obj else "proxy"
+    if render:
+        path = os.path.join(tempfile.gettempdir(), f"trellis-preview-{uuid.uuid4().hex}.png")
+        try:
+            if render_preview(objects or [obj], path) and preview_from_image(obj, path) and not _preview_empty(obj):
+                return "rendered"
+        finally:
+            if os.path.exists(path):
+                os.remove(path)
     return "image" if preview_from_image(obj, preview_image) else "none"
 
 

@@ -118,9 +118,7 @@ def finish(objects, name: str, settings: dict, target_size: float = 0.0, context
         report["qa"]["low_triangles"] = count
 
     def run_asset():
-        proxies = list(report["lods"]) + ([report["low"]] if report["low"] is not None else [])
-        report["preview"] = asset.mark_asset(objects[0], record, settings, preview_image, render_preview,
-                                             report["qa"].get("triangles", 0), proxies)
+        report["preview"] = asset.mark_asset(objects[0], record, settings, preview_image, render_preview, objects)
 
     def undo_asset():
         if objects[0].asset_data is not None:
