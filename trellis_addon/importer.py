@@ -95,6 +95,7 @@ def write_snapshot(path: str, ids: set) -> None:
 
 SNAPSHOT_OBJECTS = 64  # a result, its parts, LODs and low-poly: a snapshot with more is not ours
 SNAPSHOT_TYPES = {"MESH", "EMPTY"}
+FILE_SOURCES = {"FILE", "SEQUENCE", "MOVIE", "TILED"}  # an image of these reads files unless packed
 
 
 def _id_collections() -> list[str]:
@@ -140,7 +141,7 @@ def snapshot_problem(new: set, objects: list) -> str:
                 return f"{id_.name} has an unknown role"
             if id_.get(QA_PROPERTY) is not None and not _valid_qa_text(id_.get(QA_PROPERTY)):
                 return f"{id_.name}'s measured quality is not one the background Blender writes"
-        if isinstance(id_, bpy.types.Image) and id_.source == "FILE" and id_.packed_file is None:
+        if isinstance(id_, bpy.types.Image) and id_.source in FILE_SOURCES and id_.packed_file is None:
             return f"image {id_.name} reads a file ({id_.filepath})"
         tree = id_ if isinstance(id_, bpy.types.NodeTree) else getattr(id_, "node_tree", None)
         if tree is not None and any(n.bl_idname == "ShaderNodeScript" for n in tree.nodes):
