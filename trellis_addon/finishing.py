@@ -124,10 +124,11 @@ def qa_rows(qa: dict) -> list[tuple[str, str]]:
         return []
     if "failed" in qa:
         return [(f"Finishing failed at {qa['failed']}", "ERROR")]
-    holes = "watertight" if qa.get("watertight") else (
-        f"{_count(qa.get('boundary_edges'), 'open edge')}, {_count(qa.get('non_manifold_edges'), 'non-manifold edge')}")
+    holes = "watertight" if qa.get("watertight") else _count(qa.get("boundary_edges"), "open edge")
     rows = [(f"{_count(qa.get('triangles'), 'triangle')} · {_count(qa.get('vertices'), 'vertex', 'vertices')}",
              "MESH_DATA"), (f"{_count(qa.get('parts'), 'part')} · {holes}", "MESH_ICOSPHERE")]
+    if qa.get("non_manifold_edges"):  # a row of its own: the sidebar is narrow
+        rows.append((_count(qa["non_manifold_edges"], "non-manifold edge"), "ERROR"))
     size = " × ".join(f"{v:.3g}" for v in qa.get("size_m") or ())
     if size:
         rows.append((f"{size} m", "FIXED_SIZE"))

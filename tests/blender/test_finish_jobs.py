@@ -261,7 +261,8 @@ def test_the_record_keeps_qa_per_result_and_checks_what_it_reads(addon):
             Record.from_json(bad)
     finishing = mod("trellis_addon.finishing")
     rows = [text for text, _ in finishing.qa_rows(dict(QA, triangles=1, vertices=3, parts=2, watertight=False,
-                                                                 boundary_edges=1, non_manifold_edges=0))]
-    assert rows[:2] == ["1 triangle · 3 vertices", "2 parts · 1 open edge, 0 non-manifold edges"], rows
+                                                                 boundary_edges=1, non_manifold_edges=2))]
+    assert rows[:3] == ["1 triangle · 3 vertices", "2 parts · 1 open edge", "2 non-manifold edges"], rows
+    assert "non-manifold" not in " ".join(text for text, _ in finishing.qa_rows(QA)), "shown only when there are any"
     assert finishing.qa_line(QA) == ("10 triangles, 1 part, watertight, 1 × 0.5 × 0.8 m, 700 texels/m, "
                                      "LODs 5/2, low-poly 4")
