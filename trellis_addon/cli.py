@@ -6,21 +6,18 @@ Jobs run through the same queue and workers as the UI. main(argv) is the handler
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
-import time
 
 import bpy
 
 from ..backend import registry, schema
-from . import blocking, finish, request, results, spending
-from .image_input import IMAGE_EXTENSIONS
-from .outputs import Manifest, clear_results, export_results, print_qa, read_manifest
-from .queue import CANCELLED, DONE, FAILED, IMPORTING, flush_records, manager
+from . import batch, blocking, finish, request, results, spending
+from .batch import MANIFEST
+from .outputs import export_results, print_qa
+from .queue import DONE, IMPORTING, flush_records, manager
 
 COMMAND = "trellis"
-MANIFEST = "manifest.jsonl"
 ALIASES = {"lod_levels": ["--lods"]}  # the finish settings' short option names
 OUTPUTS = ", ".join(finish.FORMATS)
 _handle = None
@@ -115,30 +112,43 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quote", action="store_true",
                      help="print the provider's price for this request and generate nothing (Scenario's dry run)")
     _add_settings(gen)
-    batch = sub.add_parser("batch", help="every image in a folder or glob, one output each",
+    batch_cmd = sub.add_parser("batch", help="every image in a folder or glob, one output each",
                            description="Generate from many images. Writes OUTDIR/<image name>.glb and "
                                        f"OUTDIR/{MANIFEST} (one JSON line per input, as it goes). "
                                        "Exit code 0 when every input succeeded, 1 otherwise, 130 on Ctrl-C.")
-    batch.add_argument("inputs", metavar="FOLDER_OR_GLOB", help="a folder (its images) or a glob such as 'in/*.png'")
-    batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
-    batch.add_argument("--format", default="glb", choices=[f[1:] for f in finish.FORMATS if f != ".blend"],
+    batch_cmd.add_argument("inputs", metavar="FOLDER_OR_GLOB",
+                           help="a folder (its images) or a glob such as 'in/*.png'")
+    batch_cmd.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
+    batch_cmd.add_argument("--format", default="glb", choices=[f[1:] for f in finish.FORMATS if f != ".blend"],
                        help="file type of each finished result: OUTDIR/<image name>.<format> (default glb)")
-    batch.add_argument("--jobs", type=_jobs_count, default=1, metavar="N",
+    batch_cmd.add_argument("--jobs", type=_jobs_count, default=1, metavar="N",
                        help="jobs at once, 1 to 16 (default 1). Local GPU jobs run one at a time regardless")
-    batch.add_argument("--resume", action="store_true",
+    batch_cmd.add_argument("--import-workers", type=_workers_count, default=None, metavar="N",
+                       help="background Blenders that read the images and import and finish the results, N at "
+                            "once (0 to 16; 0: this Blender does it, one result at a time). Default: as many as "
+                            "--jobs, at most one per CPU core, where --jobs is more than 1, else 0")
+    batch_cmd.add_argument("--resume", action="store_true",
                        help="skip inputs the manifest lists as done whose outputs still exist")
-    _add_settings(batch)
+    _add_settings(batch_cmd)
     return parser
 
 
-def _jobs_count(text: str) -> int:
+def _count(text: str, low: int, high: int = 16) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number (1 to 16), got {text!r}") from None
-    if not 1 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (1 to 16)")
+        raise argparse.ArgumentTypeError(f"expected a whole number ({low} to {high}), got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
     return value
+
+
+def _jobs_count(text: str) -> int:
+    return _count(text, 1)
+
+
+def _workers_count(text: str) -> int:
+    return _count(text, 0)
 
 
 def overrides(args) -> dict:
@@ -175,7 +185,7 @@ def main(argv: list[str]) -> int:
         return int(exc.code or 0)
     try:
         with blocking.ctrl_c_interrupts():
-            return run_generate(args) if args.command == "generate" else run_batch(args)
+            return run_generate(args) if args.command == "generate" else batch.run(args, _scene_request(args))
     except request.RequestError as exc:
         print(f"trellis: error: {exc}", file=sys.stderr)
         return 1
@@ -228,123 +238,3 @@ def run_generate(args) -> int:
     for path in written:
         print(path)
     return 0
-
-
-def find_inputs(pattern: str) -> list[str]:
-    if os.path.isdir(pattern):
-        paths = [os.path.join(pattern, n) for n in os.listdir(pattern) if not n.startswith(".")]
-        paths = [p for p in paths if os.path.isfile(p)]
-    else:
-        paths = [p for p in glob.glob(pattern) if os.path.isfile(p)]
-    return sorted(os.path.abspath(p) for p in paths)
-
-
-def output_names(paths: list[str]) -> dict[str, str]:
-    """input -> output stem: the file name without extension, with it where two inputs share a stem."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    return {p: stem if stems.count(stem) == 1 else f"{stem}_{os.path.splitext(p)[1][1:].lower()}"
-            for p, stem in zip(paths, stems)}
-
-
-def run_batch(args) -> int:
-    outdir = os.path.abspath(args.output)
-    if not os.path.exists(args.inputs) and not glob.has_magic(args.inputs):
-        print(f"trellis: error: {args.inputs} does not exist", file=sys.stderr)
-        return 2
-    found = find_inputs(args.inputs)
-    if not found:
-        print(f"trellis: no files in {args.inputs}: nothing to do", file=sys.stderr)
-        return 1
-    os.makedirs(outdir, exist_ok=True)
-    wanted = _scene_request(args)
-    manager.prewarm(wanted["backend"])
-    names = output_names(found)
-    manifest = Manifest(os.path.join(outdir, MANIFEST))
-    previous = read_manifest(manifest.path) if args.resume else {}
-    pending, counts, costs, started = [], {"done": 0, "failed": 0, "unsupported": 0, "resumed": 0}, {}, time.time()
-    for path in found:
-        old = previous.get(path)
-        if old and old.get("state") == "done" and all(os.path.isfile(o) for o in old.get("output") or [None]):
-            counts["resumed"] += 1
-            print(f"trellis: {os.path.basename(path)}: done earlier, skipped (--resume)")
-        elif not path.lower().endswith(IMAGE_EXTENSIONS):
-            counts["unsupported"] += 1
-            reason = f"not an image type ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})"
-            manifest.write(input=path, output=[], state="skipped", error=reason)
-            print(f"trellis: {os.path.basename(path)}: skipped, {reason}", file=sys.stderr)
-        else:
-            pending.append(path)
-    total, running, finished_count = len(pending), {}, 0
-
-    def record(path, job, error=None, outputs=()):
-        nonlocal finished_count
-        finished_count += 1
-        result = (job.result or {}) if job else {}
-        if result.get("cost"):
-            costs[job.cost_unit] = costs.get(job.cost_unit, 0.0) + float(result["cost"])
-        state = "done" if error is None else "failed"
-        counts[state] += 1
-        manifest.write(input=path, output=list(outputs), state=state, backend=wanted["backend"],
-                       settings=job.settings if job else None, seed=result.get("seeds"),
-                       cost=result.get("cost"), cost_unit=job.cost_unit if job and result else None,
-                       qa=job.qa if job else [], asset_library_files=job.library_files if job else [],
-                       duration=round(job.elapsed, 3) if job else 0.0, error=error,
-                       job_folder=job.output_dir if job else None, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        where = f" -> {', '.join(outputs)}" if outputs else f": FAILED: {error}"
-        took = f" in {job.elapsed:.1f} s" if job else ""
-        print(f"trellis: [{finished_count}/{total}] {os.path.basename(path)}{took}{where}", flush=True)
-
-    interrupted = False
-    try:
-        while pending or running:
-            while pending and len(running) < 2 * args.jobs:  # a few prepared ahead, not the whole batch
-                path = pending.pop(0)
-                settings = wanted["settings"]
-                if settings["random_seed"]:  # a new seed per image
-                    settings = request.resolve_settings(settings, {})
-                try:
-                    job = request.prepare(request.Request(
-                        image=path, backend=wanted["backend"], settings=settings, target_size=wanted["target_size"],
-                        keep_image=False, force_new=args.force_new, finish=wanted["finish"],
-                        asset_library=wanted["asset_library"]))
-                except request.RequestError as exc:
-                    record(path, None, error=str(exc))
-                    continue
-                manager.enqueue(job, args.jobs)
-                running[job.id] = (path, job)
-            manager.poll_all(args.jobs)
-            for job_id, (path, job) in list(running.items()):
-                if job.state == IMPORTING:
-                    try:
-                        results.import_job(bpy.context, job)
-                        outputs = export_results(job, os.path.join(outdir, f"{names[path]}.{args.format}"),
-                                                 args.export)
-                    except request.RequestError:
-                        pass  # import_job failed the job with its message
-                    except (ValueError, RuntimeError, OSError) as exc:
-                        job.fail(f"Could not write the output: {exc}")
-                    else:
-                        record(path, job, outputs=outputs)
-                    finally:
-                        clear_results(job)
-                if job.state in (FAILED, CANCELLED):
-                    record(path, job, error=job.error or job.text)
-                if job.is_finished:
-                    del running[job_id]
-            time.sleep(0.05)
-    except KeyboardInterrupt:
-        interrupted = True
-        for _, job in running.values():
-            job.cancel()
-    finally:
-        manifest.close()
-        flush_records()
-    left = len(pending) + len(running) if interrupted else 0
-    summary = (f"trellis: batch {'interrupted' if interrupted else 'finished'} in {time.time() - started:.1f} s: "
-               f"{counts['done']} done, {counts['failed']} failed, {counts['unsupported']} unsupported skipped, "
-               f"{counts['resumed']} done earlier" + (f", {left} not run (rerun with --resume)" if left else "")
-               + (f"; cost {spending.summary(costs)}" if costs else "") + f"; manifest {manifest.path}")
-    print(summary, flush=True)
-    if interrupted:
-        return 130
-    return 0 if counts["failed"] == 0 else 1

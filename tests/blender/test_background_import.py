@@ -69,7 +69,7 @@ def test_the_background_blender_imports_and_the_result_lands_the_same(builder):
 def test_without_a_background_blender_the_main_thread_imports_and_says_so(builder, monkeypatch):
     queue_builder = mod("trellis_addon.queue.builder")
     spec = queue_builder.blender_spec()
-    monkeypatch.setattr(queue_builder, "blender_spec", lambda: spec.__class__(
+    monkeypatch.setattr(queue_builder, "blender_spec", lambda number=1: spec.__class__(
         key=("missing",), command=("/nonexistent/blender",), log_path=spec.log_path))
     job, _ = run_job(8)
     assert job.state == "done" and builder.unavailable and "nonexistent" in builder.unavailable
@@ -96,6 +96,53 @@ def test_a_killed_background_blender_fails_one_job_and_the_next_works(builder):
     assert next_job.state == "done" and builder.worker.alive
 
 
+def test_a_pool_of_two_background_blenders_shares_the_tasks(builder):
+    """A batch's pool (size 2): a task goes to an idle Blender, a second starts while the first is busy (a log of
+    its own); each result lands as one Blender alone lands it; the pool never grows past its size."""
+    queue, request = mod("trellis_addon.queue"), mod("trellis_addon.request")
+    builder.size = 2
+    try:
+        jobs = []
+        for seed in (11, 12, 13):
+            scene = bpy.context.scene.trellis2
+            fast = {k: v for k, v in FAST.items() if k not in ("backend", "force_new")}
+            settings = request.resolve_settings(scene.to_settings(), dict(fast, seed=seed))
+            jobs.append(queue.manager.enqueue(request.prepare_job(image=EXAMPLE_IMAGE, backend="preview",
+                                                                  settings=settings, force_new=True,
+                                                                  finish=scene.to_finish())))
+        assert [builder.tasks[j.id].kind for j in jobs] == ["prepare"] * 3
+        first, second, third = (builder.tasks[j.id].worker for j in jobs)
+        assert first is not second and third in (first, second) and len(builder.workers) == 2
+        assert {first.log_path, second.log_path} == {os.path.join(os.path.dirname(first.log_path), n)
+                                                      for n in ("blender-worker.log", "blender-worker-2.log")}
+        end, most = time.monotonic() + 120, 0
+        while not all(j.state == "importing" or j.is_finished for j in jobs) and time.monotonic() < end:
+            queue.manager.poll_all()
+            most = max(most, len(builder.workers))
+            time.sleep(0.02)
+        assert most == 2
+        for job in jobs:
+            assert job.state == "importing", f"{job.state}: {job.error}"
+            mod("trellis_addon.results").import_job(bpy.context, job)
+            assert job.state == "done" and len(job.objects) == 1
+        logs = []
+        for worker in (first, second):
+            with open(worker.log_path, encoding="utf-8", errors="replace") as f:
+                logs.append(f.read())
+        for job in jobs:
+            assert sum(f"task {job.id}-prepare (prepare) done" in text for text in logs) == 1
+            assert sum(f"task {job.id}-import (import) done" in text for text in logs) == 1
+        assert f"task {jobs[1].id}-prepare (prepare) done" in logs[1]
+        bpy.context.view_layer.update()  # matrix_world, as an operator's end updates it
+        pooled = dict(landed(), name=None)  # the third of three results: mushroom.002
+        bpy.ops.wm.read_homefile(use_empty=True)
+        builder.size = 1
+        run_job(13)
+        assert dict(landed(), name=None) == pooled
+    finally:
+        builder.size = 1
+
+
 def test_the_background_blender_refuses_a_glb_that_names_an_outside_file(builder, tmp_path):
     from test_trust_addon import outside_glb
     queue = mod("trellis_addon.queue")
@@ -113,3 +160,37 @@ def test_the_background_blender_refuses_a_glb_that_names_an_outside_file(builder
         time.sleep(0.02)
     assert job.state == "failed" and "result_0.glb" in job.error and job.error_code.value == "bad_output"
     assert not os.path.exists(mod("trellis_addon.importer").snapshot_path(str(path))), "nothing was imported"
+
+
+def test_a_background_blenders_answer_is_checked_before_use(scene, tmp_path):
+    """What the background Blender answers is outside input too: snapshot and library paths must be .blend files
+    beside the job's GLBs or in its asset library folder, each measured quality must be one it writes; the rest
+    is dropped (nothing elsewhere is ever registered, listed or appended)."""
+    queue = mod("trellis_addon.queue")
+    checked_answer = mod("trellis_addon.queue.builder").checked_answer
+    folder, library, elsewhere = (tmp_path / n for n in ("entry", "library", "elsewhere"))
+    for f in (folder, library, elsewhere):
+        f.mkdir()
+    glb_path = folder / "result_0.glb"
+    glb_path.write_bytes(b"glTF")
+    for path in (folder / "result_0.blender-5.0.blend", library / "apple.blend", elsewhere / "x.blend",
+                 folder / "notes.txt"):
+        path.write_bytes(b"BLENDER")
+    (library / "link.blend").symlink_to(elsewhere / "x.blend")
+    job = queue.Job(name="apple", backend="preview", settings={}, output_dir=str(folder), rgba_path="",
+                    result={"files": [str(glb_path)], "seeds": [1]}, asset_library=str(library))
+    good_qa = {"triangles": 12, "vertices": 8, "parts": 1, "boundary_edges": 0, "non_manifold_edges": 0,
+               "watertight": True, "size_m": [1.0, 1.0, 1.0], "texture_px": [1024, 1024], "texel_density": 512.0,
+               "removed": {"welded_vertices": 0, "dropped_parts": 0, "interior_faces": 0}, "preview": "rendered"}
+    answer = checked_answer(job, {
+        "snapshots": [str(folder / "result_0.blender-5.0.blend"), str(elsewhere / "x.blend"), 7],
+        "qa": [good_qa, {"triangles": True}],
+        "libraries": [str(library / "apple.blend"), "/etc/passwd", str(elsewhere / "x.blend"),
+                      str(library / "link.blend"), str(folder / "notes.txt"), None]})
+    assert answer == {"snapshots": [str(folder / "result_0.blender-5.0.blend")], "qa": [good_qa],
+                      "libraries": [str(library / "apple.blend")]}
+    assert checked_answer(job, {"snapshots": "x", "qa": {"a": 1}, "libraries": 3}) == {
+        "snapshots": [], "qa": [], "libraries": []}
+    assert checked_answer(job, {"qa": ["not a dict"]})["qa"] == [None]
+    job.asset_library = ""
+    assert checked_answer(job, {"libraries": [str(library / "apple.blend")]})["libraries"] == []

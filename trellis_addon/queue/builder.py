@@ -22,6 +22,7 @@ import bpy
 
 from ...backend import protocol
 from .. import finishing, history, image_input, importer, prefs
+from ..record import valid_qa
 from ..paths import EXTENSION_ROOT
 from .job import BUILDING, CANCELLED, IMPORTING, PREPARING, QUEUED, Job, discard_folder
 from .files import submit_io
@@ -33,24 +34,47 @@ READ_FALLBACK = "Image read on the main thread (no background Blender could star
 SHA = frozenset("0123456789abcdef")
 
 
-def blender_spec() -> WorkerSpec:
-    """This Blender in the background with the extension's worker script; under the bpy module, this Python."""
+def blender_spec(number: int = 1) -> WorkerSpec:
+    """This Blender in the background with the extension's worker script; under the bpy module, this Python.
+    Each of a pool's Blenders (number 1, 2, ...) writes a log of its own."""
     script = os.path.join(EXTENSION_ROOT, "trellis_addon", "blend_main.py")
     if bpy.app.binary_path:
         command = (bpy.app.binary_path, "-b", "--factory-startup", "--python-exit-code", "1", "--python", script,
                    "--", EXTENSION_ROOT)
     else:
         command = (sys.executable, script, EXTENSION_ROOT)
-    return WorkerSpec(key=("blender", command), command=command,
-                      log_path=os.path.join(prefs.jobs_root(), "blender-worker.log"))
+    log = "blender-worker.log" if number == 1 else f"blender-worker-{number}.log"
+    return WorkerSpec(key=("blender", command), command=command, log_path=os.path.join(prefs.jobs_root(), log))
+
+
+def checked_answer(job: Job, msg: dict) -> dict:
+    """The background Blender's import answer, checked before anything uses it: snapshots as .blend files beside
+    the job's GLBs, one valid measured quality per GLB at most, library files as .blend files in the job's asset
+    library folder. Anything else is dropped (the results themselves are appended from the snapshot files
+    their GLBs name, each checked as it is appended)."""
+    files = (job.result or {}).get("files") or []
+    beside = {os.path.dirname(os.path.realpath(f)) for f in files}
+    library = os.path.realpath(job.asset_library) if job.asset_library else ""
+
+    def listed(key):
+        value = msg.get(key)
+        return value if isinstance(value, list) else []
+
+    def in_folder(path, folders):
+        return (isinstance(path, str) and path.endswith(".blend") and os.path.isfile(path)
+                and os.path.dirname(os.path.realpath(path)) in folders)
+
+    return {"snapshots": [p for p in listed("snapshots") if in_folder(p, beside)][:len(files)],
+            "qa": [q if valid_qa(q) else None for q in listed("qa")[:len(files)]],
+            "libraries": [p for p in listed("libraries") if library and in_folder(p, {library})][:len(files)]}
 
 
 class Task:
     """One task for a job ("prepare" its input or "import" its result): routed by the worker's reader
     thread like a job's messages; it lasts while the job waits in `state`."""
 
-    def __init__(self, job: Job, kind: str):
-        self.job, self.kind, self.id = job, kind, f"{job.id}-{kind}"
+    def __init__(self, job: Job, kind: str, worker: WorkerProcess):
+        self.job, self.kind, self.id, self.worker = job, kind, f"{job.id}-{kind}", worker
         self.state = PREPARING if kind == "prepare" else BUILDING
         self.messages: queue.Queue = queue.Queue()
 
@@ -59,12 +83,21 @@ class Task:
 
 
 class Builder:
+    """Up to `size` background Blenders (1 in the UI; a batch's --jobs N may use N): each task goes to an
+    idle one, a new one starts while all are busy and the pool is not full, else the least loaded queues it."""
+
     def __init__(self):
         self.enabled: bool | None = None  # None: in the UI only (not in background runs)
-        self.worker: WorkerProcess | None = None
+        self.size = 1
+        self.workers: list[WorkerProcess] = []
         self.tasks: dict[str, Task] = {}
-        self.last_used = time.monotonic()
+        self.last_used: dict[WorkerProcess, float] = {}
         self.unavailable = ""  # why no background Blender could start (then imports stay on the main thread)
+
+    @property
+    def worker(self) -> WorkerProcess | None:
+        """The first background Blender still running (the only one in the UI); None when none runs."""
+        return next((w for w in self.workers if w.alive), None)
 
     @property
     def on(self) -> bool:
@@ -79,18 +112,29 @@ class Builder:
         return bool(self.on and files and job.mode == "generate"
                     and not all(importer.fresh_snapshot(f, spec["key"]) for f, spec in zip(files, plan)))
 
+    def load(self, worker: WorkerProcess) -> int:
+        return sum(task.worker is worker for task in self.tasks.values())
+
     def _worker(self) -> WorkerProcess | None:
-        """The background Blender, started where needed; None (and the reason kept) where none starts."""
+        """The background Blender for the next task, started where needed; None (and the reason kept) where
+        none starts."""
+        self.workers = [w for w in self.workers if w.alive and not w.stopping]
+        ready = min(self.workers, key=self.load, default=None)
         try:
-            if self.worker is None or not self.worker.alive or self.worker.stopping:
-                self.worker = WorkerProcess(blender_spec()).start()
+            if ready is None or (self.load(ready) and len(self.workers) < max(1, self.size)):
+                logs = {w.log_path for w in self.workers}
+                spec = next(s for s in map(blender_spec, range(1, len(self.workers) + 2)) if s.log_path not in logs)
+                ready = WorkerProcess(spec).start()
+                self.workers.append(ready)
         except Exception as exc:  # noqa: BLE001 (any reason: fall back, say so once)
+            if self.workers:  # the pool cannot grow: the running ones take the task
+                return min(self.workers, key=self.load)
             self.unavailable = f"{type(exc).__name__}: {exc}"
             print(f"TRELLIS: no background Blender ({self.unavailable}); images are read and results imported "
                   "on the main thread")
             return None
-        self.last_used = time.monotonic()
-        return self.worker
+        self.last_used[ready] = time.monotonic()
+        return ready
 
     def start(self, job: Job) -> None:
         """Send a BUILDING job's import to the background Blender (IMPORTING at once where none starts)."""
@@ -98,7 +142,7 @@ class Builder:
         if worker is None:
             job.state, job.text = IMPORTING, FALLBACK
             return
-        task = self.tasks[job.id] = Task(job, "import")
+        task = self.tasks[job.id] = Task(job, "import", worker)
         plan = finishing.specs(job)
         worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"],
                                             **({"finish": plan} if plan else {})))
@@ -117,7 +161,7 @@ class Builder:
             self._prepared(job, done["image_sha"])
             job.text = READ_FALLBACK if job.state == QUEUED else job.text
             return
-        task = self.tasks[job.id] = Task(job, "prepare")
+        task = self.tasks[job.id] = Task(job, "prepare", worker)
         worker.submit(task, protocol.encode(
             "job", id=task.id, kind="prepare", image=job.source["path"], colorspace=job.source["colorspace"],
             alpha_mode=job.source.get("alpha_mode", ""), rgba=job.rgba_path, thumb=thumb,
@@ -161,7 +205,7 @@ class Builder:
                 elif msg["type"] == "result" and task.kind == "prepare":
                     self._prepared(job, msg.get("image_sha"))
                 elif msg["type"] == "result":
-                    job.built = {k: msg.get(k) for k in ("snapshots", "qa", "libraries")}
+                    job.built = checked_answer(job, msg)
                     job.state, job.text = IMPORTING, "Placing"
                 elif msg["type"] == "error" and task.kind == "prepare":
                     code = protocol.ErrorCode.parse(msg.get("code"))
@@ -173,7 +217,7 @@ class Builder:
                 elif msg["type"] == "error":
                     job.fail(f"Import failed: {msg.get('message')}", protocol.ErrorCode.parse(msg.get("code")))
                 elif msg["type"] == protocol.EXIT:
-                    tail = log_tail(self.worker.log_path if self.worker else "").strip()
+                    tail = log_tail(task.worker.log_path).strip()
                     detail = f"\nLast lines of the background Blender's log:\n{tail}" if tail else ""
                     job.fail(f"The background Blender stopped unexpectedly (exit code {msg['code']}){detail}",
                              protocol.ErrorCode.WORKER_EXIT)
@@ -181,14 +225,21 @@ class Builder:
                         submit_io(discard_folder, job.output_dir)
                 changed.append(job)
             if job.state != task.state or job.is_finished:
-                if job.state == CANCELLED and task.kind == "import" and self.worker is not None:
-                    self.worker.send(protocol.encode("cancel", id=task.id))  # finishing stops at its next stage
+                if job.state == CANCELLED and task.kind == "import":
+                    task.worker.send(protocol.encode("cancel", id=task.id))  # finishing stops at its next stage
                 del self.tasks[job_id]
-        if self.worker is not None and not self.tasks and time.monotonic() - self.last_used > IDLE_SECONDS:
-            self.stop()
+                self.last_used[task.worker] = time.monotonic()
+        now = time.monotonic()
+        for worker in list(self.workers):
+            if not self.load(worker) and now - self.last_used.get(worker, now) > IDLE_SECONDS:
+                self._retire(worker)
         return changed
 
+    def _retire(self, worker: WorkerProcess) -> None:
+        worker.close_stdin()  # EOF: it exits
+        self.workers.remove(worker)
+        self.last_used.pop(worker, None)
+
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.close_stdin()
-            self.worker = None
+        for worker in list(self.workers):
+            self._retire(worker)

@@ -164,7 +164,7 @@ class JobManager:
         """Blender stops or the add-on is disabled: never a cancel of a submitted hosted task (its job.json
         says "interrupted", the next start resumes it); other jobs are cancelled, every worker gets EOF
         (waited for up to `wait` seconds), then the records are flushed and the entry locks released."""
-        workers = [w for w in [self._persistent, *self._pool, self.builder.worker] if w is not None]
+        workers = [w for w in [self._persistent, *self._pool, *self.builder.workers] if w is not None]
         self.builder.stop()
         for job in self.active():
             job.interrupt()
