@@ -88,10 +88,16 @@ class Param:
         return value
 
 
+def group_digits(n: int, from_digits: int = 5) -> str:
+    """An integer with its thousands set apart by spaces ("326 700") when it has at least from_digits digits
+    (the one number formatter of the settings, the sidebar's menus and the measured quality)."""
+    return f"{n:,}".replace(",", " ") if abs(n) >= 10 ** (from_digits - 1) else str(n)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
-    return f"{v:,}".replace(",", " ") if isinstance(v, int) and abs(v) >= 10000 else str(v)
+    return group_digits(v) if isinstance(v, int) else str(v)
 
 
 @dataclass(frozen=True)

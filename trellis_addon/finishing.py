@@ -15,6 +15,7 @@ import os
 
 import bpy
 
+from ..backend import schema
 from . import finish, history
 from .importer import result_name
 from .record import QA_PROPERTY, ROLE, valid_qa
@@ -114,7 +115,20 @@ def adopt(extras: list, collection) -> None:
 
 def _count(n, one: str, many: str = "") -> str:
     n = int(n or 0)
-    return f"{n:,}".replace(",", " ") + " " + (one if n == 1 else many or one + "s")
+    return f"{schema.group_digits(n, 1)} {one if n == 1 else many or one + 's'}"
+
+
+def _holes(qa: dict) -> str:
+    return "watertight" if qa.get("watertight") else _count(qa.get("boundary_edges"), "open edge")
+
+
+def _size(qa: dict) -> str:
+    size = " × ".join(f"{v:.3g}" for v in qa.get("size_m") or ())
+    return f"{size} m" if size else ""
+
+
+def _density(qa: dict) -> str:
+    return f"{float(qa.get('texel_density') or 0):.0f} texels/m"
 
 
 def qa_rows(qa: dict) -> list[tuple[str, str]]:
@@ -124,17 +138,14 @@ def qa_rows(qa: dict) -> list[tuple[str, str]]:
         return []
     if "failed" in qa:
         return [(f"Finishing failed at {qa['failed']}", "ERROR")]
-    holes = "watertight" if qa.get("watertight") else _count(qa.get("boundary_edges"), "open edge")
     rows = [(f"{_count(qa.get('triangles'), 'triangle')} · {_count(qa.get('vertices'), 'vertex', 'vertices')}",
-             "MESH_DATA"), (f"{_count(qa.get('parts'), 'part')} · {holes}", "MESH_ICOSPHERE")]
+             "MESH_DATA"), (f"{_count(qa.get('parts'), 'part')} · {_holes(qa)}", "MESH_ICOSPHERE")]
     if qa.get("non_manifold_edges"):  # a row of its own: the sidebar is narrow
         rows.append((_count(qa["non_manifold_edges"], "non-manifold edge"), "ERROR"))
-    size = " × ".join(f"{v:.3g}" for v in qa.get("size_m") or ())
-    if size:
-        rows.append((f"{size} m", "FIXED_SIZE"))
+    if _size(qa):
+        rows.append((_size(qa), "FIXED_SIZE"))
     texture = qa.get("texture_px") or []
-    density = f"{float(qa.get('texel_density') or 0):.0f} texels/m"
-    rows.append((f"{texture[0]}×{texture[-1]} px · {density}" if texture else density, "TEXTURE"))
+    rows.append((f"{texture[0]}×{texture[-1]} px · {_density(qa)}" if texture else _density(qa), "TEXTURE"))
     removed = qa.get("removed") or {}
     if any(removed.values()):
         rows.append((f"Removed {_count(removed.get('welded_vertices'), 'welded vertex', 'welded vertices')}, "
@@ -154,10 +165,8 @@ def qa_line(qa: dict) -> str:
         return "not measured"
     if "failed" in qa:
         return f"finishing failed: {qa['failed']}"
-    holes = "watertight" if qa.get("watertight") else _count(qa.get("boundary_edges"), "open edge")
-    size = " × ".join(f"{v:.3g}" for v in qa.get("size_m") or ())
-    parts = [_count(qa.get("triangles"), "triangle"), _count(qa.get("parts"), "part"), holes,
-             f"{size} m" if size else "", f"{float(qa.get('texel_density') or 0):.0f} texels/m"]
+    parts = [_count(qa.get("triangles"), "triangle"), _count(qa.get("parts"), "part"), _holes(qa), _size(qa),
+             _density(qa)]
     if qa.get("lod_triangles"):
         parts.append("LODs " + "/".join(str(int(n)) for n in qa["lod_triangles"]))
     if qa.get("low_triangles"):

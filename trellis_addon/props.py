@@ -20,8 +20,7 @@ def backend_items(self=None, context=None):
 def _enum_items(param: schema.Param):
     if param.kind == "enum":
         return [(v, v.title(), param.description) for v in param.choices]
-    return [(str(v), f"{v:,}".replace(",", " ") if v >= 10000 else str(v), param.description)
-            for v in param.choice_values()]
+    return [(str(v), schema.group_digits(v), param.description) for v in param.choice_values()]
 
 
 def scene_property(param: schema.Param):
