@@ -13,7 +13,7 @@ import bpy
 
 from ..backend import glb
 from . import finish, finishing, history, importer, prefs, spending
-from .record import OBJECT_PROPERTY, Record, valid_qa
+from .record import OBJECT_PROPERTY, Record
 from .paths import EXTENSION_ROOT
 from .queue import DONE, Job, manager, submit_io
 from .request import RequestError
@@ -26,9 +26,9 @@ def addon_version() -> str:
 
 
 def persist_record(job: Job, wait: bool = True) -> None:
-    """record.json in the job's folder: synchronously (wait) so that it is on disk before the import
-    starts, or on the file thread (the rewrite with the measured quality). Holds what was sent and what
-    came back, never a key."""
+    """record.json in the job's folder: synchronously (wait: background runs) so that it is on disk before
+    the import starts, or queued first on the file thread (the UI, which then appends meanwhile; the rewrite
+    with the measured quality). Holds what was sent and what came back, never a key."""
     if job.from_cache:
         return  # the entry it came from has its record
     record = job.record()
@@ -50,10 +50,11 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
     otherwise it is finished here, after placing. A failed finishing step leaves the result as imported
     (or as its last good stage left it) and the job says which step failed: nothing is lost."""
     created: list[bpy.types.Object] = []
-    persist_record(job)  # the result is safe whatever happens next
+    persist_record(job, wait=bpy.app.background)  # the result is safe whatever happens next (in the UI the
+    # file thread writes it at once: an fsync on the main thread can wait for the background Blender's writes)
     plan = finishing.specs(job)
-    built = job.built  # the background Blender's answer (blend_worker.import_task)
-    done_there = built.get("qa") if isinstance(built.get("qa"), list) else []
+    built = job.built  # the background Blender's answer (blend_worker.import_task), checked by the builder
+    done_there = built.get("qa") or []
     try:
         groups, extras, qa = [], [], []
         for index, path in enumerate(job.result["files"]):
@@ -64,8 +65,7 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
             objects = importer.import_glb(context, path, snapshot=True, key=plan[index]["key"] if plan else "")
             created.extend(objects)
             main, more, measured = finishing.split(objects)
-            if measured is None and index < len(done_there) and valid_qa(done_there[index]) \
-                    and "failed" in done_there[index]:
+            if measured is None and index < len(done_there) and "failed" in (done_there[index] or {}):
                 measured = done_there[index]  # finishing failed there: the raw result, not finished again here
             groups.append(main)
             extras.append(more)
@@ -93,7 +93,7 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
                 problems.append(qa[index]["failed"])
         job.qa = [m or {} for m in qa]
         _record_qa(job, roots)
-        job.library_files += [f for f in built.get("libraries") or [] if isinstance(f, str) and os.path.isfile(f)]
+        job.library_files += built.get("libraries") or []
         if job.library_files:
             _register_library(job.asset_library)
     job.objects = [o.name for o in roots]
