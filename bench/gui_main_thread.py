@@ -11,6 +11,11 @@ count), measured the same way from the click until the viewport has drawn the ne
 finished with the scene's Finish settings (the defaults: cleanup, QA, the asset mark) in the background
 Blender, or with --finish '{"lod_levels": 2}' (a JSON object of Finish settings) on top.
 
+Each measured window starts from a settled window (no editor drew for a second: the viewport's
+anti-aliasing redraws it several times after any change, such as the set-up's settings), as a user's
+click does. Each of the longest stalls says what the main thread did in it: appending and placing the
+result (its ms, results.import_job) and which editors drew (viewport, sidebar, other editors).
+
     python bench/gui_main_thread.py [ZIP] [--heavy 327680x2048,1000000x4096] [--finish JSON]   (as root;
     builds the chroot on first use)
 """

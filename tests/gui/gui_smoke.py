@@ -41,6 +41,37 @@ def test_span(fn):
 # (Blender's main thread was busy for the rest). Windows: from the click to the object in the scene.
 STALL_TICK = 0.005
 STALLS = {"last": None, "gaps": [], "test_spans": [], "windows": {}, "open": None, "floor": False}
+# When each 3D View region last drew (draw handlers): each long stall says what Blender drew inside it.
+DRAWS = {"viewport": [], "sidebar": [], "other editors": []}
+
+
+def drew(name):
+    DRAWS[name].append(time.perf_counter())
+
+
+def settled(quiet=1.0, longest=20.0):
+    """The editors drew nothing for `quiet` seconds (a change before, such as the set-up's settings or framing
+    the view, has finished redrawing: the viewport's anti-aliasing draws several passes), or `longest` seconds
+    passed. A measured window starts from a settled window, as a user's click does."""
+    now = time.perf_counter()
+    since = STALLS.setdefault("settling", now)  # the first call comes right after the step's action
+    last = max([since] + [t[-1] for t in DRAWS.values() if t])
+    if now - last >= quiet or now - since > longest:
+        result.setdefault("settled", []).append(round(now - STALLS.pop("settling"), 2))
+        return True
+    return False
+
+
+PLACING = []  # (start, end) of each results.import_job call: appending and placing a result
+
+
+def drawn_in(a, b):
+    """What the main thread did in the gap (a, b): placing a result (its ms) and which editors drew."""
+    placed = [f"placing {(e - s) * 1000:.1f} ms" for s, e in PLACING if a <= s and e <= b]
+    panels = sum(t for s, t in PANEL_DRAWS if a <= s <= b)
+    placed += [f"our panels' Python {panels * 1000:.1f} ms"] if panels else []
+    drawn = [name for name, times in DRAWS.items() if any(a <= t <= b for t in times)]
+    return "+".join(placed + drawn) or "no 3D View draw"
 
 
 def stall_tick():
@@ -64,15 +95,16 @@ def stall_window(name, start):
         return
     opened_name, opened = STALLS["open"]
     closed, spans = time.perf_counter(), STALLS["test_spans"]
-    kept = sorted((b - a - STALL_TICK, state, a - opened) for a, b, state in STALLS["gaps"]
+    kept = sorted((b - a - STALL_TICK, state, a - opened, drawn_in(a, b)) for a, b, state in STALLS["gaps"]
                   if a >= opened and b <= closed and not any(a < e and b > s for s, e in spans))
-    gaps = [g for g, _, _ in kept]
-    placing = [g for g, state, _ in kept if not state.startswith("done")] or [0.0]  # until the object is placed
-    building = [g for g, state, _ in kept if state.startswith("building")] or [0.0]  # the background Blender's part
+    gaps = [g for g, _, _, _ in kept]
+    placing = [g for g, state, _, did in kept if not state.startswith("done") or "placing" in did] or [0.0]  # until
+    # the object is placed: the gaps before, and the one that appended and placed it
+    building = [g for g, state, _, _ in kept if state.startswith("building")] or [0.0]  # the background Blender's part
     STALLS["windows"][opened_name] = {"ticks": len(gaps), "max_ms": round(max(gaps) * 1000, 1),
                                       "p99_ms": round(gaps[int(0.99 * (len(gaps) - 1))] * 1000, 1),
                                       "median_ms": round(gaps[len(gaps) // 2] * 1000, 1),
-                                      "longest": [(round(g * 1000, 1), s, round(t, 2)) for g, s, t in kept[-4:]],
+                                      "longest": [(round(g * 1000, 1), s, round(t, 2), d) for g, s, t, d in kept[-4:]],
                                       "max_until_placed_ms": round(max(placing) * 1000, 1),
                                       "max_while_building_ms": round(max(building) * 1000, 1),
                                       "seconds": round(closed - opened, 2)}
@@ -119,6 +151,39 @@ def time_modal_callbacks():
             if event.type == "TIMER":
                 MODAL_TIMINGS.append(time.perf_counter() - started)
     modal_job.modal = timed
+    for panel in [c for c in bpy.types.Panel.__subclasses__() if c.__module__.startswith(PKG)]:
+        panel.draw = timed_draw(panel.draw)
+    results = importlib.import_module(f"{PKG}.trellis_addon.results")
+    import_job = results.import_job
+
+    def timed_import(*args, **kwargs):  # the result's append and placing on the main thread, profiled
+        import cProfile
+        import io
+        import pstats
+        profile = cProfile.Profile() if BENCH else None  # the benchmark keeps where the time went
+        started = time.perf_counter()
+        try:
+            return profile.runcall(import_job, *args, **kwargs) if profile else import_job(*args, **kwargs)
+        finally:
+            PLACING.append((started, time.perf_counter()))
+            if profile:
+                text = io.StringIO()
+                pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(25)
+                result.setdefault("placing_profiles", []).append(text.getvalue()[-6000:])
+    results.import_job = timed_import
+
+
+PANEL_DRAWS = []  # (start, seconds) of each of the add-on's panel draw callbacks (its Python, in a sidebar redraw)
+
+
+def timed_draw(draw):
+    def timed(self, context):
+        started = time.perf_counter()
+        try:
+            return draw(self, context)
+        finally:
+            PANEL_DRAWS.append((started, time.perf_counter() - started))
+    return timed
 
 
 def finish(ok):
@@ -392,7 +457,7 @@ def heavy_steps():
         bpy.types.SpaceView3D.draw_handler_add(viewport_drawn, (), "WINDOW", "POST_PIXEL")
     steps = []
     for faces, px in HEAVY_RUNS:
-        steps += [(f"heavy set-up {faces}x{px}", lambda f=faces, p=px: heavy_setup(f, p), None),
+        steps += [(f"heavy set-up {faces}x{px}", lambda f=faces, p=px: heavy_setup(f, p), settled),
                   (f"heavy job {faces}x{px}", lambda f=faces, p=px: heavy_generate(f, p), heavy_done),
                   (f"heavy result {faces}x{px}", lambda f=faces, p=px: heavy_check(f, p), None)]
     return steps
@@ -550,13 +615,13 @@ def check_retexture():
 STEPS = [
     ("close splash", close_splash, None),
     ("install", install, on_trellis_tab),
-    ("sidebar screenshot", lambda: screenshot("01_sidebar.png"), None),
+    ("sidebar screenshot", lambda: screenshot("01_sidebar.png"), settled),
     ("generate (modal)", lambda: (stall_window("preview job, click to object", True), generate(0 if BENCH else 1.0)),
      lambda: last_job().stage in ("shape", "texture")),
     ("progress screenshot", lambda: screenshot("02_progress.png"), lambda: last_job().is_finished),
     ("result", lambda: (stall_window("preview job, click to object", False), check_result()), None),
     ("frame", frame_result, None),
-    ("result screenshot", lambda: screenshot("03_result.png"), None),
+    ("result screenshot", lambda: screenshot("03_result.png"), settled),
     ("sidebar redraw floor", lambda: floor(True), lambda: time.monotonic() - state["waiting_since"] > 2.0),
     ("floor measured", lambda: floor(False), None),
     ("undo is one step", undo_removes_result, None),
@@ -565,7 +630,7 @@ STEPS = [
     ("press Esc", press_escape, lambda: last_job().is_finished),
     ("cancelled", lambda: (assert_cancelled(), screenshot("05_cancelled.png")), None),
     ("runware asks to confirm the cost", start_runware, None),
-    ("confirm screenshot", lambda: screenshot("06_confirm_cost.png"), None),
+    ("confirm screenshot", lambda: screenshot("06_confirm_cost.png"), settled),
     ("confirm", lambda: (stall_window("runware job, confirm to object", True), confirm_cost()), runware_done),
     ("runware result", lambda: (stall_window("runware job, confirm to object", False), check_runware()), None),
     ("cost screenshot", lambda: screenshot("07_cost.png"), None),
@@ -630,3 +695,7 @@ def tick():
 os.makedirs(OUT, exist_ok=True)
 bpy.app.timers.register(tick, first_interval=2.0, persistent=True)
 bpy.app.timers.register(stall_tick, first_interval=1.0, persistent=True)
+bpy.types.SpaceView3D.draw_handler_add(drew, ("viewport",), "WINDOW", "POST_PIXEL")
+bpy.types.SpaceView3D.draw_handler_add(drew, ("sidebar",), "UI", "POST_PIXEL")
+for space in (bpy.types.SpaceOutliner, bpy.types.SpaceProperties, bpy.types.SpaceDopeSheetEditor):
+    space.draw_handler_add(drew, ("other editors",), "WINDOW", "POST_PIXEL")
