@@ -68,6 +68,16 @@ def scene(addon, tmp_path):
     return bpy.context.scene
 
 
+@pytest.fixture()
+def builder(scene):
+    """The background Blender forced on, as in the UI (background runs do the work themselves); stopped after."""
+    manager = mod("trellis_addon.queue").manager
+    manager.builder.enabled, manager.builder.unavailable = True, ""
+    yield manager.builder
+    manager.builder.stop()
+    manager.builder.enabled, manager.builder.unavailable, manager.builder.size = None, "", 1
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """bpy 4.2 as a module segfaults at process exit once glTF export has run (bpy_class_free calls into

@@ -10,7 +10,9 @@ as the Python workers (backend/protocol.py). One task at a time:
   {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "alpha_mode", "rgba": path.npy,
       "thumb": path.png or "", "max_megapixels"}  read, check and downsize the image with Blender's image
       code, write the prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha"};
-      an unreadable or refused image -> error BAD_INPUT with the message the main thread would give
+      an unreadable or refused image -> error BAD_INPUT with the message the main thread would give;
+      with "mesh_blend": path.blend, "mesh_glb": path.glb (a retexture job, the image fields optional)
+      export that .blend's lone mesh object as the job's input GLB -> also "mesh"
   {"type": "cancel", "id"}  stop that import task's finishing before its next stage
   {"type": "shutdown"} or EOF: exit
 
@@ -30,7 +32,7 @@ import bpy
 
 from ..backend import glb, protocol, schema
 from ..backend.worker import Channel, take_protocol_channel
-from . import finish, finishing, image_input, importer
+from . import finish, finishing, image_input, importer, meshfile
 
 
 def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
@@ -91,6 +93,19 @@ def _good_spec(spec) -> bool:
 
 
 def prepare_task(channel: Channel, task: dict) -> dict:
+    """A job's input: its image read (image fields) and/or, for a retexture job, its mesh exported (mesh
+    fields)."""
+    if task.get("image") is None and task.get("mesh_blend") is None:
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "prepare task needs an image or a mesh")
+    answer = {}
+    if task.get("mesh_blend") is not None:
+        answer.update(_export_mesh(channel, task))
+    if task.get("image") is not None:
+        answer.update(_read_image(channel, task))
+    return answer
+
+
+def _read_image(channel: Channel, task: dict) -> dict:
     image, rgba, thumb = task.get("image"), task.get("rgba"), task.get("thumb", "")
     limit, colorspace, alpha_mode = task.get("max_megapixels"), task.get("colorspace", ""), task.get("alpha_mode", "")
     folder = os.path.dirname(rgba) if isinstance(rgba, str) else ""
@@ -107,6 +122,36 @@ def prepare_task(channel: Channel, task: dict) -> dict:
         return image_input.prepare_file(image, rgba, thumb, colorspace, float(limit), alpha_mode)
     except image_input.InputError as exc:
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, str(exc)) from None
+
+
+def _export_mesh(channel: Channel, task: dict) -> dict:
+    """The lone object of the job's input_mesh.blend (meshfile.write_mesh_blend) exported as its GLB, as
+    meshfile.export_mesh exports it, under the object's own name."""
+    blend, path = task.get("mesh_blend"), task.get("mesh_glb")
+    if not (isinstance(blend, str) and blend.endswith(".blend") and os.path.isfile(blend) and isinstance(path, str)
+            and path.endswith(".glb") and os.path.dirname(path) == os.path.dirname(blend)):
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "prepare task needs the mesh's .blend and its GLB path")
+    channel.send("progress", id=task["id"], stage="prepare", step=0, total=1, fraction=0.0,
+                 text="Exporting the mesh in the background")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    with bpy.data.libraries.load(blend, link=False) as (src, dst):
+        dst.objects = list(src.objects)
+    objects = [o for o in dst.objects if o is not None]
+    if len(objects) != 1 or objects[0].type != "MESH":
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend must hold one mesh object")
+    obj = objects[0]
+    name = obj.get(meshfile.NAME_PROPERTY)
+    if meshfile.NAME_PROPERTY in obj:
+        del obj[meshfile.NAME_PROPERTY]
+    obj.name = name if isinstance(name, str) and name else "mesh"
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    try:
+        meshfile.export_mesh(bpy.context, obj, path)
+    except Exception as exc:  # noqa: BLE001 (reported as the task's error)
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, f"Could not export the mesh: {exc}") from None
+    bpy.ops.wm.read_homefile(use_empty=True)
+    return {"mesh": path}
 
 
 TASKS = {"import": import_task, "prepare": prepare_task}

@@ -21,6 +21,7 @@ from .queue import PREPARING, QUEUED, Job, manager
 from .queue.job import cached_answer
 
 QUOTES = ".quotes"  # quote jobs' folders, under the jobs folder; removed once answered
+MESH_GLB = "input_mesh.glb"  # a retexture job's input mesh, in its folder
 
 
 class RequestError(ValueError):
@@ -155,11 +156,13 @@ def access(request: Request) -> tuple[dict, dict]:
     return {}, {}
 
 
-def prepare(request: Request, mesh_path: str = "") -> Job:
+def prepare(request: Request, mesh_path: str = "", mesh_blend: str = "") -> Job:
     """Check the image, make the job's folder, return a Job ready to queue. Raises RequestError. In the UI an
     image file is only checked here (exists, pixel count from its header): a background Blender reads it
     and writes the prepared input while the job waits in PREPARING. Otherwise the image is read here. A
-    request history already answered comes back as a job served from the cache (no worker, no cost)."""
+    request history already answered comes back as a job served from the cache (no worker, no cost).
+    mesh_path: the input mesh as a GLB (retexture); mesh_blend: as a .blend a background Blender exports to
+    the job's input_mesh.glb while the job waits in PREPARING. Either is moved into the job's folder."""
     source = background_source(request)
     rgba, image_sha, key, cached = None, "", "", None
     if source is not None:
@@ -198,9 +201,12 @@ def prepare(request: Request, mesh_path: str = "") -> Job:
             history.write_thumbnail(rgba, os.path.join(folder, history.THUMB))
     if mesh_path:  # written before the job's folder existed: moved into it
         mesh_path = shutil.move(mesh_path, os.path.join(folder, os.path.basename(mesh_path)))
+    if mesh_blend:
+        mesh_blend = shutil.move(mesh_blend, os.path.join(folder, os.path.basename(mesh_blend)))
+        mesh_path = os.path.join(folder, MESH_GLB)  # written by the background Blender
     return Job(output_dir=folder, rgba_path=rgba_path, options=options, secrets=secrets, mesh_path=mesh_path,
                image_sha=image_sha, cache_key=key, source=source, cacheable=request.may_be_cached,
-               state=PREPARING if source is not None else QUEUED, **common)
+               mesh_source=mesh_blend, state=PREPARING if source is not None or mesh_blend else QUEUED, **common)
 
 
 def new_folder(name: str, hidden: bool = False) -> str:

@@ -11,38 +11,27 @@ import tempfile
 import bpy
 
 from . import importer, request
-from .queue import DONE, Job
+from .meshfile import MESH_BLEND, export_mesh, write_mesh_blend
+from .queue import DONE, Job, manager
 
 UV_NAME = "TRELLIS_UV"
 
 
-def export_mesh(context, obj: bpy.types.Object, path: str) -> None:
-    """The object alone as a GLB (world transform on its node, modifiers applied, no materials)."""
-    selected = [o for o in context.view_layer.objects if o.select_get()]
-    active = context.view_layer.objects.active
-    try:
-        for o in selected:
-            o.select_set(False)
-        obj.select_set(True)
-        context.view_layer.objects.active = obj
-        result = bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=True,
-                                           export_materials="NONE", export_apply=True)
-        if "FINISHED" not in result:
-            raise request.RequestError(f"Could not export {obj.name} as GLB")
-    finally:
-        obj.select_set(False)
-        for o in selected:
-            o.select_set(True)
-        context.view_layer.objects.active = active
-
-
 def prepare(context, obj: bpy.types.Object, checked: request.Request) -> Job:
-    """The retexture job for the object: its mesh exported as the job's input_mesh.glb."""
+    """The retexture job for the object: its mesh as the job's input_mesh.glb, exported by a background
+    Blender in the UI (the job waits in PREPARING), else here."""
     if obj is None or obj.type != "MESH":
         raise request.RequestError("Select a mesh object to retexture")
     with tempfile.TemporaryDirectory(prefix="trellis-retexture-") as tmp:
-        mesh = os.path.join(tmp, "input_mesh.glb")
-        export_mesh(context, obj, mesh)
+        if manager.builder.on and manager.builder.ready():
+            blend = os.path.join(tmp, MESH_BLEND)
+            write_mesh_blend(context, obj, blend)
+            return request.prepare(checked, mesh_blend=blend)
+        mesh = os.path.join(tmp, request.MESH_GLB)
+        try:
+            export_mesh(context, obj, mesh)
+        except RuntimeError as exc:
+            raise request.RequestError(str(exc)) from None
         return request.prepare(checked, mesh_path=mesh)
 
 
@@ -68,7 +57,8 @@ def apply_result(context, job: Job, obj: bpy.types.Object, on_copy: bool = False
     result's material. Returns the object that got it (active, with the selection as it was); the imported
     result is removed."""
     selected = [o.name for o in context.view_layer.objects if o.select_get()]
-    imported = importer.import_glb(context, job.result["files"][0])
+    imported = importer.import_glb(context, job.result["files"][0], snapshot=True)  # in the UI a background
+    # Blender imported it: appended here
     try:
         source = next((o for o in imported if o.type == "MESH"), None)
         if source is None:

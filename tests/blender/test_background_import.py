@@ -7,20 +7,10 @@ import signal
 import time
 
 import bpy
-import pytest
 
 from conftest import EXAMPLE_IMAGE, mod
 
 FAST = dict(backend="preview", resolution=512, texture_size=1024, decimation_target=100000, force_new=True)
-
-
-@pytest.fixture()
-def builder(scene):
-    manager = mod("trellis_addon.queue").manager
-    manager.builder.enabled, manager.builder.unavailable = True, ""
-    yield manager.builder
-    manager.builder.stop()
-    manager.builder.enabled, manager.builder.unavailable = None, ""
 
 
 def landed():

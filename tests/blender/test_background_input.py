@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from conftest import DATA, EXAMPLE_IMAGE, mod
-from test_background_import import builder  # noqa: F401 (fixture)
 from test_bad_files import huge_png, write_png
 
 FAST = dict(backend="preview", resolution=512, texture_size=1024, decimation_target=100000)
@@ -85,7 +84,7 @@ def make(kind, tmp_path, scene):
     return os.path.join(DATA, kind)  # cmyk.jpg, grey_alpha.png (written by Pillow)
 
 
-def prepared_in_background(builder, path, folder, colorspace="", source=None):  # noqa: F811
+def prepared_in_background(builder, path, folder, colorspace="", source=None):
     """A PREPARING job for the file, handed to the background Blender alone (never started)."""
     queue, history = mod("trellis_addon.queue"), mod("trellis_addon.history")
     os.makedirs(folder, exist_ok=True)
@@ -105,7 +104,7 @@ FORMATS = ["rgba.png", "rgb.jpg", "large.png", "tiny.png", "half.exr", "grey16.p
 
 
 @pytest.mark.parametrize("kind", FORMATS)
-def test_the_background_blender_prepares_every_format_as_the_main_thread_does(builder, scene, tmp_path, kind):  # noqa: F811
+def test_the_background_blender_prepares_every_format_as_the_main_thread_does(builder, scene, tmp_path, kind):
     request, history = mod("trellis_addon.request"), mod("trellis_addon.history")
     path = make(kind, tmp_path, scene)
     here, _, _ = request.read_image(path, keep_image=False)  # the main thread's read
@@ -139,7 +138,7 @@ def bad(kind, tmp_path, scene):
 
 
 @pytest.mark.parametrize("kind", ["missing.png", "empty.png", "garbage.png", "huge.png", "blank.png"])
-def test_what_the_main_thread_refused_is_refused_with_the_same_message(builder, scene, tmp_path, kind):  # noqa: F811
+def test_what_the_main_thread_refused_is_refused_with_the_same_message(builder, scene, tmp_path, kind):
     request, queue = mod("trellis_addon.request"), mod("trellis_addon.queue")
     path = bad(kind, tmp_path, scene)
     keywords = dict(image=path, backend="preview", settings={"seed": 3, "random_seed": False})
@@ -165,7 +164,7 @@ def test_what_the_main_thread_refused_is_refused_with_the_same_message(builder, 
     assert {n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))} <= before, "no entry left"
 
 
-def test_a_repeated_request_is_answered_from_history_without_reading_the_image_again(builder, scene, tmp_path):  # noqa: F811
+def test_a_repeated_request_is_answered_from_history_without_reading_the_image_again(builder, scene, tmp_path):
     request, queue, image_input = (mod(m) for m in ("trellis_addon.request", "trellis_addon.queue",
                                                      "trellis_addon.image_input"))
     path = str(tmp_path / "mushroom.png")
@@ -196,7 +195,7 @@ def test_a_repeated_request_is_answered_from_history_without_reading_the_image_a
     assert not request.answered_from_cache(req)
 
 
-def test_without_a_background_blender_the_image_is_read_on_the_main_thread(builder, scene, tmp_path, monkeypatch):  # noqa: F811
+def test_without_a_background_blender_the_image_is_read_on_the_main_thread(builder, scene, tmp_path, monkeypatch):
     queue_builder = mod("trellis_addon.queue.builder")
     spec = queue_builder.blender_spec()
     monkeypatch.setattr(queue_builder, "blender_spec", lambda: spec.__class__(
@@ -209,7 +208,7 @@ def test_without_a_background_blender_the_image_is_read_on_the_main_thread(build
         mod("trellis_addon.request").Request(image=EXAMPLE_IMAGE, backend="preview")) is None
 
 
-def test_a_background_blender_killed_while_reading_fails_one_job_and_the_next_works(builder, scene, tmp_path):  # noqa: F811
+def test_a_background_blender_killed_while_reading_fails_one_job_and_the_next_works(builder, scene, tmp_path):
     queue = mod("trellis_addon.queue")
     builder._worker()
     os.kill(builder.worker.proc.pid, signal.SIGSTOP)  # it takes the task and never answers
@@ -231,7 +230,7 @@ def test_a_background_blender_killed_while_reading_fails_one_job_and_the_next_wo
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
-def test_the_background_blender_yields_the_cpu_to_the_ui(builder, scene, tmp_path):  # noqa: F811
+def test_the_background_blender_yields_the_cpu_to_the_ui(builder, scene, tmp_path):
     job = prepared_in_background(builder, EXAMPLE_IMAGE, str(tmp_path / "job"))
     assert job.state == "queued"
     ours = os.getpriority(os.PRIO_PROCESS, 0)
@@ -239,7 +238,7 @@ def test_the_background_blender_yields_the_cpu_to_the_ui(builder, scene, tmp_pat
     assert theirs == min(19, ours + mod("trellis_addon.blend_main").NICENESS)
 
 
-def test_a_datablock_set_to_ignore_its_alpha_reads_the_same_in_the_background(builder, scene, tmp_path):  # noqa: F811
+def test_a_datablock_set_to_ignore_its_alpha_reads_the_same_in_the_background(builder, scene, tmp_path):
     request, image_input = mod("trellis_addon.request"), mod("trellis_addon.image_input")
     path = make("rgba.png", tmp_path, scene)
     image = bpy.data.images.load(path)

@@ -12,7 +12,7 @@ from backend import glb, png, presets, schema
 from conftest import EXAMPLE_IMAGE, PKG, mod
 from servers import meshes
 from servers.runware_server import RunwareServer
-from test_background_import import FAST, builder  # noqa: F401 (a fixture)
+from test_background_import import FAST
 from test_finish import recount
 
 
@@ -153,7 +153,7 @@ def test_a_failing_step_keeps_the_result_and_says_which(defects, monkeypatch):
     assert len(obj.data.polygons) == sum(defects[1][k] for k in ("outer", "inner", "floater")), "in the scene"
 
 
-def test_the_background_blender_finishes_and_the_main_thread_appends(builder, defects, monkeypatch,  # noqa: F811
+def test_the_background_blender_finishes_and_the_main_thread_appends(builder, defects, monkeypatch,
                                                                     capsys):
     texts = []
     task = mod("trellis_addon.queue.builder").Task
@@ -186,7 +186,7 @@ def test_the_background_blender_finishes_and_the_main_thread_appends(builder, de
     assert main == background
 
 
-def test_cancel_stops_the_finishing_in_the_background_and_keeps_the_result(builder, scene):  # noqa: F811
+def test_cancel_stops_the_finishing_in_the_background_and_keeps_the_result(builder, scene):
     queue, request = mod("trellis_addon.queue"), mod("trellis_addon.request")
     settings = request.resolve_settings(scene.trellis2.to_settings(), {"seed": 11, **{
         k: FAST[k] for k in ("resolution", "texture_size", "decimation_target")}})

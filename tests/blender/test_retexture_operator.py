@@ -103,3 +103,65 @@ def test_backends_without_retexture_are_refused(scene):
     make_object()
     with pytest.raises(RuntimeError, match="Runware \\(cloud\\) cannot retexture"):
         bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="runware")
+
+
+def counts(path):
+    """(vertices, faces, world bounds) of a GLB as Blender's importer reads it (in an empty file)."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=str(path))
+    (obj,) = [o for o in bpy.data.objects if o.type == "MESH"]
+    points = [obj.matrix_world @ v.co for v in obj.data.vertices]
+    bounds = tuple(round(f(p[i] for p in points), 4) for f in (min, max) for i in range(3))
+    return obj.name, len(obj.data.vertices), len(obj.data.polygons), bounds
+
+
+def test_in_the_ui_a_background_blender_exports_the_mesh_and_imports_the_result(scenario, builder, tmp_path):
+    """Both ends of a retexture job off the main thread: the object (its modifiers applied) goes to the
+    background Blender as a .blend and comes back as the same GLB the main thread would export; the result is
+    imported there and appended here. The object gets the same material and a UV map as without."""
+    obj = make_object()
+    obj.modifiers.new("Subdivision", "SUBSURF").levels = 1
+    before = signature(obj)
+    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="scenario", seed=3, resolution=512) == {"FINISHED"}
+    job = mod("trellis_addon.queue").manager.jobs[-1]
+    assert job.state == "done" and job.mesh_source and os.path.isfile(job.mesh_path)
+    mod("trellis_addon.queue").flush_records()
+    assert not os.path.exists(job.mesh_source), "the .blend goes once exported: the GLB is the job's input"
+    with open(builder.worker.log_path, encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    assert f"task {job.id}-prepare (prepare) done" in log and f"task {job.id}-import (import) done" in log
+    assert signature(obj) == before and obj.data.uv_layers.active.name == "TRELLIS_UV"
+    uvs = np.zeros(len(obj.data.loops) * 2)
+    obj.data.uv_layers.active.data.foreach_get("uv", uvs)
+    assert {o.name for o in bpy.data.objects} == {obj.name}, "the appended result is gone"
+    here = tmp_path / "here.glb"
+    mod("trellis_addon.meshfile").export_mesh(bpy.context, obj, str(here))
+    material, faces, name = obj.data.materials[0].name, len(obj.data.polygons), obj.name
+    sent, exported = counts(job.mesh_path), counts(here)
+    assert sent == exported and sent[0] == name and sent[2] >= 4 * faces, "modifiers applied, named as the object"
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    builder.enabled = False
+    again = make_object()
+    again.modifiers.new("Subdivision", "SUBSURF").levels = 1
+    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="scenario", seed=3, resolution=512) == {"FINISHED"}
+    assert not mod("trellis_addon.queue").manager.jobs[-1].mesh_source, "exported on the main thread"
+    main_uvs = np.zeros(len(again.data.loops) * 2)
+    again.data.uv_layers.active.data.foreach_get("uv", main_uvs)
+    # the same material and UVs from the same result (which corner of a tie gets which UV varies from run to run
+    # in bpy 4.2, on the main thread alone as well)
+    assert again.data.materials[0].name == material and main_uvs.shape == uvs.shape
+    assert np.ptp(uvs) > 0.1 and np.ptp(main_uvs) > 0.1
+
+
+def test_where_no_background_blender_starts_the_mesh_is_exported_here(scenario, builder, monkeypatch):
+    queue_builder = mod("trellis_addon.queue.builder")
+    spec = queue_builder.blender_spec()
+    monkeypatch.setattr(queue_builder, "blender_spec", lambda number=1: spec.__class__(
+        key=("missing",), command=("/nonexistent/blender",), log_path=spec.log_path))
+    obj = make_object()
+    before = signature(obj)
+    assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="scenario", seed=3) == {"FINISHED"}
+    job = mod("trellis_addon.queue").manager.jobs[-1]
+    assert builder.unavailable and not job.mesh_source and os.path.isfile(job.mesh_path)
+    assert signature(obj) == before and obj.data.materials[0].name != "Old"

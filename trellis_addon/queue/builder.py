@@ -47,6 +47,13 @@ def blender_spec(number: int = 1) -> WorkerSpec:
     return WorkerSpec(key=("blender", command), command=command, log_path=os.path.join(prefs.jobs_root(), log))
 
 
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def checked_answer(job: Job, msg: dict) -> dict:
     """The background Blender's import answer, checked before anything uses it: snapshots as .blend files beside
     the job's GLBs, one valid measured quality per GLB at most, library files as .blend files in the job's asset
@@ -109,7 +116,7 @@ class Builder:
         """Whether this job's result should be imported in the background."""
         files = (job.result or {}).get("files") or []
         plan = finishing.specs(job) or [{"key": ""}] * len(files)
-        return bool(self.on and files and job.mode == "generate"
+        return bool(self.on and files and job.mode in ("generate", "retexture")
                     and not all(importer.fresh_snapshot(f, spec["key"]) for f, spec in zip(files, plan)))
 
     def load(self, worker: WorkerProcess) -> int:
@@ -147,10 +154,18 @@ class Builder:
         worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"],
                                             **({"finish": plan} if plan else {})))
 
+    def ready(self) -> bool:
+        """Whether a background Blender runs or could be started now (started where none runs)."""
+        return self.on and self._worker() is not None
+
     def prepare(self, job: Job) -> None:
-        """Send a PREPARING job's image to the background Blender (read here where none starts)."""
+        """Send a PREPARING job's image (read here where no background Blender starts) and a retexture job's
+        mesh to export (job.mesh_source) to the background Blender."""
         worker = self._worker()
         thumb = "" if job.is_quote else os.path.join(job.output_dir, history.THUMB)
+        if worker is None and job.mesh_source:  # asked for while one ran: nothing was sent
+            self._unreadable(job, f"The mesh could not be exported: no background Blender ({self.unavailable})")
+            return
         if worker is None:
             try:
                 done = image_input.prepare_file(job.source["path"], job.rgba_path, thumb, job.source["colorspace"],
@@ -162,21 +177,27 @@ class Builder:
             job.text = READ_FALLBACK if job.state == QUEUED else job.text
             return
         task = self.tasks[job.id] = Task(job, "prepare", worker)
-        worker.submit(task, protocol.encode(
-            "job", id=task.id, kind="prepare", image=job.source["path"], colorspace=job.source["colorspace"],
-            alpha_mode=job.source.get("alpha_mode", ""), rgba=job.rgba_path, thumb=thumb,
-            max_megapixels=image_input.max_megapixels()))
+        image = dict(image=job.source["path"], colorspace=job.source["colorspace"], rgba=job.rgba_path, thumb=thumb,
+                     alpha_mode=job.source.get("alpha_mode", ""), max_megapixels=image_input.max_megapixels()
+                     ) if job.source else {}
+        mesh = dict(mesh_blend=job.mesh_source, mesh_glb=job.mesh_path) if job.mesh_source else {}
+        worker.submit(task, protocol.encode("job", id=task.id, kind="prepare", **image, **mesh))
 
     def _prepared(self, job: Job, image_sha) -> None:
-        """The prepared input is on disk: history is asked, then the job queues (pump starts it)."""
+        """The prepared input (and a retexture job's mesh) is on disk: history is asked, then the job queues
+        (pump starts it). An image read here before has its hash already."""
+        image_sha = image_sha if job.source else job.image_sha
         if not (isinstance(image_sha, str) and len(image_sha) == 64 and set(image_sha) <= SHA
-                and os.path.isfile(job.rgba_path)):
+                and os.path.isfile(job.rgba_path)) or (job.mesh_source and not os.path.isfile(job.mesh_path)):
             job.fail("The background Blender wrote no prepared input", protocol.ErrorCode.INTERNAL)
             submit_io(discard_folder, job.output_dir)
             return
+        if job.mesh_source:  # exported: the GLB is the job's input from now on
+            submit_io(_remove, job.mesh_source)
         job.image_sha = image_sha
         job.cache_key = history.cache_key(image_sha, job.backend, job.model, job.settings)
-        image_input.remember_hash(image_input.source_key(job.source), image_sha)
+        if job.source:
+            image_input.remember_hash(image_input.source_key(job.source), image_sha)
         found = history.history.find_cached(prefs.jobs_root(), job.cache_key) if job.cacheable else None
         if found is None:
             job.state, job.text, job.started = QUEUED, "Queued", time.monotonic()

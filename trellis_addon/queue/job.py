@@ -44,7 +44,7 @@ class Job:
                  image_sha: str = "", cache_key: str = "", from_cache: str = "", result: dict | None = None,
                  created: float | None = None, remote: dict | None = None, remote_tasks: list | None = None,
                  state: str = QUEUED, source: dict | None = None, cacheable: bool = False,
-                 finish: dict | None = None, asset_library: str = ""):
+                 finish: dict | None = None, asset_library: str = "", mesh_source: str = ""):
         self.id = uuid.uuid4().hex[:12]
         self.name, self.backend, self.mode, self.settings = name, backend, mode, settings
         self.output_dir, self.rgba_path, self.mesh_path, self.image_ref = output_dir, rgba_path, mesh_path, image_ref
@@ -64,12 +64,14 @@ class Job:
         self.remote = remote  # the latest submitted remote task, recorded at once
         self.remote_tasks: list[dict] = list(remote_tasks or ([remote] if remote else []))  # every one
         self.source = source  # PREPARING: the file a background Blender reads ({"path", "colorspace", "alpha_mode"})
+        self.mesh_source = mesh_source  # PREPARING: the .blend a background Blender exports as mesh_path (retexture)
         self.cacheable = cacheable  # once prepared, history may answer it (no random seed, not forced)
         self.interrupted = False  # Blender stopped while its submitted task ran: resumed on the next start
         self.log_path = os.path.join(output_dir, "worker.log")
         self.state = state
         self.text = {IMPORTING: "From cache" if from_cache else "Importing",
-                     PREPARING: "Reading the image in the background"}.get(state, "Queued")
+                     PREPARING: "Reading the image in the background" if source
+                     else "Exporting the mesh in the background"}.get(state, "Queued")
         self.stage = ""
         self.step = self.total = 0
         self.fraction = 1.0 if state == IMPORTING else 0.0
