@@ -13,6 +13,9 @@ as the Python workers (backend/protocol.py). One task at a time:
       an unreadable or refused image -> error BAD_INPUT with the message the main thread would give;
       with "mesh_blend": path.blend, "mesh_glb": path.glb (a retexture job, the image fields optional)
       export that .blend's lone mesh object as the job's input GLB -> also "mesh"
+  with "retexture": the job's input_mesh.blend instead of "finish" (a retexture job): the result fitted onto
+      the object as it looks and its UVs transferred onto the object's own mesh, saved as the snapshot of
+      key meshfile.KEY (the transferred mesh and the fitted result)
   {"type": "cancel", "id"}  stop that import task's finishing before its next stage
   {"type": "shutdown"} or EOF: exit
 
@@ -39,6 +42,8 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
     files, plan = task.get("files"), task.get("finish")
     if not isinstance(files, list) or not all(isinstance(f, str) and os.path.isfile(f) for f in files):
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task needs existing GLB files")
+    if task.get("retexture") is not None:
+        return _retexture(channel, task, files)
     if plan is not None and not (isinstance(plan, list) and len(plan) == len(files)
                                  and all(_good_spec(spec) for spec in plan)):
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task: one finish spec per file, or none")
@@ -83,6 +88,44 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
     return {"snapshots": snapshots, "qa": measured, "libraries": libraries}
 
 
+def _retexture(channel: Channel, task: dict, files: list) -> dict:
+    """A retexture job's result fitted onto the object (as it looks) and its UVs transferred onto the object's
+    own mesh, both from the job's input_mesh.blend; saved as the snapshot of key meshfile.KEY beside the GLB:
+    the transferred mesh ("target") and the fitted result ("source")."""
+    blend = task["retexture"]
+    if not (isinstance(blend, str) and blend.endswith(".blend") and os.path.isfile(blend) and len(files) >= 1
+            and os.path.dirname(blend) == os.path.dirname(files[0])):
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "retexture task needs the job's mesh .blend")
+    path = files[0]
+    channel.send("progress", id=task["id"], stage="import", step=0, total=1, fraction=0.0,
+                 text="Transferring the texture in the background")
+    try:
+        glb.check_self_contained(path)
+    except ValueError as exc:
+        raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(path)}: {exc}") from None
+    bpy.ops.wm.read_homefile(use_empty=True)
+    with bpy.data.libraries.load(blend, link=False) as (src, dst):
+        dst.objects = list(src.objects)
+    found = meshfile.parts(o for o in dst.objects if o is not None)
+    if set(found) != {"export", "target"}:
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend lacks the object or its mesh")
+    for obj in found.values():
+        bpy.context.scene.collection.objects.link(obj)
+    imported = importer.import_glb(bpy.context, path)
+    source = next((o for o in imported if o.type == "MESH"), None)
+    if source is None:
+        raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, "The retextured result has no mesh")
+    meshfile.fit(source, found["export"])
+    meshfile.transfer(bpy.context, source, found["target"])
+    source[meshfile.PART] = "source"
+    snapshot = importer.snapshot_path(path, meshfile.KEY)
+    importer.write_snapshot(snapshot, {found["target"], source})
+    if not importer.fresh_snapshot(path, meshfile.KEY):
+        raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the transferred {os.path.basename(path)} was not saved")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    return {"snapshots": [snapshot], "qa": [], "libraries": []}
+
+
 def _good_spec(spec) -> bool:
     """A finish spec as finishing.specs makes it (the settings are validated where used)."""
     kinds = {"name": str, "settings": dict, "target_size": (int, float), "texture_size": int, "record": dict,
@@ -125,8 +168,8 @@ def _read_image(channel: Channel, task: dict) -> dict:
 
 
 def _export_mesh(channel: Channel, task: dict) -> dict:
-    """The lone object of the job's input_mesh.blend (meshfile.write_mesh_blend) exported as its GLB, as
-    meshfile.export_mesh exports it, under the object's own name."""
+    """The object as it looks, from the job's input_mesh.blend (meshfile.write_mesh_blend), exported as its GLB
+    as meshfile.export_mesh exports it, under the object's own name."""
     blend, path = task.get("mesh_blend"), task.get("mesh_glb")
     if not (isinstance(blend, str) and blend.endswith(".blend") and os.path.isfile(blend) and isinstance(path, str)
             and path.endswith(".glb") and os.path.dirname(path) == os.path.dirname(blend)):
@@ -136,10 +179,9 @@ def _export_mesh(channel: Channel, task: dict) -> dict:
     bpy.ops.wm.read_homefile(use_empty=True)
     with bpy.data.libraries.load(blend, link=False) as (src, dst):
         dst.objects = list(src.objects)
-    objects = [o for o in dst.objects if o is not None]
-    if len(objects) != 1 or objects[0].type != "MESH":
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend must hold one mesh object")
-    obj = objects[0]
+    obj = meshfile.parts(o for o in dst.objects if o is not None).get("export")
+    if obj is None:
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend holds no mesh to export")
     name = obj.get(meshfile.NAME_PROPERTY)
     if meshfile.NAME_PROPERTY in obj:
         del obj[meshfile.NAME_PROPERTY]

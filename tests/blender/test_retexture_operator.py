@@ -3,6 +3,7 @@ the object keeps its vertex count and world transform and gets the new material,
 import json
 import os
 import sys
+import time
 
 import bpy
 import numpy as np
@@ -115,18 +116,32 @@ def counts(path):
     return obj.name, len(obj.data.vertices), len(obj.data.polygons), bounds
 
 
-def test_in_the_ui_a_background_blender_exports_the_mesh_and_imports_the_result(scenario, builder, tmp_path):
+def transfers_here(monkeypatch) -> list:
+    """The main thread's own UV transfers, counted."""
+    meshfile, calls = mod("trellis_addon.meshfile"), []
+    transfer = meshfile.transfer
+    monkeypatch.setattr(meshfile, "transfer", lambda *args: (calls.append(args), transfer(*args)))
+    return calls
+
+
+def test_in_the_ui_a_background_blender_exports_the_mesh_and_imports_the_result(scenario, builder, tmp_path,
+                                                                                monkeypatch):
     """Both ends of a retexture job off the main thread: the object (its modifiers applied) goes to the
     background Blender as a .blend and comes back as the same GLB the main thread would export; the result is
-    imported there and appended here. The object gets the same material and a UV map as without."""
+    imported, fitted and transferred there, and its UV values copied here. The object gets the same material
+    and a UV map as without."""
     obj = make_object()
     obj.modifiers.new("Subdivision", "SUBSURF").levels = 1
     before = signature(obj)
+    here_calls = transfers_here(monkeypatch)
     assert bpy.ops.trellis.retexture(image=EXAMPLE_IMAGE, backend="scenario", seed=3, resolution=512) == {"FINISHED"}
+    assert here_calls == [], "the UV values came from the background Blender's transfer"
     job = mod("trellis_addon.queue").manager.jobs[-1]
     assert job.state == "done" and job.mesh_source and os.path.isfile(job.mesh_path)
+    transferred = mod("trellis_addon.importer").snapshot_path(job.result["files"][0], "retexture")
+    assert os.path.isfile(transferred), "fitted and transferred in the background Blender"
     mod("trellis_addon.queue").flush_records()
-    assert not os.path.exists(job.mesh_source), "the .blend goes once exported: the GLB is the job's input"
+    assert not os.path.exists(job.mesh_source), "the .blend goes once applied: the GLB is the job's input"
     with open(builder.worker.log_path, encoding="utf-8", errors="replace") as f:
         log = f.read()
     assert f"task {job.id}-prepare (prepare) done" in log and f"task {job.id}-import (import) done" in log
@@ -165,3 +180,35 @@ def test_where_no_background_blender_starts_the_mesh_is_exported_here(scenario, 
     job = mod("trellis_addon.queue").manager.jobs[-1]
     assert builder.unavailable and not job.mesh_source and os.path.isfile(job.mesh_path)
     assert signature(obj) == before and obj.data.materials[0].name != "Old"
+
+
+def test_a_mesh_edited_while_the_job_ran_gets_the_transfer_here(scenario, builder, monkeypatch):
+    """The background Blender transferred onto the mesh as it was; a mesh whose faces changed meanwhile gets
+    the (already fitted) result transferred on the main thread instead."""
+    import bmesh
+    queue, request, retexture = (mod(f"trellis_addon.{m}") for m in ("queue", "request", "retexture"))
+    obj = make_object()
+    scene = bpy.context.scene.trellis2
+    settings = request.resolve_settings(scene.to_settings(), {"seed": 3, "resolution": 512})
+    checked = request.Request(image=EXAMPLE_IMAGE, backend="scenario", settings=settings, mode="retexture")
+    job = queue.manager.enqueue(retexture.prepare(bpy.context, obj, checked))
+    assert job.state == "preparing" and job.mesh_source
+    end = time.monotonic() + 120
+    while job.state != "importing" and not job.is_finished and time.monotonic() < end:
+        queue.manager.poll_all()
+        time.sleep(0.02)
+    assert job.state == "importing", f"{job.state}: {job.error}"
+    mesh = bmesh.new()
+    mesh.from_mesh(obj.data)
+    bmesh.ops.delete(mesh, geom=mesh.faces[:3], context="FACES_ONLY")
+    mesh.to_mesh(obj.data)
+    mesh.free()
+    faces = len(obj.data.polygons)
+    here_calls = transfers_here(monkeypatch)
+    target = retexture.apply_result(bpy.context, job, obj)
+    assert len(here_calls) == 1
+    assert target == obj and len(obj.data.polygons) == faces and obj.data.uv_layers.active.name == "TRELLIS_UV"
+    uvs = np.zeros(len(obj.data.loops) * 2)
+    obj.data.uv_layers.active.data.foreach_get("uv", uvs)
+    assert np.ptp(uvs) > 0.1 and obj.data.materials[0].name != "Old"
+    assert {o.name for o in bpy.data.objects} == {obj.name}

@@ -21,7 +21,7 @@ import time
 import bpy
 
 from ...backend import protocol
-from .. import finishing, history, image_input, importer, prefs
+from .. import finishing, history, image_input, importer, meshfile, prefs
 from ..record import valid_qa
 from ..paths import EXTENSION_ROOT
 from .job import BUILDING, CANCELLED, IMPORTING, PREPARING, QUEUED, Job, discard_folder
@@ -45,13 +45,6 @@ def blender_spec(number: int = 1) -> WorkerSpec:
         command = (sys.executable, script, EXTENSION_ROOT)
     log = "blender-worker.log" if number == 1 else f"blender-worker-{number}.log"
     return WorkerSpec(key=("blender", command), command=command, log_path=os.path.join(prefs.jobs_root(), log))
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def checked_answer(job: Job, msg: dict) -> dict:
@@ -113,11 +106,18 @@ class Builder:
         return bool(((not bpy.app.background) if self.enabled is None else self.enabled) and not self.unavailable)
 
     def wanted(self, job: Job) -> bool:
-        """Whether this job's result should be imported in the background."""
+        """Whether this job's result should be imported in the background (a retexture job's, with its .blend:
+        fitted and transferred there)."""
         files = (job.result or {}).get("files") or []
-        plan = finishing.specs(job) or [{"key": ""}] * len(files)
+        keys = [spec["key"] for spec in finishing.specs(job) or [{"key": ""}] * len(files)]
+        if job.mode == "retexture":
+            keys = [meshfile.KEY if self._transfers(job) else ""] * len(files)
         return bool(self.on and files and job.mode in ("generate", "retexture")
-                    and not all(importer.fresh_snapshot(f, spec["key"]) for f, spec in zip(files, plan)))
+                    and not all(importer.fresh_snapshot(f, key) for f, key in zip(files, keys)))
+
+    @staticmethod
+    def _transfers(job: Job) -> bool:
+        return bool(job.mode == "retexture" and job.mesh_source and os.path.isfile(job.mesh_source))
 
     def load(self, worker: WorkerProcess) -> int:
         return sum(task.worker is worker for task in self.tasks.values())
@@ -151,8 +151,8 @@ class Builder:
             return
         task = self.tasks[job.id] = Task(job, "import", worker)
         plan = finishing.specs(job)
-        worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"],
-                                            **({"finish": plan} if plan else {})))
+        extra = {"finish": plan} if plan else {"retexture": job.mesh_source} if self._transfers(job) else {}
+        worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"], **extra))
 
     def ready(self) -> bool:
         """Whether a background Blender runs or could be started now (started where none runs)."""
@@ -192,8 +192,6 @@ class Builder:
             job.fail("The background Blender wrote no prepared input", protocol.ErrorCode.INTERNAL)
             submit_io(discard_folder, job.output_dir)
             return
-        if job.mesh_source:  # exported: the GLB is the job's input from now on
-            submit_io(_remove, job.mesh_source)
         job.image_sha = image_sha
         job.cache_key = history.cache_key(image_sha, job.backend, job.model, job.settings)
         if job.source:
