@@ -23,4 +23,10 @@ if __name__ == "__main__":
     package = types.ModuleType(PACKAGE)
     package.__path__ = [args[0]]  # the extension's root folder; its __init__ (registration) is not run
     sys.modules[PACKAGE] = package
-    sys.exit(importlib.import_module(f"{PACKAGE}.trellis_addon.blend_worker").main())
+    code = importlib.import_module(f"{PACKAGE}.trellis_addon.blend_worker").main()
+    bpy = sys.modules["bpy"]
+    if bpy.app.version < (4, 3) and not bpy.app.binary_path:  # the bpy 4.2 module crashes on exit once its glTF
+        sys.stdout.flush()  # exporter ran (a retexture's mesh): everything is written and answered by now
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

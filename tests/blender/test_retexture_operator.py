@@ -142,9 +142,12 @@ def test_in_the_ui_a_background_blender_exports_the_mesh_and_imports_the_result(
     assert os.path.isfile(transferred), "fitted and transferred in the background Blender"
     mod("trellis_addon.queue").flush_records()
     assert not os.path.exists(job.mesh_source), "the .blend goes once applied: the GLB is the job's input"
-    with open(builder.worker.log_path, encoding="utf-8", errors="replace") as f:
+    worker = builder.worker
+    with open(worker.log_path, encoding="utf-8", errors="replace") as f:
         log = f.read()
     assert f"task {job.id}-prepare (prepare) done" in log and f"task {job.id}-import (import) done" in log
+    builder.stop()
+    assert worker.proc.wait(30) == 0, "it exits cleanly after a glTF export (the bpy 4.2 module crashed there)"
     assert signature(obj) == before and obj.data.uv_layers.active.name == "TRELLIS_UV"
     uvs = np.zeros(len(obj.data.loops) * 2)
     obj.data.uv_layers.active.data.foreach_get("uv", uvs)

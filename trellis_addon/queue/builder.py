@@ -125,7 +125,9 @@ class Builder:
     def _worker(self) -> WorkerProcess | None:
         """The background Blender for the next task, started where needed; None (and the reason kept) where
         none starts."""
-        self.workers = [w for w in self.workers if w.alive and not w.stopping]
+        for gone in [w for w in self.workers if not w.alive or w.stopping]:
+            self.workers.remove(gone)
+            self.last_used.pop(gone, None)
         ready = min(self.workers, key=self.load, default=None)
         try:
             if ready is None or (self.load(ready) and len(self.workers) < max(1, self.size)):
