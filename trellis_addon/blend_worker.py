@@ -92,21 +92,14 @@ def _retexture(channel: Channel, task: dict, files: list) -> dict:
     """A retexture job's result fitted onto the object (as it looks) and its UVs transferred onto the object's
     own mesh, both from the job's input_mesh.blend; saved as the snapshot of key meshfile.KEY beside the GLB:
     the transferred mesh ("target") and the fitted result ("source")."""
-    blend = task["retexture"]
-    if not (isinstance(blend, str) and blend.endswith(".blend") and os.path.isfile(blend) and len(files) >= 1
-            and os.path.dirname(blend) == os.path.dirname(files[0])):
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "retexture task needs the job's mesh .blend")
-    path = files[0]
+    path = files[0] if files else ""
+    found = _mesh_parts(task["retexture"], path, "retexture task needs the job's mesh .blend")
     channel.send("progress", id=task["id"], stage="import", step=0, total=1, fraction=0.0,
                  text="Transferring the texture in the background")
     try:
         glb.check_self_contained(path)
     except ValueError as exc:
         raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(path)}: {exc}") from None
-    bpy.ops.wm.read_homefile(use_empty=True)
-    with bpy.data.libraries.load(blend, link=False) as (src, dst):
-        dst.objects = list(src.objects)
-    found = meshfile.parts(o for o in dst.objects if o is not None)
     if set(found) != {"export", "target"}:
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend lacks the object or its mesh")
     for obj in found.values():
@@ -124,6 +117,19 @@ def _retexture(channel: Channel, task: dict, files: list) -> dict:
         raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the transferred {os.path.basename(path)} was not saved")
     bpy.ops.wm.read_homefile(use_empty=True)
     return {"snapshots": [snapshot], "qa": [], "libraries": []}
+
+
+def _mesh_parts(blend, glb_path, refusal: str) -> dict:
+    """The parts (meshfile.parts) of a job's input_mesh.blend, appended into an empty file: the .blend must sit
+    beside the job's GLB path (its folder); JobError BAD_INPUT with the refusal otherwise."""
+    if not (isinstance(blend, str) and blend.endswith(".blend") and os.path.isfile(blend)
+            and isinstance(glb_path, str) and glb_path.endswith(".glb")
+            and os.path.dirname(glb_path) == os.path.dirname(blend)):
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, refusal)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    with bpy.data.libraries.load(blend, link=False) as (src, dst):
+        dst.objects = list(src.objects)
+    return meshfile.parts(o for o in dst.objects if o is not None)
 
 
 def _good_spec(spec) -> bool:
@@ -170,16 +176,11 @@ def _read_image(channel: Channel, task: dict) -> dict:
 def _export_mesh(channel: Channel, task: dict) -> dict:
     """The object as it looks, from the job's input_mesh.blend (meshfile.write_mesh_blend), exported as its GLB
     as meshfile.export_mesh exports it, under the object's own name."""
-    blend, path = task.get("mesh_blend"), task.get("mesh_glb")
-    if not (isinstance(blend, str) and blend.endswith(".blend") and os.path.isfile(blend) and isinstance(path, str)
-            and path.endswith(".glb") and os.path.dirname(path) == os.path.dirname(blend)):
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "prepare task needs the mesh's .blend and its GLB path")
+    path = task.get("mesh_glb")
+    found = _mesh_parts(task.get("mesh_blend"), path, "prepare task needs the mesh's .blend and its GLB path")
     channel.send("progress", id=task["id"], stage="prepare", step=0, total=1, fraction=0.0,
                  text="Exporting the mesh in the background")
-    bpy.ops.wm.read_homefile(use_empty=True)
-    with bpy.data.libraries.load(blend, link=False) as (src, dst):
-        dst.objects = list(src.objects)
-    obj = meshfile.parts(o for o in dst.objects if o is not None).get("export")
+    obj = found.get("export")
     if obj is None:
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend holds no mesh to export")
     name = obj.get(meshfile.NAME_PROPERTY)

@@ -40,7 +40,7 @@ def export_mesh(context, obj: bpy.types.Object, path: str) -> None:
 def write_mesh_blend(context, obj: bpy.types.Object, path: str) -> None:
     """Two lone objects in a .blend, no materials in the file: the object as it looks (modifiers applied, its
     world transform; what export_mesh exports) and its own mesh (what the UVs are transferred onto), both
-    copies. A copy and one write: 1/9 of the glTF export's time (bench/main_thread_per_job.py)."""
+    copies. A copy and one write, much less than the glTF export (bench/main_thread_per_job.py)."""
     looks = bpy.data.meshes.new_from_object(obj.evaluated_get(context.evaluated_depsgraph_get()))
     copies = [bpy.data.objects.new(f".{obj.name}.trellis-{part}", mesh)
               for part, mesh in (("export", looks), ("target", obj.data.copy()))]

@@ -109,9 +109,10 @@ class Builder:
         """Whether this job's result should be imported in the background (a retexture job's, with its .blend:
         fitted and transferred there)."""
         files = (job.result or {}).get("files") or []
-        keys = [spec["key"] for spec in finishing.specs(job) or [{"key": ""}] * len(files)]
         if job.mode == "retexture":
             keys = [meshfile.KEY if self._transfers(job) else ""] * len(files)
+        else:
+            keys = [spec["key"] for spec in finishing.specs(job) or [{"key": ""}] * len(files)]
         return bool(self.on and files and job.mode in ("generate", "retexture")
                     and not all(importer.fresh_snapshot(f, key) for f, key in zip(files, keys)))
 
