@@ -69,6 +69,19 @@ def scene(addon, tmp_path):
 
 
 @pytest.fixture()
+def result(scene, tmp_path):
+    """A result's GLB in a job folder (the defect mesh: 'geometry_0' as TRELLIS.2 names it), in a clean scene."""
+    from backend import glb, png
+    from servers import meshes
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    path = str(folder / "result_0.glb")
+    meshes.defect_glb(glb, png, path)
+    return path
+
+
+@pytest.fixture()
 def builder(scene):
     """The background Blender forced on, as in the UI (background runs do the work themselves); stopped after."""
     manager = mod("trellis_addon.queue").manager

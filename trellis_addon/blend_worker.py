@@ -60,7 +60,7 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
         except ValueError as exc:
             raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(path)}: {exc}") from None
         bpy.ops.wm.read_homefile(use_empty=True)  # nothing of an earlier task stays in memory
-        objects = importer.import_glb(bpy.context, path, snapshot=True)
+        objects = importer.import_glb(bpy.context, path, snapshot=True, twins=True)
         snap = importer.snapshot_path(path)
         if not objects or not importer.fresh_snapshot(path):
             raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT,
@@ -78,7 +78,7 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
             measured.append({"failed": str(exc)})
             continue
         finished = importer.snapshot_path(path, spec["key"])
-        importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras))
+        importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras), twins=True)
         if not importer.fresh_snapshot(path, spec["key"]):
             raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the finished {os.path.basename(path)} was not saved")
         snapshots.append(finished)
@@ -112,7 +112,7 @@ def _retexture(channel: Channel, task: dict, files: list) -> dict:
     meshfile.transfer(bpy.context, source, found["target"])
     source[meshfile.PART] = "source"
     snapshot = importer.snapshot_path(path, meshfile.KEY)
-    importer.write_snapshot(snapshot, {found["target"], source})
+    importer.write_snapshot(snapshot, {found["target"], source}, twins=True)
     if not importer.fresh_snapshot(path, meshfile.KEY):
         raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the transferred {os.path.basename(path)} was not saved")
     bpy.ops.wm.read_homefile(use_empty=True)

@@ -7,6 +7,7 @@ import os
 import bpy
 from mathutils import Vector
 
+from . import twins as twin_images
 from .finish import roots as top_level
 from .record import OBJECT_PROPERTY, QA_PROPERTY, ROLE, ROLES, Record, valid_qa
 
@@ -55,11 +56,20 @@ def fresh_snapshot(glb_path: str, key: str = "") -> bool:
     return os.path.isfile(snap) and os.path.getmtime(snap) >= os.path.getmtime(glb_path)
 
 
-def import_glb(context, filepath: str, snapshot: bool = False, key: str = "") -> list[bpy.types.Object]:
+def chosen_snapshot(glb_path: str, key: str = "") -> str:
+    """The snapshot import_glb appends first for this GLB and key ("" where none is fresh)."""
+    if key and fresh_snapshot(glb_path, key):
+        return snapshot_path(glb_path, key)
+    return snapshot_path(glb_path) if fresh_snapshot(glb_path) else ""
+
+
+def import_glb(context, filepath: str, snapshot: bool = False, key: str = "",
+               twins: bool = False) -> list[bpy.types.Object]:
     """The GLB's objects, linked into the active collection. snapshot=True (history results): the first
     import also saves them as a .blend beside the GLB, later imports append from it (1/17 of the glTF
     importer's time for a 500k-face result, bench/cache_hit.py) and fall back to the GLB if that fails.
-    key: append the finished snapshot of that key where there is one (else as without)."""
+    key: append the finished snapshot of that key where there is one (else as without). twins (the
+    background Blender): the snapshot keeps its images' bytes apart (write_snapshot)."""
     if snapshot and key and fresh_snapshot(filepath, key):
         try:
             return _append_snapshot(context, snapshot_path(filepath, key), filepath)
@@ -77,20 +87,40 @@ def import_glb(context, filepath: str, snapshot: bool = False, key: str = "") ->
         raise RuntimeError(f"glTF import failed for {filepath}")
     objects = [o for o in bpy.data.objects if o not in before]
     if snap and objects:
-        write_snapshot(snap, set(objects))
+        write_snapshot(snap, set(objects), twins)
     return objects
 
 
-def write_snapshot(path: str, ids: set) -> None:
-    """The datablocks (objects, a collection) as a .blend, atomically; a failure is only printed."""
+def write_snapshot(path: str, ids: set, twins: bool = False) -> None:
+    """The datablocks (objects, a collection) as a .blend, atomically; a failure is only printed.
+    twins (the background Blender's snapshots): each packed image's bytes are kept apart (twins.py), so that
+    a big snapshot's images can be appended in a tick of their own (preload); this Blender's images are left
+    as they were."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    made = []
     try:
-        bpy.data.libraries.write(tmp, ids, path_remap="NONE", fake_user=False, compress=False)
+        if twins:
+            twin_images.make(made)
+        bpy.data.libraries.write(tmp, set(ids) | {twin for _, twin, _ in made}, path_remap="NONE",
+                                 fake_user=False, compress=False)
         os.replace(tmp, path)
     except Exception as exc:  # a cache only: the import itself succeeded
         print(f"TRELLIS: could not save {os.path.basename(path)}: {exc}")
         if os.path.exists(tmp):
             os.remove(tmp)
+    finally:
+        twin_images.restore(made)
+
+
+def preload(glb_path: str, key: str = "") -> bool:
+    """Append the twins of the snapshot import_glb will append for this GLB and key ahead of it (the UI's
+    modal operator, a tick before the one that appends the mesh), where that snapshot is
+    twins.PRELOAD_BYTES or bigger but not too big for its GLB; whether any were."""
+    snap = chosen_snapshot(glb_path, key)
+    size = os.path.getsize(snap) if snap else 0
+    if size < twin_images.PRELOAD_BYTES or size > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
+        return False
+    return twin_images.append_ahead(snap)
 
 
 SNAPSHOT_OBJECTS = 64  # a result, its parts, LODs and low-poly: a snapshot with more is not ours
@@ -156,16 +186,19 @@ def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.O
     everything it brought removed again."""
     if glb_path and os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
+    twins = twin_images.taken_ahead(path)  # appended in a tick before (preload)
     before = _all_ids()
     with bpy.data.libraries.load(path, link=False) as (src, dst):
         dst.objects = list(src.objects)
         dst.collections = list(src.collections)
+        wanted = twin_images.wanted(src.images, twins)
+        dst.images = list(wanted)
+    twins.update((name, image) for name, image in zip(wanted, dst.images) if image is not None)
     objects = [o for o in dst.objects if o is not None]
     collections = [c for c in dst.collections if c is not None]
-    same = os.path.normpath(os.path.abspath(path))
-    for lib in [lib for lib in bpy.data.libraries if os.path.normpath(bpy.path.abspath(lib.filepath)) == same]:
-        bpy.data.libraries.remove(lib)  # appended data is local: no reference to the file stays
-    new = _all_ids() - before
+    twin_images.forget_library(path)
+    new = (_all_ids() - before) | set(twins.values())
+    twin_images.adopt(new, twins)
     problem = "no objects in it" if not objects else snapshot_problem(new, objects)
     if problem:
         bpy.data.batch_remove(new)

@@ -12,7 +12,7 @@ import tomllib
 import bpy
 
 from ..backend import glb
-from . import finish, finishing, history, importer, prefs, spending
+from . import finish, finishing, history, importer, meshfile, prefs, spending
 from .record import OBJECT_PROPERTY, Record
 from .paths import EXTENSION_ROOT
 from .queue import DONE, Job, manager, submit_io
@@ -104,6 +104,21 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
     job.set_finished(DONE, text)
     prune_history()
     return roots
+
+
+def preload(job: Job) -> bool:
+    """Append one result's packed images ahead of import_job where its snapshot is big (importer.preload; the
+    UI's modal operator, a tick each: the tick that appends the mesh does not also read the pixels' bytes);
+    whether it did."""
+    plan = finishing.specs(job)
+    for index, path in enumerate((job.result or {}).get("files") or []):
+        key = meshfile.KEY if job.mesh_source else (plan[index]["key"] if plan else "")
+        try:
+            if importer.preload(path, key):
+                return True
+        except OSError:  # the GLB went away: import_job says so
+            return False
+    return False
 
 
 def _finish_here(context, job: Job, objects: list, spec: dict, problems: list) -> tuple[dict, list]:

@@ -2,6 +2,7 @@
 and saves their .blend snapshots; the main thread only appends and places them. The result lands exactly
 as a main-thread import does; where no background Blender starts, the import falls back to the main
 thread and says so; a background Blender that dies fails its one job with its log, and the next works."""
+import hashlib
 import os
 import signal
 import time
@@ -17,7 +18,9 @@ def landed():
     """What a result looks like in the scene: names, counts, materials, images, record, placement."""
     obj = bpy.context.view_layer.objects.active
     material = obj.active_material
-    images = sorted(n.image.size[:] for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
+    images = sorted((n.image.size[:], n.image.colorspace_settings.name, n.image.users,
+                     hashlib.sha256(n.image.packed_file.data).hexdigest() if n.image.packed_file else "")
+                    for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
     record = mod("trellis_addon.record").Record.from_text(obj["trellis2"])
     return {"name": obj.name, "collection": obj.users_collection[0].name, "vertices": len(obj.data.vertices),
             "faces": len(obj.data.polygons), "images": images, "seed": record.seed, "backend": record.backend,
@@ -54,6 +57,34 @@ def test_the_background_blender_imports_and_the_result_lands_the_same(builder):
     builder.enabled = False
     run_job(7)
     assert landed() == background
+
+
+def test_appended_as_the_modal_operator_does_the_result_lands_the_same(builder, monkeypatch):
+    """The UI's modal operator appends a big result's images (results.preload) in a tick before the one that
+    appends its mesh: the same result, the same images, nothing left over."""
+    queue, request, results = mod("trellis_addon.queue"), mod("trellis_addon.request"), mod("trellis_addon.results")
+    monkeypatch.setattr(mod("trellis_addon.twins"), "PRELOAD_BYTES", 0)  # this small result counts as big
+    scene = bpy.context.scene.trellis2
+    settings = request.resolve_settings(scene.to_settings(), {"seed": 14, "resolution": 512, "texture_size": 1024,
+                                                              "decimation_target": 100000})
+    job = queue.manager.enqueue(request.prepare_job(image=EXAMPLE_IMAGE, backend="preview", settings=settings,
+                                                    force_new=True, finish=scene.to_finish()))
+    end = time.monotonic() + 120
+    while job.state != "importing" and not job.is_finished and time.monotonic() < end:
+        queue.manager.poll_all()
+        time.sleep(0.02)
+    assert job.state == "importing", f"{job.state}: {job.error}"
+    assert results.preload(job) is True and not results.preload(job)
+    assert not bpy.data.objects and len(bpy.data.images) == 2, "base colour and metallic-roughness, no mesh yet"
+    uids = sorted(i.session_uid for i in bpy.data.images)
+    results.import_job(bpy.context, job)
+    assert job.state == "done" and sorted(i.session_uid for i in bpy.data.images) == uids, "no image but those two"
+    bpy.context.view_layer.update()
+    ahead_landed = landed()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    builder.enabled = False
+    run_job(14)
+    assert landed() == ahead_landed
 
 
 def test_without_a_background_blender_the_main_thread_imports_and_says_so(builder, monkeypatch):

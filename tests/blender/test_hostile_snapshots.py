@@ -1,20 +1,23 @@
 """A snapshot .blend beside a result's GLB is appended instead of importing the GLB (raw or finished). A
 history folder is outside data: another process or a person may have put any .blend there. Each crafted
 snapshot here is refused, everything it brought is removed again, and the GLB is imported (and the
-snapshot written anew); nothing of it stays in the file."""
+snapshot written anew); nothing of it stays in the file. An image saved without its bytes must be
+replaced by its packed twin (importer.write_snapshot): one whose twin is missing or reads a file is
+refused like any image that reads a file."""
 import json
 import os
 
 import bpy
 import pytest
 
-from backend import glb, png
 from conftest import EXAMPLE_IMAGE, mod
-from servers import meshes
+
+TWIN = "trellis2_packed"  # twins.TWIN (test_snapshot_twins uses it from there)
 
 REASONS = {  # kind: what the refusal says (any of)
     "modifier": ("1 modifiers",), "constraint": ("1 constraints",), "driver": ("drivers on",), "camera": ("camera",),
     "external_image": ("reads a file",), "image_sequence": ("reads a file",),
+    "twin_missing": ("reads a file",), "twin_reads_a_file": ("reads a file",),
     "script_node": ("a script node", "a Text"), "linked": ("a Library", "linked from another file"),
     "bad_qa": ("measured quality",), "bad_role": ("unknown role",), "many_objects": ("101 objects",),
     "too_big": ("too big for its GLB",)}
@@ -52,6 +55,14 @@ def write_hostile(path: str, kind: str, tmp_path) -> None:
         ids = {bpy.data.objects.new("mushroom", bpy.data.cameras.new("evil_camera"))}
     elif kind == "external_image":
         _material_with(obj, "ShaderNodeTexImage").image = bpy.data.images.load(EXAMPLE_IMAGE)
+    elif kind in ("twin_missing", "twin_reads_a_file"):
+        image = bpy.data.images.load(EXAMPLE_IMAGE)  # the image the material uses: its twin has the bytes
+        image[TWIN] = f"{TWIN}_0"
+        _material_with(obj, "ShaderNodeTexImage").image = image
+        if kind == "twin_reads_a_file":
+            twin = bpy.data.images.load(EXAMPLE_IMAGE, check_existing=False)
+            twin.name, twin.use_fake_user = f"{TWIN}_0", True
+            ids.add(twin)
     elif kind == "image_sequence":
         image = bpy.data.images.load(EXAMPLE_IMAGE)
         image.source = "SEQUENCE"  # reads numbered files beside it
@@ -76,16 +87,6 @@ def write_hostile(path: str, kind: str, tmp_path) -> None:
                               bpy.data.texts, bpy.data.cameras, bpy.data.libraries) for id_ in coll}
     bpy.data.batch_remove(after - before)
     os.utime(path)  # newer than the GLB: it is taken for a fresh snapshot
-
-
-@pytest.fixture()
-def result(scene, tmp_path):
-    """A result's GLB in a job folder (the defect mesh: 'geometry_0' as TRELLIS.2 names it)."""
-    folder = tmp_path / "job"
-    folder.mkdir()
-    path = str(folder / "result.glb")
-    meshes.defect_glb(glb, png, path)
-    return path
 
 
 def _everything() -> set:

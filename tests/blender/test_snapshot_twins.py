@@ -1,0 +1,118 @@
+"""The background Blender's snapshots keep each image's bytes in a packed twin (importer.write_snapshot with
+twins): for a big snapshot (twins.PRELOAD_BYTES) the UI's modal operator appends the twins in a tick
+(importer.preload) before the one that appends the mesh, which then only swaps each image for its twin.
+Whether appended ahead or in the same call, the result is what an import of the GLB gives: the same
+images, bytes and settings, packed, and nothing else left in the file."""
+import hashlib
+
+import bpy
+
+from conftest import mod
+
+
+def images() -> dict:
+    """name: (packed, file path, colour space, users, sha256 of the bytes, custom properties) of every image."""
+    return {i.name: (i.packed_file is not None, i.filepath_raw, i.colorspace_settings.name, i.users,
+                     hashlib.sha256(i.packed_file.data).hexdigest() if i.packed_file else "", sorted(i.keys()))
+            for i in bpy.data.images}
+
+
+def written_as_the_background_blender_does(path) -> dict:
+    """import_glb with twins (blend_worker's call); the images as the glTF importer left them here."""
+    importer = mod("trellis_addon.importer")
+    objects = importer.import_glb(bpy.context, path, snapshot=True, twins=True)
+    assert objects and importer.fresh_snapshot(path)
+    imported = images()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    return imported
+
+
+def test_the_snapshot_keeps_each_images_bytes_in_a_packed_twin(result):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    objects = importer.import_glb(bpy.context, result, snapshot=True, twins=True)
+    before = images()
+    assert len(before) == 2 and all(packed and not props for packed, _, _, _, _, props in before.values()), \
+        "the writing Blender's own images are left packed, without twins"
+    del objects
+    bpy.ops.wm.read_homefile(use_empty=True)
+    with bpy.data.libraries.load(importer.snapshot_path(result)) as (src, dst):
+        dst.images = list(src.images)
+    saved = {i.name: i for i in dst.images}
+    copies = {n: i for n, i in saved.items() if n.startswith(twins.TWIN)}
+    used = {n: i for n, i in saved.items() if n not in copies}
+    assert sorted(used) == sorted(before) and len(copies) == 2
+    for name, image in used.items():
+        twin = copies[image[twins.TWIN]]
+        assert image.packed_file is None, "the image the material uses holds no bytes"
+        assert twin.packed_file is not None and not twin.keys()
+        assert hashlib.sha256(twin.packed_file.data).hexdigest() == before[name][4]
+        assert twin.colorspace_settings.name == before[name][2]
+
+
+def test_appended_at_once_the_result_lands_as_the_import_left_it(result):
+    importer = mod("trellis_addon.importer")
+    imported = written_as_the_background_blender_does(result)
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert [o.name for o in objects] == ["geometry_0"] and not bpy.data.libraries
+    assert images() == imported
+    assert {"bench" not in m.name for m in bpy.data.materials} and len(bpy.data.materials) == 1
+
+
+def test_appended_ahead_then_the_mesh_takes_them(result, monkeypatch):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    imported = written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)  # the test's snapshot counts as big
+    assert importer.preload(result) is True
+    assert len(bpy.data.images) == 2 and not bpy.data.objects, "the images' bytes, nothing else"
+    assert importer.preload(result) is False, "once"
+    ahead = sorted(i.session_uid for i in bpy.data.images)
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert sorted(i.session_uid for i in bpy.data.images) == ahead, "the images appended ahead, not again"
+    assert [o.name for o in objects] == ["geometry_0"] and images() == imported
+    assert not twins._AHEAD and not bpy.data.libraries
+
+
+def test_a_small_snapshot_is_appended_in_one_tick(result):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    written_as_the_background_blender_does(result)
+    assert importer.snapshot_path(result) and twins.PRELOAD_BYTES == 64 << 20
+    assert importer.preload(result) is False and not bpy.data.images, "a second reading costs more than it splits"
+
+
+def test_a_twin_appended_ahead_that_no_append_takes_is_removed(result, monkeypatch):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
+    assert importer.preload(result)
+    assert len(bpy.data.images) == 2 and all(i.use_fake_user for i in bpy.data.images), "kept by an undo step"
+    twins.drop()
+    assert len(bpy.data.images) == 0 and not twins._AHEAD and not bpy.data.libraries
+
+
+def test_a_snapshot_with_packed_images_as_before_still_appends(result, monkeypatch):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
+    importer.import_glb(bpy.context, result, snapshot=True)  # twins=False: the main thread's own snapshot
+    imported = images()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert importer.preload(result) is False and not bpy.data.images
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert [o.name for o in objects] == ["geometry_0"] and images() == imported
+
+
+def test_twins_no_image_names_are_removed(result):
+    """A snapshot with a stray twin (nothing names it) appends without it."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    written_as_the_background_blender_does(result)
+    snap = importer.snapshot_path(result)
+    with bpy.data.libraries.load(snap) as (src, dst):
+        dst.objects = list(src.objects)
+        dst.images = list(src.images)  # the twins too
+    stray = bpy.data.images.new(f"{twins.TWIN}_9", 4, 4)
+    stray.pack()
+    keep = set(bpy.data.objects) | set(bpy.data.images)
+    bpy.data.libraries.write(snap, keep, fake_user=False)  # the snapshot again, with the stray twin
+    bpy.ops.wm.read_homefile(use_empty=True)
+    objects = importer._append_snapshot(bpy.context, snap, result)
+    assert [o.name for o in objects] == ["geometry_0"]
+    assert not [i.name for i in bpy.data.images if i.name.startswith(twins.TWIN)]

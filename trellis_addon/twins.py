@@ -1,0 +1,106 @@
+"""A snapshot's images kept apart from its mesh. The background Blender saves each packed image twice in a
+snapshot: as a packed copy of its own (a twin, named TWIN...) and, without its bytes, as the image the
+materials use, which names its twin in a custom property. Appending the snapshot swaps each image for its
+twin (adopt); for a big snapshot the UI's modal operator appends the twins in a tick before the one that
+appends the mesh (append_ahead), so that one tick does not read both the pixels' bytes and the mesh."""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+TWIN = "trellis2_packed"  # an image's custom property naming its twin, and the start of a twin's name
+PRELOAD_BYTES = 64 << 20  # a snapshot this big has its twins appended in a tick before its mesh (bench/
+# main_thread_per_job.py: for a 1M-face result with 4096² textures that splits an 85 ms tick into 27 and
+# 56 ms; for a 48 MB snapshot the second reading of the file costs more than the split saves)
+MOST = 64  # twins taken from one snapshot at most
+_AHEAD: dict[str, dict] = {}  # snapshot path: {a twin's name in it: its name here}, appended ahead
+
+
+def make(made: list) -> None:
+    """A twin for every image packed from one file (before a snapshot is written); (image, twin, the image's
+    bytes) added to made, for restore."""
+    for index, image in enumerate([i for i in bpy.data.images if i.library is None and i.source == "FILE"
+                                   and len(i.packed_files) == 1]):
+        data = image.packed_file.data
+        twin = image.copy()  # the bytes and every setting (colour space, alpha)
+        twin.name = f"{TWIN}_{index}"
+        image[TWIN] = twin.name
+        made.append((image, twin, data))
+        image.unpack(method="REMOVE")
+
+
+def restore(made: list) -> None:
+    """The images as they were before make (after the snapshot is written)."""
+    for image, twin, data in made:
+        image.pack(data=data, data_len=len(data))
+        del image[TWIN]
+        bpy.data.images.remove(twin)
+
+
+def append_ahead(snapshot: str) -> bool:
+    """Append the snapshot's twins once, with a fake user until adopt takes them; whether any were. The
+    caller checked the snapshot's size; what is appended is checked with the rest of the snapshot."""
+    if snapshot in _AHEAD:
+        return False
+    _AHEAD[snapshot] = {}
+    try:
+        with bpy.data.libraries.load(snapshot, link=False) as (src, dst):
+            names = [n for n in src.images if n.startswith(TWIN)][:MOST]
+            dst.images = list(names)
+    except (OSError, RuntimeError) as exc:  # the append says why when it tries the snapshot itself
+        print(f"TRELLIS: {os.path.basename(snapshot)}: {exc}")
+        return False
+    # the Library this leaves is removed with the append's own (a removal redraws every editor, the viewport too)
+    for name, image in zip(names, dst.images):
+        if image is not None:
+            image.use_fake_user = True  # kept by an undo step or a save until the append takes it
+            _AHEAD[snapshot][name] = image.name
+    return bool(_AHEAD[snapshot])
+
+
+def taken_ahead(snapshot: str) -> dict:
+    """{a twin's name in the snapshot: the image} that append_ahead brought, handed over once."""
+    here = _AHEAD.pop(snapshot, None) or {}
+    images = {name: bpy.data.images.get(other) for name, other in here.items()}
+    return {name: image for name, image in images.items() if image is not None}
+
+
+def wanted(names, ahead: dict) -> list:
+    """The twins of a snapshot's image names (src.images) that were not appended ahead."""
+    return [n for n in names if n.startswith(TWIN) and n not in ahead][:MOST]
+
+
+def drop() -> None:
+    """Remove the twins append_ahead brought that no append took (a job failed or was cancelled between)."""
+    for snapshot, here in _AHEAD.items():
+        images = [bpy.data.images.get(name) for name in here.values() if name.startswith(TWIN)]
+        bpy.data.batch_remove([i for i in images if i is not None and i.use_fake_user and i.users <= 1])
+        forget_library(snapshot)
+    _AHEAD.clear()
+
+
+def forget_library(path: str) -> None:
+    same = os.path.normpath(os.path.abspath(path))
+    for lib in [lib for lib in bpy.data.libraries if os.path.normpath(bpy.path.abspath(lib.filepath)) == same]:
+        bpy.data.libraries.remove(lib)  # appended data is local: no reference to the file stays
+
+
+def adopt(new: set, twins: dict) -> None:
+    """Each image that names a twin (twins: by its name in the snapshot) replaced by it, the twin taking its
+    name; twins no image took are removed. Both leave new. An image whose twin is missing stays as it is
+    (the snapshot check refuses it: it reads a file)."""
+    taken = set()
+    for image in [i for i in new if isinstance(i, bpy.types.Image) and isinstance(i.get(TWIN), str)]:
+        twin = twins.get(image[TWIN])
+        if twin is None or twin.packed_file is None or image.packed_file is not None:
+            continue
+        name = image.name
+        image.user_remap(twin)
+        new.discard(image)
+        bpy.data.images.remove(image)
+        twin.name, twin.use_fake_user = name, False
+        taken.add(twin)
+    unused = [t for t in twins.values() if t not in taken]
+    new.difference_update(unused)
+    bpy.data.batch_remove(unused)
