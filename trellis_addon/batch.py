@@ -11,7 +11,7 @@ import time
 
 import bpy
 
-from . import request, results, spending
+from . import blocking, request, results, spending
 from .image_input import IMAGE_EXTENSIONS
 from .outputs import Manifest, clear_results, export_results, read_manifest
 from .queue import CANCELLED, FAILED, IMPORTING, flush_records, manager
@@ -144,6 +144,7 @@ def _run(args, wanted: dict) -> int:
                 if job.is_finished:
                     del running[job_id]
             time.sleep(0.05)
+            blocking.check_interrupt()  # a Ctrl-C the garbage collector swallowed
     except KeyboardInterrupt:
         interrupted = True
         for _, job in running.values():

@@ -23,6 +23,7 @@ def wait(job: Job, max_parallel: int | None = None) -> None:
     KeyboardInterrupt propagates."""
     last = ""
     while not (job.state == IMPORTING or job.is_finished):
+        check_interrupt()
         manager.poll_all(max_parallel)
         line = progress_line(job)
         if line.split("[")[0] != last.split("[")[0]:
@@ -31,8 +32,19 @@ def wait(job: Job, max_parallel: int | None = None) -> None:
         time.sleep(0.05)
 
 
+_PRESSED = []  # a Ctrl-C while ctrl_c_interrupts is on (for check_interrupt)
+
+
 def _raise_interrupt(signum, frame):
+    _PRESSED.append(signum)
     raise KeyboardInterrupt
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt again where a Ctrl-C was pressed: raised inside a weakref callback or a
+    destructor (the garbage collector runs them anywhere), Python only prints it and goes on."""
+    if _PRESSED:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -43,9 +55,11 @@ def ctrl_c_interrupts():
         previous = signal.signal(signal.SIGINT, _raise_interrupt)
     except (ValueError, OSError):  # not the main thread: leave it alone
         previous = False
+    _PRESSED.clear()
     try:
         yield
     finally:
+        _PRESSED.clear()
         if previous is not False:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 

@@ -202,6 +202,29 @@ def test_batch_interrupted_then_resumed(images, tmp_path):
         "apple.glb", "bottle.glb", "chair.glb", "drum.glb"]
 
 
+def test_a_ctrl_c_the_garbage_collector_swallows_is_raised_at_the_next_check(addon, monkeypatch):
+    """Ctrl-C raises KeyboardInterrupt wherever Python is; inside a weakref callback or a destructor Python
+    only prints it and goes on (the batch ran to its end, exit 0). The loops check for it again."""
+    import weakref
+
+    from conftest import mod
+    blocking = mod("trellis_addon.blocking")
+
+    class Anything:
+        pass
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", swallowed.append)  # where Python reports what it swallowed
+    with blocking.ctrl_c_interrupts():
+        blocking.check_interrupt()  # nothing pressed
+        thing = Anything()
+        ref = weakref.ref(thing, lambda _: blocking._raise_interrupt(signal.SIGINT, None))
+        del thing  # the callback raises: swallowed
+        assert ref() is None and [type(s.exc_value) for s in swallowed] == [KeyboardInterrupt]
+        with pytest.raises(KeyboardInterrupt):
+            blocking.check_interrupt()
+    blocking.check_interrupt()  # forgotten once the block ends
+
+
 def test_batch_on_runware_three_at_a_time(images, tmp_path):
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     outdir = tmp_path / "out"
