@@ -112,15 +112,17 @@ def write_snapshot(path: str, ids: set, twins: bool = False) -> None:
         twin_images.restore(made)
 
 
-def preload(glb_path: str, key: str = "") -> bool:
+def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
     """Append the twins of the snapshot import_glb will append for this GLB and key ahead of it (the UI's
     modal operator, a tick before the one that appends the mesh), where that snapshot is
-    twins.PRELOAD_BYTES or bigger but not too big for its GLB; whether any were."""
+    twins.PRELOAD_BYTES or bigger but not too big for its GLB; whether any were. owner: twins.drop's."""
     snap = chosen_snapshot(glb_path, key)
-    size = os.path.getsize(snap) if snap else 0
+    if not snap:
+        return False
+    size = os.path.getsize(snap)
     if size < twin_images.PRELOAD_BYTES or size > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         return False
-    return twin_images.append_ahead(snap)
+    return twin_images.append_ahead(snap, owner)
 
 
 SNAPSHOT_OBJECTS = 64  # a result, its parts, LODs and low-poly: a snapshot with more is not ours

@@ -114,7 +114,7 @@ def preload(job: Job) -> bool:
     for index, path in enumerate((job.result or {}).get("files") or []):
         key = meshfile.KEY if job.mesh_source else (plan[index]["key"] if plan else "")
         try:
-            if importer.preload(path, key):
+            if importer.preload(path, key, owner=job.id):
                 return True
         except OSError:  # the GLB went away: import_job says so
             return False

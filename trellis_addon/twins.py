@@ -14,7 +14,7 @@ PRELOAD_BYTES = 64 << 20  # a snapshot this big has its twins appended in a tick
 # main_thread_per_job.py: for a 1M-face result with 4096² textures that splits an 85 ms tick into 27 and
 # 56 ms; for a 48 MB snapshot the second reading of the file costs more than the split saves)
 MOST = 64  # twins taken from one snapshot at most
-_AHEAD: dict[str, dict] = {}  # snapshot path: {a twin's name in it: its name here}, appended ahead
+_AHEAD: dict[str, tuple] = {}  # snapshot path: (owner, {a twin's name in it: its name here}), appended ahead
 
 
 def make(made: list) -> None:
@@ -38,12 +38,14 @@ def restore(made: list) -> None:
         bpy.data.images.remove(twin)
 
 
-def append_ahead(snapshot: str) -> bool:
-    """Append the snapshot's twins once, with a fake user until adopt takes them; whether any were. The
-    caller checked the snapshot's size; what is appended is checked with the rest of the snapshot."""
+def append_ahead(snapshot: str, owner: str = "") -> bool:
+    """Append the snapshot's twins once (for owner: a job's id), with a fake user until adopt takes them;
+    whether any were. The caller checked the snapshot's size; what is appended is checked with the rest of
+    the snapshot."""
     if snapshot in _AHEAD:
         return False
-    _AHEAD[snapshot] = {}
+    here = {}
+    _AHEAD[snapshot] = (owner, here)
     try:
         with bpy.data.libraries.load(snapshot, link=False) as (src, dst):
             names = [n for n in src.images if n.startswith(TWIN)][:MOST]
@@ -55,13 +57,13 @@ def append_ahead(snapshot: str) -> bool:
     for name, image in zip(names, dst.images):
         if image is not None:
             image.use_fake_user = True  # kept by an undo step or a save until the append takes it
-            _AHEAD[snapshot][name] = image.name
-    return bool(_AHEAD[snapshot])
+            here[name] = image.name
+    return bool(here)
 
 
 def taken_ahead(snapshot: str) -> dict:
     """{a twin's name in the snapshot: the image} that append_ahead brought, handed over once."""
-    here = _AHEAD.pop(snapshot, None) or {}
+    _, here = _AHEAD.pop(snapshot, ("", {}))
     images = {name: bpy.data.images.get(other) for name, other in here.items()}
     return {name: image for name, image in images.items() if image is not None}
 
@@ -71,13 +73,16 @@ def wanted(names, ahead: dict) -> list:
     return [n for n in names if n.startswith(TWIN) and n not in ahead][:MOST]
 
 
-def drop() -> None:
-    """Remove the twins append_ahead brought that no append took (a job failed or was cancelled between)."""
-    for snapshot, here in _AHEAD.items():
+def drop(owner: str = "") -> None:
+    """Remove the twins append_ahead brought for owner that no append took (its job failed or was cancelled
+    between)."""
+    for snapshot, (whose, here) in list(_AHEAD.items()):
+        if whose != owner:
+            continue
         images = [bpy.data.images.get(name) for name in here.values() if name.startswith(TWIN)]
         bpy.data.batch_remove([i for i in images if i is not None and i.use_fake_user and i.users <= 1])
         forget_library(snapshot)
-    _AHEAD.clear()
+        del _AHEAD[snapshot]
 
 
 def forget_library(path: str) -> None:

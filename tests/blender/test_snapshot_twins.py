@@ -83,9 +83,11 @@ def test_a_twin_appended_ahead_that_no_append_takes_is_removed(result, monkeypat
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
-    assert importer.preload(result)
+    assert importer.preload(result, owner="job-a")
     assert len(bpy.data.images) == 2 and all(i.use_fake_user for i in bpy.data.images), "kept by an undo step"
-    twins.drop()
+    twins.drop("job-b")
+    assert len(bpy.data.images) == 2, "another job's end leaves them"
+    twins.drop("job-a")
     assert len(bpy.data.images) == 0 and not twins._AHEAD and not bpy.data.libraries
 
 
