@@ -62,7 +62,7 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
                 glb.check_self_contained(path)
             except ValueError as exc:
                 raise RuntimeError(f"{os.path.basename(path)}: {exc}") from None
-            objects = importer.import_glb(context, path, snapshot=True, key=plan[index]["key"] if plan else "")
+            objects = importer.import_glb(context, path, snapshot=True, key=snapshot_key(job, index, plan))
             created.extend(objects)
             main, more, measured = finishing.split(objects)
             if measured is None and index < len(done_there) and "failed" in (done_there[index] or {}):
@@ -106,15 +106,19 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
     return roots
 
 
+def snapshot_key(job: Job, index: int, plan: list | None) -> str:
+    """Which snapshot of result `index` is appended: a retexture's transfer, a finish setting's, or the raw one."""
+    return meshfile.KEY if job.mesh_source else (plan[index]["key"] if plan else "")
+
+
 def preload(job: Job) -> bool:
     """Append one result's packed images ahead of import_job where its snapshot is big (importer.preload; the
     UI's modal operator, a tick each: the tick that appends the mesh does not also read the pixels' bytes);
     whether it did."""
     plan = finishing.specs(job)
     for index, path in enumerate((job.result or {}).get("files") or []):
-        key = meshfile.KEY if job.mesh_source else (plan[index]["key"] if plan else "")
         try:
-            if importer.preload(path, key, owner=job.id):
+            if importer.preload(path, snapshot_key(job, index, plan), owner=job.id):
                 return True
         except OSError:  # the GLB went away: import_job says so
             return False

@@ -10,7 +10,7 @@ import tempfile
 
 import bpy
 
-from . import importer, meshfile, request
+from . import importer, meshfile, request, results
 from .meshfile import MESH_BLEND, export_mesh, write_mesh_blend
 from .queue import DONE, Job, manager, submit_io
 
@@ -40,7 +40,7 @@ def apply_result(context, job: Job, obj: bpy.types.Object, on_copy: bool = False
     in): its UV values are copied here; otherwise, or where the mesh was edited meanwhile, transferred here."""
     selected = [o.name for o in context.view_layer.objects if o.select_get()]
     path = job.result["files"][0]
-    imported = importer.import_glb(context, path, snapshot=True, key=meshfile.KEY if job.mesh_source else "")
+    imported = importer.import_glb(context, path, snapshot=True, key=results.snapshot_key(job, 0, None))
     try:
         found = meshfile.parts(imported)
         source = found.get("source") or next((o for o in imported if o.type == "MESH"), None)
