@@ -10,13 +10,31 @@ import types
 PACKAGE = "trellis_blend_worker"
 
 NICENESS = 10  # the UI's Blender comes first: on few cores, reading and importing wait for it, not it for them
+AUTOGROUP = "/proc/self/autogroup"
 
-if __name__ == "__main__":
+
+def yield_cpu() -> None:
+    """Lower this process's CPU priority. The worker runs in a session of its own (so that it is stopped
+    as a group); where Linux groups the scheduling by session (autogroup, the default of most desktop
+    kernels), a process's nice value only weighs against its own session, so the UI's Blender and this one
+    would share the cores evenly: the session's own nice value is raised too."""
     if hasattr(os, "nice"):  # POSIX; Windows keeps the normal priority
         try:
             os.nice(NICENESS)
         except OSError:
             pass
+    try:
+        with open(AUTOGROUP) as f:  # "/autogroup-12 nice 0"
+            current = int(f.read().split()[-1])
+        if current < NICENESS:
+            with open(AUTOGROUP, "w") as f:
+                f.write(str(NICENESS))
+    except (OSError, ValueError, IndexError):
+        pass  # no autogroup (other systems, kernels built without it): the nice value above is the priority
+
+
+if __name__ == "__main__":
+    yield_cpu()
     here = os.path.dirname(os.path.abspath(__file__))  # python puts it first: its queue/ would hide the stdlib's
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]

@@ -238,6 +238,23 @@ def test_the_background_blender_yields_the_cpu_to_the_ui(builder, scene, tmp_pat
     assert theirs == min(19, ours + mod("trellis_addon.blend_main").NICENESS)
 
 
+def autogroup_nice(pid) -> int:
+    with open(f"/proc/{pid}/autogroup") as f:
+        return int(f.read().split()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux's scheduling by session")
+def test_the_background_blenders_session_yields_the_cpu_too(builder, scene, tmp_path):
+    """The worker has a session of its own; under autogroup scheduling its nice value alone would weigh
+    only against its own session, so the UI's Blender and it would share the cores evenly."""
+    job = prepared_in_background(builder, EXAMPLE_IMAGE, str(tmp_path / "job"))
+    assert job.state == "queued"
+    pid = builder.worker.proc.pid
+    assert os.getsid(pid) != os.getsid(0), "a session of its own (stopped as a group)"
+    assert autogroup_nice(pid) == mod("trellis_addon.blend_main").NICENESS
+    assert autogroup_nice(os.getpid()) < autogroup_nice(pid), "ours is left below it"
+
+
 def test_a_datablock_set_to_ignore_its_alpha_reads_the_same_in_the_background(builder, scene, tmp_path):
     request, image_input = mod("trellis_addon.request"), mod("trellis_addon.image_input")
     path = make("rgba.png", tmp_path, scene)
