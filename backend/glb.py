@@ -3,19 +3,28 @@
 A result GLB is untrusted (a provider made it): validate_glb refuses any buffer or image that is not in
 the file itself, since an importer follows a `uri` naming `../x`, `/etc/x` or any other file and reads
 it into the scene. Only the GLB's own binary chunk (no uri) and `data:` URIs are accepted, and every
-bufferView, accessor and image index must point inside the file."""
+bufferView, accessor and image index must point inside the file. Its textures' pixel counts are read from
+their headers and capped before anything decodes them (a small PNG can hold a picture of 60000 x 60000)."""
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import os
 import struct
 
 import numpy as np
 
+from . import image_header
+
 GLB_MAGIC = b"glTF"
 JSON_CHUNK, BIN_CHUNK = 0x4E4F534A, 0x004E4942
 FLOAT, UNSIGNED_INT = 5126, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
+MAX_TEXTURE_SIDE = 8192  # twice the largest texture TRELLIS.2 bakes (4096²)
+MAX_TEXTURE_PIXELS = 4 * MAX_TEXTURE_SIDE ** 2  # all of a file's textures together: 1 GiB of RGBA bytes
+TEXTURE_HEAD = 1 << 20  # bytes of a texture read for its header (a JPEG's metadata comes before its size)
 
 
 def _pad(data: bytes, fill: bytes) -> bytes:
@@ -139,7 +148,49 @@ def validate_glb(path: str) -> dict:
             if bin_type != BIN_CHUNK or bin_len + 8 > rest:
                 raise ValueError(f"{base}: the binary chunk is incomplete")
     check_references(doc, bin_len, base)
+    check_textures(path, doc, 20 + chunk_len + 8 if bin_len is not None else None, base)
     return doc
+
+
+def _data_uri(uri: str, end: int) -> bytes:
+    """The first `end` bytes of a base64 data: URI's payload."""
+    payload = uri.partition(",")[2]
+    chars = -(-end // 3) * 4
+    try:
+        return base64.b64decode(payload[:chars] + "=" * (-len(payload[:chars]) % 4))[:end]
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _texture_head(path: str, doc: dict, image: dict, bin_start: int | None) -> bytes:
+    """The first TEXTURE_HEAD bytes of an image check_references accepted: in the binary chunk or a data: URI."""
+    if image.get("uri") is not None:
+        return _data_uri(image["uri"], TEXTURE_HEAD)
+    view = doc["bufferViews"][image["bufferView"]]
+    offset, length = view.get("byteOffset", 0), min(view["byteLength"], TEXTURE_HEAD)
+    buffer = doc["buffers"][view["buffer"]]
+    if buffer.get("uri") is not None:
+        return _data_uri(buffer["uri"], offset + length)[offset:]
+    with open(path, "rb") as f:
+        f.seek(bin_start + offset)
+        return f.read(length)
+
+
+def check_textures(path: str, doc: dict, bin_start: int | None, base: str) -> None:
+    """ValueError unless every image's header gives its size and none is over MAX_TEXTURE_SIDE on a side or
+    all together over MAX_TEXTURE_PIXELS (the importer, and a viewport's first draw, decode them all)."""
+    total = 0
+    for n, image in enumerate(doc.get("images", [])):
+        found = image_header.size_of(io.BytesIO(_texture_head(path, doc, image, bin_start)))
+        if found is None:
+            raise ValueError(f"{base}: image {n} is not a PNG, JPEG or WebP picture whose size can be read")
+        width, height = found
+        if max(width, height) > MAX_TEXTURE_SIDE:
+            raise ValueError(f"{base}: image {n} is {width} x {height} pixels; at most {MAX_TEXTURE_SIDE} on a side "
+                             "is accepted")
+        total += width * height
+        if total > MAX_TEXTURE_PIXELS:
+            raise ValueError(f"{base}: its images hold over {MAX_TEXTURE_PIXELS // 1000000} million pixels together")
 
 
 def check_self_contained(path: str) -> dict:

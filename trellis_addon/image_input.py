@@ -9,8 +9,8 @@ import os
 import bpy
 import numpy as np
 
-from ..backend import preview_mesh
-from . import history, image_header, prefs
+from ..backend import image_header, preview_mesh
+from . import history, prefs
 
 MAX_SIDE = 1024  # TRELLIS.2 conditions on at most 1024 px on the long side
 MAX_MEGAPIXELS = 64.0  # default of the max_megapixels preference: larger pictures are refused undecoded

@@ -118,7 +118,7 @@ def test_a_picture_huge_in_pixels_is_refused_before_decoding(scene, tmp_path):
                                              ("TIFF", "tif", 90), ("OPEN_EXR", "exr", 90), ("WEBP", "webp", 80),
                                              ("WEBP", "webp", 100)])
 def test_image_header_reads_what_blender_writes(scene, tmp_path, fmt, ext, quality):
-    header = mod("trellis_addon.image_header")
+    header = mod("backend.image_header")
     image = bpy.data.images.new("header", 37, 23, alpha=True)
     settings = scene.render.image_settings
     settings.file_format, settings.quality = fmt, quality

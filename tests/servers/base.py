@@ -3,6 +3,7 @@ would type it (`http://127.0.0.1:PORT/v1`), JSON and file replies, dropped conne
 the hostile ways of sending a file or an answer (FILE_FAULTS, trickle, redirect)."""
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import socket
@@ -36,7 +37,18 @@ def tiny_glb() -> bytes:
     return glb_bytes(tiny_doc(), struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0))
 
 
-# Complete, well-formed GLBs that make an importer read outside the file (or out of range).
+def png_head(width: int, height: int) -> bytes:
+    """A PNG's signature and IHDR chunk: all a header reader sees of a picture of that size."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + b"\0\0\0\0"
+
+
+def png_data_uri(width: int, height: int) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_head(width, height)).decode()
+
+
+# Complete, well-formed GLBs that make an importer read outside the file (or out of range), or decode more
+# pixels than any result holds.
 HOSTILE_GLBS = {
     "buffer ../": lambda doc: doc["buffers"][0].update(uri="../../secret.bin"),
     "buffer absolute": lambda doc: doc["buffers"][0].update(uri="/etc/passwd"),
@@ -47,6 +59,9 @@ HOSTILE_GLBS = {
     "bufferView index": lambda doc: doc["bufferViews"][0].update(buffer=3),
     "accessor index": lambda doc: doc["accessors"][0].update(bufferView=9),
     "view past the chunk": lambda doc: doc["bufferViews"][0].update(byteLength=4096),
+    "texture 60000²": lambda doc: doc.update(images=[{"uri": png_data_uri(60000, 60000)}]),
+    "textures together": lambda doc: doc.update(images=[{"uri": png_data_uri(8192, 8192)}] * 5),
+    "texture of no known format": lambda doc: doc.update(images=[{"uri": "data:image/png;base64,AAAAAAAA"}]),
 }
 
 

@@ -1,8 +1,10 @@
 """Hostile providers and files (issue 13): what a server or a result file sends can neither lose a paid
 result nor hurt the user. Real worker processes against the local servers' fault modes."""
+import base64
 import json
 import os
 import re
+import struct
 import time
 
 import pytest
@@ -10,7 +12,8 @@ import pytest
 from backend import glb, registry
 from backend.protocol import ErrorCode, JobError
 from backend.providers import http
-from servers.base import FILE_FAULTS, HOSTILE_GLBS, MiB, glb_bytes, hostile_glb, tiny_doc, tiny_glb
+from servers.base import (FILE_FAULTS, HOSTILE_GLBS, MiB, glb_bytes, hostile_glb, png_data_uri, png_head, tiny_doc,
+                          tiny_glb)
 from servers.empiriolabs_server import EmpirioLabsServer
 from servers.runware_server import RunwareServer
 from servers.scenario_server import ScenarioServer
@@ -47,7 +50,8 @@ def leftovers(tmp_path) -> list[str]:
 def test_check_self_contained_refuses_outside_references(tmp_path, kind):
     path = tmp_path / "x.glb"
     path.write_bytes(hostile_glb(kind))
-    with pytest.raises(ValueError, match="refers to another file|points outside|does not have|outside its buffer"):
+    with pytest.raises(ValueError, match="refers to another file|points outside|does not have|outside its buffer|"
+                                         "pixels|size can be read"):
         glb.check_self_contained(str(path))
     path.write_bytes(tiny_glb())
     assert glb.check_self_contained(str(path))["asset"]["version"] == "2.0"
@@ -55,15 +59,50 @@ def test_check_self_contained_refuses_outside_references(tmp_path, kind):
 
 def test_data_uris_are_accepted(tmp_path):
     doc = tiny_doc()
-    doc["images"] = [{"uri": "data:image/png;base64,AA=="}]
+    doc["images"] = [{"uri": png_data_uri(4096, 4096)}] * 4  # a TRELLIS.2 result's textures at their largest
     doc["buffers"].append({"byteLength": 1, "uri": "data:application/octet-stream;base64,AA=="})
     path = tmp_path / "x.glb"
     path.write_bytes(glb_bytes(doc, bytes(36)))
     glb.check_self_contained(str(path))
 
 
+def glb_with_texture(path, head: bytes, offset_in_view: int = 0) -> None:
+    """A GLB whose one image lies in its binary chunk after the triangle (a bufferView of its own)."""
+    doc = tiny_doc()
+    image = bytes(offset_in_view) + head
+    doc["bufferViews"].append({"buffer": 0, "byteOffset": 36, "byteLength": len(image)})
+    doc["buffers"][0]["byteLength"] = 36 + len(image)
+    doc["images"] = [{"bufferView": 1, "mimeType": "image/png"}]
+    path.write_bytes(glb_bytes(doc, struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0) + image))
+
+
+def test_a_textures_size_is_read_from_its_header_in_the_binary_chunk(tmp_path):
+    path = tmp_path / "x.glb"
+    glb_with_texture(path, png_head(8192, 8192))
+    glb.check_self_contained(str(path))
+    glb_with_texture(path, png_head(8193, 16))
+    with pytest.raises(ValueError, match=r"image 0 is 8193 x 16 pixels; at most 8192 on a side"):
+        glb.check_self_contained(str(path))
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "mushroom.png"), "rb") as f:
+        glb_with_texture(path, f.read())  # a real picture, its bytes after the header too
+    glb.check_self_contained(str(path))
+
+
+def test_a_texture_in_a_data_uri_buffer_is_read_there(tmp_path):
+    doc = tiny_doc()
+    head = png_head(30000, 30000)
+    doc["buffers"].append({"byteLength": 4 + len(head),
+                           "uri": "data:application/octet-stream;base64," + base64.b64encode(bytes(4) + head).decode()})
+    doc["bufferViews"].append({"buffer": 1, "byteOffset": 4, "byteLength": len(head)})
+    doc["images"] = [{"bufferView": 1, "mimeType": "image/png"}]
+    path = tmp_path / "x.glb"
+    path.write_bytes(glb_bytes(doc, struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)))
+    with pytest.raises(ValueError, match="30000 x 30000"):
+        glb.check_self_contained(str(path))
+
+
 @pytest.mark.parametrize("backend", sorted(SERVERS))
-@pytest.mark.parametrize("kind", ["buffer ../", "image absolute", "accessor index"])
+@pytest.mark.parametrize("kind", ["buffer ../", "image absolute", "accessor index", "texture 60000²"])
 def test_hostile_result_glb_is_refused_and_removed(tmp_path, backend, kind):
     with SERVERS[backend](glb=hostile_glb(kind)) as server:
         messages, _ = run_job(job(tmp_path, backend, server))

@@ -13,11 +13,20 @@ def size(path: str) -> tuple[int, int] | None:
     """(width, height) from the file's header, or None (unknown format, unreadable header)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(32)
-            for magic, reader in _READERS:
-                if head.startswith(magic):
-                    found = reader(f, head)
-                    return found if found and found[0] > 0 and found[1] > 0 else None
+            return size_of(f)
+    except OSError:
+        return None
+
+
+def size_of(f) -> tuple[int, int] | None:
+    """size() of an image starting at position 0 of a readable, seekable binary file object (io.BytesIO of
+    an image's first bytes: a GLB's texture)."""
+    try:
+        head = f.read(32)
+        for magic, reader in _READERS:
+            if head.startswith(magic):
+                found = reader(f, head)
+                return found if found and found[0] > 0 and found[1] > 0 else None
     except (OSError, struct.error, ValueError, IndexError):
         return None
     return None
