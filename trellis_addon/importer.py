@@ -114,14 +114,18 @@ def write_snapshot(path: str, ids: set, twins: bool = False) -> None:
 
 def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
     """Append the twins of the snapshot import_glb will append for this GLB and key ahead of it (the UI's
-    modal operator, a tick before the one that appends the mesh), where that snapshot is
-    twins.PRELOAD_BYTES or bigger but not too big for its GLB; whether any were. owner: twins.drop's."""
+    modal operator, a tick before the one that appends the mesh), and then read and upload those the open
+    viewports draw, a call each (twins.append_ahead), where that snapshot is twins.PRELOAD_BYTES or bigger or
+    a viewport draws textures, and not too big for its GLB; whether this call did anything. owner:
+    twins.drop's."""
     snap = chosen_snapshot(glb_path, key)
     if not snap:
         return False
     size = os.path.getsize(snap)
-    if size < twin_images.PRELOAD_BYTES or size > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
+    if size > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         return False
+    if size < twin_images.PRELOAD_BYTES and not twin_images.viewports():  # where a viewport draws textures,
+        return False  # their reading and upload, out of the first draw, are worth a second opening of the file
     return twin_images.append_ahead(snap, owner)
 
 

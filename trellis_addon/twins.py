@@ -2,7 +2,9 @@
 snapshot: as a packed copy of its own (a twin, named TWIN...) and, without its bytes, as the image the
 materials use, which names its twin in a custom property. Appending the snapshot swaps each image for its
 twin (adopt); for a big snapshot the UI's modal operator appends the twins in a tick before the one that
-appends the mesh (append_ahead), so that one tick does not read both the pixels' bytes and the mesh."""
+appends the mesh (append_ahead), so that one tick does not read both the pixels' bytes and the mesh. Where a
+visible viewport draws textures, the ticks after it decode and upload the images it will draw, one each:
+otherwise the viewport's first draw of the result does all of it at once, on the main thread."""
 from __future__ import annotations
 
 import os
@@ -14,7 +16,54 @@ PRELOAD_BYTES = 64 << 20  # a snapshot this big has its twins appended in a tick
 # main_thread_per_job.py: for a 1M-face result with 4096² textures that splits an 85 ms tick into 27 and
 # 56 ms; for a 48 MB snapshot the second reading of the file costs more than the split saves)
 MOST = 64  # twins taken from one snapshot at most
-_AHEAD: dict[str, tuple] = {}  # snapshot path: (owner, {a twin's name in it: its name here}), appended ahead
+_AHEAD: dict[str, tuple] = {}  # snapshot path: (owner, {a twin's name in it: its name here}, [steps left]),
+# appended ahead
+EEVEE = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
+
+
+def drawn(shading_type: str, color_type: str, engine: str) -> str:
+    """Which images a viewport with this shading draws: "all" (Material Preview, EEVEE's Rendered: every
+    texture of the material), "colour" (Solid with Texture colour: the base colour, a colour image), or ""
+    (none: Solid's other colours, Wireframe, Cycles and Workbench, which read their images themselves)."""
+    if shading_type == "MATERIAL" or (shading_type == "RENDERED" and engine in EEVEE):
+        return "all"
+    return "colour" if shading_type == "SOLID" and color_type == "TEXTURE" else ""
+
+
+def viewports() -> set:
+    """drawn() of every 3D viewport open in a window."""
+    kinds = set()
+    for window in getattr(bpy.context.window_manager, "windows", ()):
+        engine = window.scene.render.engine
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                shading = area.spaces.active.shading
+                kinds.add(drawn(shading.type, shading.color_type, engine))
+    return kinds - {""}
+
+
+def warm_steps(images: list, kinds: set) -> list:
+    """("read"|"upload", image name) for each image the viewports will draw: its pixels decoded, then (in a
+    window) its GPU texture made, a tick each."""
+    chosen = [i for i in images if "all" in kinds or ("colour" in kinds and not i.colorspace_settings.is_data)]
+    upload = not bpy.app.background
+    return [(kind, i.name) for i in chosen for kind in ("read", "upload") if kind == "read" or upload]
+
+
+def _warm(steps: list) -> bool:
+    """Take one step of warm_steps; whether there was one."""
+    if not steps:
+        return False
+    kind, name = steps.pop(0)
+    image = bpy.data.images.get(name)
+    if image is None or image.library is not None or image.packed_file is None or image.source != "FILE":
+        return True  # a twin that reads a file (a crafted snapshot: the append refuses it) is not opened here
+    if kind == "read":
+        image.size[0]  # Blender reads (decodes) the pixels to know their size: what a first draw does
+    else:
+        import gpu  # only in a window: the viewport's own texture of the image, made now
+        gpu.texture.from_image(image)
+    return True
 
 
 def make(made: list) -> None:
@@ -39,13 +88,13 @@ def restore(made: list) -> None:
 
 
 def append_ahead(snapshot: str, owner: str = "") -> bool:
-    """Append the snapshot's twins once (for owner: a job's id), with a fake user until adopt takes them;
-    whether any were. The caller checked the snapshot's size; what is appended is checked with the rest of
-    the snapshot."""
+    """Append the snapshot's twins once (for owner: a job's id), with a fake user until adopt takes them, and
+    then, a call each, decode and upload those the open viewports draw; whether this call did anything. The
+    caller checked the snapshot's size; what is appended is checked with the rest of the snapshot."""
     if snapshot in _AHEAD:
-        return False
-    here = {}
-    _AHEAD[snapshot] = (owner, here)
+        return _warm(_AHEAD[snapshot][2])
+    here, steps = {}, []
+    _AHEAD[snapshot] = (owner, here, steps)
     try:
         with bpy.data.libraries.load(snapshot, link=False) as (src, dst):
             names = [n for n in src.images if n.startswith(TWIN)][:MOST]
@@ -58,12 +107,13 @@ def append_ahead(snapshot: str, owner: str = "") -> bool:
         if image is not None:
             image.use_fake_user = True  # kept by an undo step or a save until the append takes it
             here[name] = image.name
+    steps.extend(warm_steps([bpy.data.images[n] for n in here.values()], viewports()))
     return bool(here)
 
 
 def taken_ahead(snapshot: str) -> dict:
     """{a twin's name in the snapshot: the image} that append_ahead brought, handed over once."""
-    _, here = _AHEAD.pop(snapshot, ("", {}))
+    _, here, _ = _AHEAD.pop(snapshot, ("", {}, []))
     images = {name: bpy.data.images.get(other) for name, other in here.items()}
     return {name: image for name, image in images.items() if image is not None}
 
@@ -76,7 +126,7 @@ def wanted(names, ahead: dict) -> list:
 def drop(owner: str = "") -> None:
     """Remove the twins append_ahead brought for owner that no append took (its job failed or was cancelled
     between)."""
-    for snapshot, (whose, here) in list(_AHEAD.items()):
+    for snapshot, (whose, here, _) in list(_AHEAD.items()):
         if whose != owner:
             continue
         images = [bpy.data.images.get(name) for name in here.values() if name.startswith(TWIN)]

@@ -135,3 +135,28 @@ def test_the_snapshot_the_import_writes_passes_the_check(result):
         bpy.data.objects.remove(obj)
     again = importer._append_snapshot(bpy.context, importer.snapshot_path(result), result)
     assert [o.name for o in again] == ["geometry_0"] and not bpy.data.libraries
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "too_big"])
+def test_a_crafted_snapshot_taken_ahead_is_refused_the_same(result, kind, tmp_path, capsys, monkeypatch):
+    """The modal operator's way (importer.preload: the twins appended, then read a tick each where a viewport
+    draws textures): nothing is read from a file ahead, and the append refuses the snapshot as above."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    snap = importer.snapshot_path(result)
+    write_hostile(snap, kind, tmp_path)
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
+    monkeypatch.setattr(twins, "viewports", lambda: {"all"})
+    before = _everything()
+    calls = 0
+    while importer.preload(result, owner="job") and calls < 10:
+        calls += 1
+    assert calls < 10
+    assert not [i.name for i in bpy.data.images if i.packed_file is None and i.has_data], "no file read ahead"
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    line = next((x for x in capsys.readouterr().out.splitlines() if "not used" in x), "")
+    assert any(reason in line for reason in REASONS[kind]), line
+    assert [o.name for o in objects] == ["geometry_0"], "the GLB's object, imported"
+    twins.drop("job")
+    names = {id_.name for id_ in _everything() - before}
+    assert not [n for n in names if n.startswith(("evil", TWIN))] and not bpy.data.libraries, names
+    assert all(img.packed_file is not None for img in bpy.data.images if img.source == "FILE")

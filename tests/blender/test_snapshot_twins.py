@@ -118,3 +118,66 @@ def test_twins_no_image_names_are_removed(result):
     objects = importer._append_snapshot(bpy.context, snap, result)
     assert [o.name for o in objects] == ["geometry_0"]
     assert not [i.name for i in bpy.data.images if i.name.startswith(twins.TWIN)]
+
+
+def test_what_a_viewport_draws():
+    drawn = mod("trellis_addon.twins").drawn
+    assert drawn("MATERIAL", "MATERIAL", "CYCLES") == "all", "Material Preview draws with EEVEE"
+    assert drawn("RENDERED", "MATERIAL", "BLENDER_EEVEE") == "all"
+    assert drawn("RENDERED", "MATERIAL", "BLENDER_EEVEE_NEXT") == "all", "4.2's name"
+    assert drawn("SOLID", "TEXTURE", "CYCLES") == "colour"
+    assert drawn("RENDERED", "TEXTURE", "CYCLES") == "", "Cycles reads its images itself"
+    assert drawn("SOLID", "MATERIAL", "BLENDER_EEVEE") == drawn("WIREFRAME", "TEXTURE", "BLENDER_EEVEE") == ""
+
+
+def preloaded_steps(result, monkeypatch, kinds) -> int:
+    """Calls of importer.preload that did something, with the viewports drawing `kinds`."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
+    monkeypatch.setattr(twins, "viewports", lambda: set(kinds))
+    assert importer.preload(result) is True
+    assert len(bpy.data.images) == 2 and not any(i.has_data for i in bpy.data.images), "appended, not read"
+    calls = 1
+    while importer.preload(result):
+        calls += 1
+        assert calls < 10
+    return calls
+
+
+def test_the_images_a_viewport_draws_are_read_ahead_a_tick_each(result, monkeypatch):
+    importer = mod("trellis_addon.importer")
+    imported = written_as_the_background_blender_does(result)
+    assert preloaded_steps(result, monkeypatch, {"all"}) == 3, "appended, then each image read in a tick of its own"
+    assert all(i.has_data for i in bpy.data.images)  # (no upload without a window: the bpy module has no GPU)
+    ahead = sorted(i.session_uid for i in bpy.data.images)
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert [o.name for o in objects] == ["geometry_0"] and images() == imported
+    assert sorted(i.session_uid for i in bpy.data.images) == ahead and all(i.has_data for i in bpy.data.images), \
+        "the result's images are those read ahead: the first draw does not read them again"
+
+
+def test_solids_texture_colour_reads_only_the_colour_image_ahead(result, monkeypatch):
+    importer = mod("trellis_addon.importer")
+    imported = written_as_the_background_blender_does(result)
+    assert preloaded_steps(result, monkeypatch, {"colour"}) == 2
+    read = {i.colorspace_settings.is_data: i.has_data for i in bpy.data.images}
+    assert read == {False: True, True: False}, "the base colour, not the metallic-roughness data"
+    importer.import_glb(bpy.context, result, snapshot=True)
+    assert images() == imported
+
+
+def test_nothing_is_read_ahead_where_no_viewport_draws_textures(result, monkeypatch):
+    written_as_the_background_blender_does(result)
+    assert preloaded_steps(result, monkeypatch, set()) == 1
+    assert mod("trellis_addon.twins").viewports() == set(), "no window here"
+
+
+def test_a_small_snapshot_goes_ahead_where_a_viewport_draws_textures(result, monkeypatch):
+    """Reading and uploading the images out of the result's first draw is worth a second opening of the file."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    imported = written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "viewports", lambda: {"colour"})
+    assert twins.PRELOAD_BYTES == 64 << 20 and importer.preload(result) is True, "appended ahead"
+    assert importer.preload(result) is True and importer.preload(result) is False, "the colour image read"
+    importer.import_glb(bpy.context, result, snapshot=True)
+    assert images() == imported

@@ -183,10 +183,20 @@ def time_modal_callbacks():
             PLACING.append((started, time.perf_counter(), "preloading"))
         return appended
     results.preload = timed_preload
+    twins = importlib.import_module(f"{PKG}.trellis_addon.twins")
+    warm = twins._warm
+
+    def recorded_warm(steps):
+        if steps:
+            image = bpy.data.images.get(steps[0][1])
+            WARMED.append((steps[0][0], image.session_uid if image else None))
+        return warm(steps)
+    twins._warm = recorded_warm
     if not BENCH:
         importlib.import_module(f"{PKG}.trellis_addon.twins").PRELOAD_BYTES = 0
 
 
+WARMED = []  # (step, the image's session_uid) of each image decoded or uploaded in a tick ahead (twins._warm)
 PANEL_DRAWS = []  # (start, seconds) of each of the add-on's panel draw callbacks (its Python, in a sidebar redraw)
 
 
@@ -550,6 +560,13 @@ def check_beside_empty():
     obj = bpy.data.objects[job.objects[0]]
     lo_x = min((obj.matrix_world @ Vector(c)).x for c in obj.bound_box)
     assert lo_x > -4.0 + 0.75, f"placed right of the picture (starts at x={lo_x:.2f})"
+    if not BENCH:  # the viewport shows Solid's Texture colour: only the base colour was decoded and uploaded ahead
+        used = {n.image for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image}
+        colour = [i.session_uid for i in used if not i.colorspace_settings.is_data]
+        data = [i.session_uid for i in used if i.colorspace_settings.is_data]
+        assert colour and data, [(i.name, i.colorspace_settings.name) for i in used]
+        assert all((step, uid) in WARMED for uid in colour for step in ("read", "upload")), (colour, WARMED)
+        assert not [uid for _, uid in WARMED if uid in data], "the viewport draws no data image in Solid"
     window, area, region = view3d()
     with bpy.context.temp_override(window=window, area=area, region=region):
         bpy.ops.view3d.view_all()
