@@ -46,7 +46,7 @@ def warm_steps(images: list, kinds: set) -> list:
     """("read"|"upload", image name) for each image the viewports will draw: its pixels decoded, then (in a
     window) its GPU texture made, a tick each."""
     chosen = [i for i in images if "all" in kinds or ("colour" in kinds and not i.colorspace_settings.is_data)]
-    upload = not bpy.app.background
+    upload = not bpy.app.background  # no GPU there: gpu.texture.from_image crashes the bpy module
     return [(kind, i.name) for i in chosen for kind in ("read", "upload") if kind == "read" or upload]
 
 
@@ -58,11 +58,14 @@ def _warm(steps: list) -> bool:
     image = bpy.data.images.get(name)
     if image is None or image.library is not None or image.packed_file is None or image.source != "FILE":
         return True  # a twin that reads a file (a crafted snapshot: the append refuses it) is not opened here
-    if kind == "read":
-        image.size[0]  # Blender reads (decodes) the pixels to know their size: what a first draw does
-    else:
-        import gpu  # only in a window: the viewport's own texture of the image, made now
-        gpu.texture.from_image(image)
+    try:
+        if kind == "read":
+            image.size[0]  # Blender reads (decodes) the pixels to know their size: what a first draw does
+        else:
+            import gpu  # only in a window: the viewport's own texture of the image, made now
+            gpu.texture.from_image(image)
+    except Exception as exc:  # noqa: BLE001 - a head start only: the first draw does what this could not
+        print(f"TRELLIS: {kind} {image.name} ahead: {exc}")
     return True
 
 

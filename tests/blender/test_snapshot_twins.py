@@ -181,3 +181,21 @@ def test_a_small_snapshot_goes_ahead_where_a_viewport_draws_textures(result, mon
     assert importer.preload(result) is True and importer.preload(result) is False, "the colour image read"
     importer.import_glb(bpy.context, result, snapshot=True)
     assert images() == imported
+
+
+def test_a_step_ahead_that_fails_leaves_it_to_the_first_draw(result, monkeypatch, capsys):
+    """Making a GPU texture that fails (a stand-in for the gpu module: the bpy module has no GPU, and its own
+    crashes there, so no upload step is made without a window) only costs the head start."""
+    import sys
+    import types
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    imported = written_as_the_background_blender_does(result)
+
+    def from_image(image):
+        raise RuntimeError("no GPU context")
+    monkeypatch.setitem(sys.modules, "gpu", types.SimpleNamespace(texture=types.SimpleNamespace(from_image=from_image)))
+    monkeypatch.setattr(twins, "warm_steps", lambda images, kinds: [("upload", i.name) for i in images])
+    assert preloaded_steps(result, monkeypatch, {"all"}) == 3
+    assert capsys.readouterr().out.count("ahead: no GPU context") == 2
+    importer.import_glb(bpy.context, result, snapshot=True)
+    assert images() == imported
