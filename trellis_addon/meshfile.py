@@ -120,10 +120,10 @@ def copy_transferred(done: bpy.types.Object, source: bpy.types.Object, target: b
     uvs = done.data.uv_layers.get(UV_NAME)
     if len(done.data.loops) != len(target.data.loops) or len(done.data.polygons) != len(target.data.polygons):
         return False
-    if uvs is not None:
-        values = np.empty(len(done.data.loops) * 2, np.float32)
-        uvs.data.foreach_get("uv", values)
-        _uv_map(target).data.foreach_set("uv", values)
+    if uvs is not None:  # through the attributes: a UV layer's own foreach goes corner by corner (2M corners:
+        values = np.empty(len(done.data.loops) * 2, np.float32)  # 55 + 61 ms against 2.5 + 1.3 ms)
+        done.data.attributes[uvs.name].data.foreach_get("vector", values)
+        target.data.attributes[_uv_map(target).name].data.foreach_set("vector", values)
     take_material(source, target)
     return True
 
@@ -133,4 +133,6 @@ def take_material(source: bpy.types.Object, target: bpy.types.Object) -> None:
     if material is not None:
         target.data.materials.clear()
         target.data.materials.append(material)
-        target.data.polygons.foreach_set("material_index", np.zeros(len(target.data.polygons), np.int32))
+        index = target.data.attributes.get("material_index")
+        if index is not None:  # without it every face has the first slot (polygons.foreach_set took 87 ms for 500k)
+            target.data.attributes.remove(index)

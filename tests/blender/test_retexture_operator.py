@@ -215,3 +215,28 @@ def test_a_mesh_edited_while_the_job_ran_gets_the_transfer_here(scenario, builde
     obj.data.uv_layers.active.data.foreach_get("uv", uvs)
     assert np.ptp(uvs) > 0.1 and obj.data.materials[0].name != "Old"
     assert {o.name for o in bpy.data.objects} == {obj.name}
+
+
+def test_the_transferred_uvs_and_material_are_copied_as_they_are(scene):
+    """copy_transferred (the main thread's part of a retexture's end): the done copy's UV values exactly, the
+    UV map active for render, the source's material the only one and every face on it."""
+    meshfile = mod("trellis_addon.meshfile")
+    target = make_object()
+    target.data.materials.append(bpy.data.materials.new("Second"))
+    target.data.polygons.foreach_set("material_index", np.arange(len(target.data.polygons), dtype=np.int32) % 2)
+    done = target.copy()
+    done.data = target.data.copy()
+    values = np.random.default_rng(7).random(len(done.data.loops) * 2).astype(np.float32)
+    done.data.uv_layers.new(name=meshfile.UV_NAME).data.foreach_set("uv", values)
+    source = bpy.data.objects.new("result", bpy.data.meshes.new("result"))
+    source.data.materials.append(bpy.data.materials.new("Result"))
+    for _ in range(2):  # a second retexture overwrites the first one's UV map
+        assert meshfile.copy_transferred(done, source, target)
+        got = np.empty(len(values), np.float32)
+        target.data.uv_layers[meshfile.UV_NAME].data.foreach_get("uv", got)
+        assert np.array_equal(got, values)
+        assert target.data.uv_layers.active.name == meshfile.UV_NAME and target.data.uv_layers.active.active_render
+        assert [m.name for m in target.data.materials] == ["Result"]
+        assert [p.material_index for p in target.data.polygons] == [0] * len(target.data.polygons)
+        values = values[::-1].copy()
+        done.data.uv_layers[meshfile.UV_NAME].data.foreach_set("uv", values)
