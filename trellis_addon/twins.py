@@ -34,6 +34,8 @@ def viewports() -> set:
     """drawn() of every 3D viewport open in a window."""
     kinds = set()
     for window in getattr(bpy.context.window_manager, "windows", ()):
+        if window.screen is None:  # a window being opened or closed
+            continue
         engine = window.scene.render.engine
         for area in window.screen.areas:
             if area.type == "VIEW_3D":
