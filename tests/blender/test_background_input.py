@@ -238,9 +238,13 @@ def test_the_background_blender_yields_the_cpu_to_the_ui(builder, scene, tmp_pat
     assert theirs == min(19, ours + mod("trellis_addon.blend_main").NICENESS)
 
 
-def autogroup_nice(pid) -> int:
-    with open(f"/proc/{pid}/autogroup") as f:
-        return int(f.read().split()[-1])
+def autogroup_nice(pid):
+    """The nice value of the process's session group, or None where the process is in no group of its own
+    (the file is empty: it never left the first session, or the kernel could not make its group; it is
+    then scheduled in the root group, each of its threads against the worker's whole group)."""
+    with open(f"/proc/{pid}/autogroup") as f:  # "/autogroup-12 nice 0"
+        words = f.read().split()
+    return int(words[-1]) if words else None
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux's scheduling by session")
@@ -251,8 +255,10 @@ def test_the_background_blenders_session_yields_the_cpu_too(builder, scene, tmp_
     assert job.state == "queued"
     pid = builder.worker.proc.pid
     assert os.getsid(pid) != os.getsid(0), "a session of its own (stopped as a group)"
-    assert autogroup_nice(pid) == mod("trellis_addon.blend_main").NICENESS
-    assert autogroup_nice(os.getpid()) < autogroup_nice(pid), "ours is left below it"
+    niceness = mod("trellis_addon.blend_main").NICENESS
+    assert autogroup_nice(pid) == niceness
+    ours = autogroup_nice(os.getpid())
+    assert ours is None or ours < niceness, "ours is left below it (or in the root group, at nice 0)"
 
 
 def test_a_datablock_set_to_ignore_its_alpha_reads_the_same_in_the_background(builder, scene, tmp_path):
