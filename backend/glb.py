@@ -24,6 +24,7 @@ FLOAT, UNSIGNED_INT = 5126, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 MAX_TEXTURE_SIDE = 8192  # twice the largest texture TRELLIS.2 bakes (4096²)
 MAX_TEXTURE_PIXELS = 4 * MAX_TEXTURE_SIDE ** 2  # all of a file's textures together: 1 GiB of RGBA bytes
+MAX_IMAGES = 64  # a GLB's or a snapshot's images at most (TRELLIS.2 writes two; a finished result's bakes add four)
 TEXTURE_HEAD = 1 << 20  # bytes of a texture read for its header (a JPEG's metadata comes before its size)
 
 
@@ -176,21 +177,32 @@ def _texture_head(path: str, doc: dict, image: dict, bin_start: int | None) -> b
         return f.read(length)
 
 
-def check_textures(path: str, doc: dict, bin_start: int | None, base: str) -> None:
-    """ValueError unless every image's header gives its size and none is over MAX_TEXTURE_SIDE on a side or
-    all together over MAX_TEXTURE_PIXELS (the importer, and a viewport's first draw, decode them all)."""
+def sizes_problem(pictures) -> str:
+    """Why these pictures may not be decoded, "" where they may: pictures yields (a name for the message,
+    (width, height) or None where the header gave none), and is read only up to the first that is too many,
+    unreadable, over MAX_TEXTURE_SIDE on a side, or over MAX_TEXTURE_PIXELS with those before it (an
+    importer, and a viewport's first draw, decode them all)."""
     total = 0
-    for n, image in enumerate(doc.get("images", [])):
-        found = image_header.size_of(io.BytesIO(_texture_head(path, doc, image, bin_start)))
+    for count, (name, found) in enumerate(pictures, 1):
+        if count > MAX_IMAGES:
+            return f"over {MAX_IMAGES} images"
         if found is None:
-            raise ValueError(f"{base}: image {n} is not a PNG, JPEG or WebP picture whose size can be read")
+            return f"{name} is not a PNG, JPEG or WebP picture whose size can be read"
         width, height = found
         if max(width, height) > MAX_TEXTURE_SIDE:
-            raise ValueError(f"{base}: image {n} is {width} x {height} pixels; at most {MAX_TEXTURE_SIDE} on a side "
-                             "is accepted")
+            return f"{name} is {width} x {height} pixels; at most {MAX_TEXTURE_SIDE} on a side is accepted"
         total += width * height
         if total > MAX_TEXTURE_PIXELS:
-            raise ValueError(f"{base}: its images hold over {MAX_TEXTURE_PIXELS // 1000000} million pixels together")
+            return f"its images hold over {MAX_TEXTURE_PIXELS // 1000000} million pixels together"
+    return ""
+
+
+def check_textures(path: str, doc: dict, bin_start: int | None, base: str) -> None:
+    """ValueError unless every image's header gives its size and sizes_problem finds nothing."""
+    problem = sizes_problem((f"image {n}", image_header.size_of(io.BytesIO(_texture_head(path, doc, image, bin_start))))
+                            for n, image in enumerate(doc.get("images", [])))
+    if problem:
+        raise ValueError(f"{base}: {problem}")
 
 
 def check_self_contained(path: str) -> dict:

@@ -2,13 +2,14 @@
 (request.prepare + queueing: with the background Blender, only the file check and its header; without it,
 the image read, downsize, hash, prepared input and thumbnail), and the end of a job with a large result
 (results.import_job: append the .blend the background Blender saved, and place it, after its images were
-appended in a tick ahead as the UI's modal operator does for a big snapshot: results.preload; and the same
-snapshot in one tick, the order alternating from round to round) against a bare
-import_scene.gltf of the same GLB; a retexture job's start (the object copied into a .blend for the
-background Blender against its glTF export here) and end (the transferred UVs copied against the transfer).
-Goal: each at most 0.1 x the main-thread path it replaces. With --textured the ticks ahead also read
-(decode) each image, a tick each, as where a viewport draws textures (twins.viewports taken as Material
-Preview; the bpy module has no window, so no GPU texture is made: that tick is the window's alone).
+appended in a tick ahead and each one's size read from its header in a tick of its own, as the UI's modal
+operator does for a big snapshot: results.preload; and the same snapshot in one tick, the order alternating
+from round to round) against a bare import_scene.gltf of the same GLB; a retexture job's start (the object
+copied into a .blend for the background Blender against its glTF export here) and end (the transferred UVs
+copied against the transfer). Goal: each at most 0.1 x the main-thread path it replaces. With --textured the
+ticks ahead also read (decode) each image, a tick each, as where a viewport draws textures (twins.viewports
+taken as Material Preview; the bpy module has no window, so no GPU texture is made: that tick is the
+window's alone).
 
     .venv/bin/python bench/main_thread_per_job.py [--faces 327680] [--texture 2048] [--rounds 3] [--textured]
 """
@@ -69,11 +70,17 @@ def main() -> int:
         for background in (True, False):
             starts[background].append(start(background))
 
-    bare, placed, ahead, single, reads = [], [], [], [], []
+    bare, placed, ahead, single, checks, reads = [], [], [], [], [], []
     importer, twins = (importlib.import_module(f"{PKG}.trellis_addon.{m}") for m in ("importer", "twins"))
     threshold, twins.PRELOAD_BYTES = twins.PRELOAD_BYTES, 0  # both ways here, whatever the size
     if args.textured:
         twins.viewports = lambda: {"all"}
+    kinds, warm = [], twins._warm
+
+    def recorded_warm(steps, sizes):  # which step each tick after the first took: "check" or "read"
+        kinds.append(steps[0][0] if steps else "")
+        return warm(steps, sizes)
+    twins._warm = recorded_warm
 
     def place(job, preload: bool) -> None:
         """Append and place the result: with preload, its images in a tick ahead of its mesh (results.preload,
@@ -81,14 +88,16 @@ def main() -> int:
         bpy.ops.wm.read_homefile(use_empty=True)
         if preload:
             ticks = []
+            kinds.clear()
             while True:
                 began = time.perf_counter()
                 if not results.preload(job):
                     break
                 ticks.append(time.perf_counter() - began)
-            assert ticks
+            assert ticks and len(kinds) == len(ticks)  # the last call, which did nothing, is in kinds too
             ahead.append(ticks[0])
-            reads.append(ticks[1:])
+            checks.append([t for t, kind in zip(ticks[1:], kinds) if kind == "check"])
+            reads.append([t for t, kind in zip(ticks[1:], kinds) if kind == "read"])
         began = time.perf_counter()
         results.import_job(bpy.context, job)
         (placed if preload else single).append(time.perf_counter() - began)
@@ -164,12 +173,14 @@ def main() -> int:
     print(f"  image read on the main thread:        {ms(starts[False])}")
     print(f"  ratio: {statistics.median(starts[True]) / statistics.median(starts[False]):.3f} (goal <= 0.1)")
     print(f"result of {faces} faces with {args.texture}² textures, main thread, {args.rounds} rounds:")
-    total = [p + a for p, a in zip(placed, ahead)]  # the reads are not counted: a bare import leaves them to the
-    # viewport's first draw as well
+    total = [p + a + sum(c) for p, a, c in zip(placed, ahead, checks)]  # the reads are not counted: a bare
+    # import leaves them to the viewport's first draw as well
     way = "in a tick ahead" if snapshot_mb >= threshold / 2 ** 20 else "in one tick"
     print(f"  the snapshot: {snapshot_mb:.1f} MiB; the UI appends the images {way} from "
           f"{threshold / 2 ** 20:.0f} MiB (twins.PRELOAD_BYTES)")
     print(f"  its images appended in a tick ahead of it:             {ms(ahead)}")
+    for n in range(len(checks[0])):
+        print(f"  then image {n}'s size read from its header, a tick:      {ms([c[n] for c in checks])}")
     if args.textured:
         for n in range(len(reads[0])):
             print(f"  then image {n} read (decoded), a tick of its own:       {ms([r[n] for r in reads])} (out of the "
@@ -178,7 +189,7 @@ def main() -> int:
     print(f"  main-thread time per result, appending and placing:    {ms(total)}")
     print(f"  the same snapshot appended and placed in one tick:     {ms(single)}")
     print(f"  bare import_scene.gltf of the same GLB:                {ms(bare)}")
-    longest = [max(p, a) for p, a in zip(placed, ahead)]  # the reads apart, as above
+    longest = [max(p, a, *c) for p, a, c in zip(placed, ahead, checks)]  # the reads apart, as above
     print(f"  ratio: {statistics.median(total) / statistics.median(bare):.3f} (goal <= 0.1); longest tick "
           f"{ms(longest)} against {ms(single)} in one tick")
     print(f"retexture job start for a {sphere_faces}-face sphere with a Bevel modifier, main thread, {args.rounds} "

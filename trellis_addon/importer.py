@@ -187,12 +187,12 @@ def snapshot_problem(new: set, objects: list) -> str:
 
 def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.Object]:
     """Its objects appended and linked into the active collection, its collections (a finished result's
-    LODs) as children of it, their objects inside them. A snapshot that is too big for its GLB, or that
-    holds more than the background Blender writes (snapshot_problem), is refused: RuntimeError, with
-    everything it brought removed again."""
+    LODs) as children of it, their objects inside them. A snapshot that is too big for its GLB, holds more
+    than the background Blender writes (snapshot_problem) or images too big to decode (twins.pictures_problem,
+    from their headers, as a GLB's) is refused: RuntimeError, with everything it brought removed again."""
     if glb_path and os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
-    twins = twin_images.taken_ahead(path)  # appended in a tick before (preload)
+    twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
     before = _all_ids()
     with bpy.data.libraries.load(path, link=False) as (src, dst):
         dst.objects = list(src.objects)
@@ -205,7 +205,8 @@ def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.O
     twin_images.forget_library(path)
     new = (_all_ids() - before) | set(twins.values())
     twin_images.adopt(new, twins)
-    problem = "no objects in it" if not objects else snapshot_problem(new, objects)
+    problem = "no objects in it" if not objects else snapshot_problem(new, objects) or twin_images.pictures_problem(
+        [i for i in new if isinstance(i, bpy.types.Image)], checked)
     if problem:
         bpy.data.batch_remove(new)
         raise RuntimeError(problem)

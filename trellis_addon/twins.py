@@ -2,22 +2,26 @@
 snapshot: as a packed copy of its own (a twin, named TWIN...) and, without its bytes, as the image the
 materials use, which names its twin in a custom property. Appending the snapshot swaps each image for its
 twin (adopt); for a big snapshot the UI's modal operator appends the twins in a tick before the one that
-appends the mesh (append_ahead), so that one tick does not read both the pixels' bytes and the mesh. Where a
-visible viewport draws textures, the ticks after it decode and upload the images it will draw, one each:
-otherwise the viewport's first draw of the result does all of it at once, on the main thread."""
+appends the mesh (append_ahead), so that one tick does not read both the pixels' bytes and the mesh. The
+ticks after it read each twin's size from its header (a crafted snapshot may pack a small file that decodes
+to 60000² pixels) and, where a visible viewport draws textures, decode and upload the images it will draw, one
+each: otherwise the viewport's first draw of the result does all of it at once, on the main thread."""
 from __future__ import annotations
 
+import io
 import os
 
 import bpy
+
+from ..backend import glb, image_header
 
 TWIN = "trellis2_packed"  # an image's custom property naming its twin, and the start of a twin's name
 PRELOAD_BYTES = 64 << 20  # a snapshot this big has its twins appended in a tick before its mesh (bench/
 # main_thread_per_job.py: for a 1M-face result with 4096² textures that splits an 85 ms tick into 27 and
 # 56 ms; for a 48 MB snapshot the second reading of the file costs more than the split saves)
 MOST = 64  # twins taken from one snapshot at most
-_AHEAD: dict[str, tuple] = {}  # snapshot path: (owner, {a twin's name in it: its name here}, [steps left]),
-# appended ahead
+_AHEAD: dict[str, tuple] = {}  # snapshot path: (owner, {a twin's name in it: its name here}, [steps left],
+# {its name here: pictures()}), appended ahead
 EEVEE = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
 
 
@@ -52,14 +56,40 @@ def warm_steps(images: list, kinds: set) -> list:
     return [(kind, i.name) for i in chosen for kind in ("read", "upload") if kind == "read" or upload]
 
 
-def _warm(steps: list) -> bool:
-    """Take one step of warm_steps; whether there was one."""
+def pictures(image) -> list:
+    """(a name, (width, height) or None) of each picture the image decodes when drawn: its packed files' sizes
+    from their headers (the bytes are copied out to be read: about 85 ms per 48 MB), a generated image's size
+    for each of its tiles; none for an image that reads a file (the snapshot check refuses it) or has no
+    pixels of its own (a viewer)."""
+    name = f"image {image.name}"
+    if len(image.packed_files):
+        return [(name, image_header.size_of(io.BytesIO(p.packed_file.data[:glb.TEXTURE_HEAD])))
+                for p in image.packed_files]
+    if image.source == "GENERATED":
+        return [(name, (image.generated_width, image.generated_height))] * max(1, len(image.tiles))
+    return []
+
+
+def pictures_problem(images, known: dict) -> str:
+    """glb.sizes_problem of the images' pictures (known: {image: pictures()} read before, in a tick ahead)."""
+    return glb.sizes_problem(p for i in images for p in (known[i] if i in known else pictures(i)))
+
+
+def _warm(steps: list, sizes: dict) -> bool:
+    """Take one step ("check", then warm_steps') of an append ahead; whether there was one. sizes: {the
+    image's name: pictures()}, filled by the checks; nothing is decoded unless every twin passed."""
     if not steps:
         return False
     kind, name = steps.pop(0)
     image = bpy.data.images.get(name)
     if image is None or image.library is not None or image.packed_file is None or image.source != "FILE":
         return True  # a twin that reads a file (a crafted snapshot: the append refuses it) is not opened here
+    if kind == "check":
+        sizes[name] = pictures(image)
+        return True
+    if glb.sizes_problem(p for found in sizes.values() for p in found):  # the checks come first
+        steps.clear()  # the append refuses the snapshot: nothing of it is decoded
+        return True
     try:
         if kind == "read":
             image.size[0]  # Blender reads (decodes) the pixels to know their size: what a first draw does
@@ -97,9 +127,9 @@ def append_ahead(snapshot: str, owner: str = "") -> bool:
     then, a call each, decode and upload those the open viewports draw; whether this call did anything. The
     caller checked the snapshot's size; what is appended is checked with the rest of the snapshot."""
     if snapshot in _AHEAD:
-        return _warm(_AHEAD[snapshot][2])
+        return _warm(*_AHEAD[snapshot][2:])
     here, steps = {}, []
-    _AHEAD[snapshot] = (owner, here, steps)
+    _AHEAD[snapshot] = (owner, here, steps, {})
     try:
         with bpy.data.libraries.load(snapshot, link=False) as (src, dst):
             names = [n for n in src.images if n.startswith(TWIN)][:MOST]
@@ -112,15 +142,18 @@ def append_ahead(snapshot: str, owner: str = "") -> bool:
         if image is not None:
             image.use_fake_user = True  # kept by an undo step or a save until the append takes it
             here[name] = image.name
+    steps.extend([("check", n) for n in here.values()])
     steps.extend(warm_steps([bpy.data.images[n] for n in here.values()], viewports()))
     return bool(here)
 
 
-def taken_ahead(snapshot: str) -> dict:
-    """{a twin's name in the snapshot: the image} that append_ahead brought, handed over once."""
-    _, here, _ = _AHEAD.pop(snapshot, ("", {}, []))
+def taken_ahead(snapshot: str) -> tuple[dict, dict]:
+    """({a twin's name in the snapshot: the image}, {image: pictures()} of those checked) that append_ahead
+    brought, handed over once."""
+    _, here, _, sizes = _AHEAD.pop(snapshot, ("", {}, [], {}))
     images = {name: bpy.data.images.get(other) for name, other in here.items()}
-    return {name: image for name, image in images.items() if image is not None}
+    images = {name: image for name, image in images.items() if image is not None}
+    return images, {image: sizes[image.name] for image in images.values() if image.name in sizes}
 
 
 def wanted(names, ahead: dict) -> list:
@@ -131,7 +164,7 @@ def wanted(names, ahead: dict) -> list:
 def drop(owner: str = "") -> None:
     """Remove the twins append_ahead brought for owner that no append took (its job failed or was cancelled
     between)."""
-    for snapshot, (whose, here, _) in list(_AHEAD.items()):
+    for snapshot, (whose, here, _, _) in list(_AHEAD.items()):
         if whose != owner:
             continue
         images = [bpy.data.images.get(name) for name in here.values() if name.startswith(TWIN)]

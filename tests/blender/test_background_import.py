@@ -74,7 +74,7 @@ def test_appended_as_the_modal_operator_does_the_result_lands_the_same(builder, 
         queue.manager.poll_all()
         time.sleep(0.02)
     assert job.state == "importing", f"{job.state}: {job.error}"
-    assert results.preload(job) is True and not results.preload(job)
+    assert [results.preload(job) for _ in range(4)] == [True, True, True, False], "appended, each one's size read"
     assert not bpy.data.objects and len(bpy.data.images) == 2, "base colour and metallic-roughness, no mesh yet"
     uids = sorted(i.session_uid for i in bpy.data.images)
     results.import_job(bpy.context, job)

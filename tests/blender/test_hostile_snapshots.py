@@ -6,11 +6,14 @@ replaced by its packed twin (importer.write_snapshot): one whose twin is missing
 refused like any image that reads a file."""
 import json
 import os
+import struct
+import zlib
 
 import bpy
 import pytest
 
 from conftest import EXAMPLE_IMAGE, mod
+from servers.base import png_head
 
 TWIN = "trellis2_packed"  # twins.TWIN (test_snapshot_twins uses it from there)
 
@@ -20,8 +23,31 @@ REASONS = {  # kind: what the refusal says (any of)
     "twin_missing": ("reads a file",), "twin_reads_a_file": ("reads a file",),
     "script_node": ("a script node", "a Text"), "linked": ("a Library", "linked from another file"),
     "bad_qa": ("measured quality",), "bad_role": ("unknown role",), "many_objects": ("101 objects",),
-    "too_big": ("too big for its GLB",)}
+    "too_big": ("too big for its GLB",), "pixel_bomb": ("8193 x 1 pixels",), "twin_pixel_bomb": ("8193 x 1 pixels",),
+    "pixels_together": ("million pixels together",), "not_a_picture": ("whose size can be read",),
+    "generated_huge": ("20000 x 16 pixels",), "many_images": ("over 64 images",)}
 KINDS = list(REASONS)
+PICTURE_KINDS = ("pixel_bomb", "twin_pixel_bomb", "pixels_together", "not_a_picture", "generated_huge",
+                 "many_images")
+
+
+def png(width: int, height: int) -> bytes:
+    """A real PNG of that size (black RGBA): small in bytes, decodable."""
+    row = b"\0" + bytes(4 * width)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+
+
+def _packed(tmp_path, data: bytes, name: str):
+    """A FILE image packed with these bytes (loading reads no pixels; packing copies the file's bytes)."""
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(data)
+    image = bpy.data.images.load(str(path), check_existing=False)
+    image.pack()
+    image.name = name
+    return image
 
 
 def _evil_object(name="mushroom"):
@@ -80,6 +106,21 @@ def write_hostile(path: str, kind: str, tmp_path) -> None:
         obj["trellis2_qa"] = json.dumps({"triangles": "lots", "size_m": "<script>"})
     elif kind == "bad_role":
         obj["trellis2_part"] = "boss"
+    elif kind in ("pixel_bomb", "pixels_together", "not_a_picture", "many_images"):
+        data, count = {"pixel_bomb": (png(8193, 1), 1), "pixels_together": (png_head(8192, 8192), 5),
+                       "not_a_picture": (b"\0" * 64, 1), "many_images": (png(1, 1), 65)}[kind]
+        for n in range(count):
+            _material_with(obj, "ShaderNodeTexImage").image = _packed(tmp_path, data, f"evil_{n}")
+    elif kind == "twin_pixel_bomb":  # the twin, appended ahead in the modal operator's way
+        image = bpy.data.images.load(EXAMPLE_IMAGE)
+        image[TWIN] = f"{TWIN}_0"
+        image.name = "evil_image"
+        _material_with(obj, "ShaderNodeTexImage").image = image
+        twin = _packed(tmp_path, png(8193, 1), f"{TWIN}_0")
+        twin.use_fake_user = True
+        ids.add(twin)
+    elif kind == "generated_huge":  # no pixels until drawn; then 20000 x 16 of them (a crafted one: any size)
+        _material_with(obj, "ShaderNodeTexImage").image = bpy.data.images.new("evil_generated", 20000, 16)
     elif kind == "many_objects":
         ids |= {bpy.data.objects.new(f"evil_empty{i}", None) for i in range(100)}
     bpy.data.libraries.write(path, ids, path_remap="ABSOLUTE" if kind == "linked" else "NONE", fake_user=False)
@@ -152,6 +193,8 @@ def test_a_crafted_snapshot_taken_ahead_is_refused_the_same(result, kind, tmp_pa
         calls += 1
     assert calls < 10
     assert not [i.name for i in bpy.data.images if i.packed_file is None and i.has_data], "no file read ahead"
+    if kind in PICTURE_KINDS:
+        assert not [i.name for i in bpy.data.images if i.has_data], "nothing decoded ahead"
     objects = importer.import_glb(bpy.context, result, snapshot=True)
     line = next((x for x in capsys.readouterr().out.splitlines() if "not used" in x), "")
     assert any(reason in line for reason in REASONS[kind]), line

@@ -64,9 +64,14 @@ def test_appended_ahead_then_the_mesh_takes_them(result, monkeypatch):
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)  # the test's snapshot counts as big
     assert importer.preload(result) is True
     assert len(bpy.data.images) == 2 and not bpy.data.objects, "the images' bytes, nothing else"
+    assert importer.preload(result) is True and importer.preload(result) is True, "each one's size read"
+    assert not any(i.has_data for i in bpy.data.images), "from its header: nothing decoded"
     assert importer.preload(result) is False, "once"
     ahead = sorted(i.session_uid for i in bpy.data.images)
+    read = []
+    monkeypatch.setattr(twins, "pictures", lambda image: read.append(image.name) or [])
     objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert read == [], "the sizes read ahead are not read again"
     assert sorted(i.session_uid for i in bpy.data.images) == ahead, "the images appended ahead, not again"
     assert [o.name for o in objects] == ["geometry_0"] and images() == imported
     assert not twins._AHEAD and not bpy.data.libraries
@@ -147,7 +152,8 @@ def preloaded_steps(result, monkeypatch, kinds) -> int:
 def test_the_images_a_viewport_draws_are_read_ahead_a_tick_each(result, monkeypatch):
     importer = mod("trellis_addon.importer")
     imported = written_as_the_background_blender_does(result)
-    assert preloaded_steps(result, monkeypatch, {"all"}) == 3, "appended, then each image read in a tick of its own"
+    assert preloaded_steps(result, monkeypatch, {"all"}) == 5, \
+        "appended, then each image's size from its header and each image read, in a tick each"
     assert all(i.has_data for i in bpy.data.images)  # (no upload without a window: the bpy module has no GPU)
     ahead = sorted(i.session_uid for i in bpy.data.images)
     objects = importer.import_glb(bpy.context, result, snapshot=True)
@@ -159,7 +165,7 @@ def test_the_images_a_viewport_draws_are_read_ahead_a_tick_each(result, monkeypa
 def test_solids_texture_colour_reads_only_the_colour_image_ahead(result, monkeypatch):
     importer = mod("trellis_addon.importer")
     imported = written_as_the_background_blender_does(result)
-    assert preloaded_steps(result, monkeypatch, {"colour"}) == 2
+    assert preloaded_steps(result, monkeypatch, {"colour"}) == 4
     read = {i.colorspace_settings.is_data: i.has_data for i in bpy.data.images}
     assert read == {False: True, True: False}, "the base colour, not the metallic-roughness data"
     importer.import_glb(bpy.context, result, snapshot=True)
@@ -168,7 +174,8 @@ def test_solids_texture_colour_reads_only_the_colour_image_ahead(result, monkeyp
 
 def test_nothing_is_read_ahead_where_no_viewport_draws_textures(result, monkeypatch):
     written_as_the_background_blender_does(result)
-    assert preloaded_steps(result, monkeypatch, set()) == 1
+    assert preloaded_steps(result, monkeypatch, set()) == 3, "appended, each image's size read"
+    assert not any(i.has_data for i in bpy.data.images)
     assert mod("trellis_addon.twins").viewports() == set(), "no window here"
 
 
@@ -178,7 +185,7 @@ def test_a_small_snapshot_goes_ahead_where_a_viewport_draws_textures(result, mon
     imported = written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "viewports", lambda: {"colour"})
     assert twins.PRELOAD_BYTES == 64 << 20 and importer.preload(result) is True, "appended ahead"
-    assert importer.preload(result) is True and importer.preload(result) is False, "the colour image read"
+    assert [importer.preload(result) for _ in range(4)] == [True, True, True, False], "sizes, the colour image"
     importer.import_glb(bpy.context, result, snapshot=True)
     assert images() == imported
 
@@ -195,7 +202,7 @@ def test_a_step_ahead_that_fails_leaves_it_to_the_first_draw(result, monkeypatch
         raise RuntimeError("no GPU context")
     monkeypatch.setitem(sys.modules, "gpu", types.SimpleNamespace(texture=types.SimpleNamespace(from_image=from_image)))
     monkeypatch.setattr(twins, "warm_steps", lambda images, kinds: [("upload", i.name) for i in images])
-    assert preloaded_steps(result, monkeypatch, {"all"}) == 3
+    assert preloaded_steps(result, monkeypatch, {"all"}) == 5
     assert capsys.readouterr().out.count("ahead: no GPU context") == 2
     importer.import_glb(bpy.context, result, snapshot=True)
     assert images() == imported

@@ -186,17 +186,17 @@ def time_modal_callbacks():
     twins = importlib.import_module(f"{PKG}.trellis_addon.twins")
     warm = twins._warm
 
-    def recorded_warm(steps):
+    def recorded_warm(steps, sizes):
         if steps:
             image = bpy.data.images.get(steps[0][1])
             WARMED.append((steps[0][0], image.session_uid if image else None))
-        return warm(steps)
+        return warm(steps, sizes)
     twins._warm = recorded_warm
     if not BENCH:
         importlib.import_module(f"{PKG}.trellis_addon.twins").PRELOAD_BYTES = 0
 
 
-WARMED = []  # (step, the image's session_uid) of each image decoded or uploaded in a tick ahead (twins._warm)
+WARMED = []  # (step, the image's session_uid) of each image checked, decoded or uploaded in a tick ahead (twins._warm)
 PANEL_DRAWS = []  # (start, seconds) of each of the add-on's panel draw callbacks (its Python, in a sidebar redraw)
 
 
@@ -566,7 +566,9 @@ def check_beside_empty():
         data = [i.session_uid for i in used if i.colorspace_settings.is_data]
         assert colour and data, [(i.name, i.colorspace_settings.name) for i in used]
         assert all((step, uid) in WARMED for uid in colour for step in ("read", "upload")), (colour, WARMED)
-        assert not [uid for _, uid in WARMED if uid in data], "the viewport draws no data image in Solid"
+        checks = [WARMED.index(("check", uid)) for uid in colour + data]  # every size from its header, first
+        assert max(checks) < WARMED.index(("read", colour[0])), WARMED
+        assert not [uid for step, uid in WARMED if uid in data and step != "check"], "Solid draws no data image"
     window, area, region = view3d()
     with bpy.context.temp_override(window=window, area=area, region=region):
         bpy.ops.view3d.view_all()

@@ -66,6 +66,18 @@ def test_data_uris_are_accepted(tmp_path):
     glb.check_self_contained(str(path))
 
 
+def test_a_glb_of_more_images_than_any_result_is_refused(tmp_path):
+    doc = tiny_doc()
+    doc["images"] = [{"uri": png_data_uri(1, 1)}] * glb.MAX_IMAGES
+    path = tmp_path / "x.glb"
+    path.write_bytes(glb_bytes(doc, bytes(36)))
+    glb.check_self_contained(str(path))
+    doc["images"].append({"uri": png_data_uri(1, 1)})
+    path.write_bytes(glb_bytes(doc, bytes(36)))
+    with pytest.raises(ValueError, match=f"over {glb.MAX_IMAGES} images"):
+        glb.check_self_contained(str(path))
+
+
 def glb_with_texture(path, head: bytes, offset_in_view: int = 0) -> None:
     """A GLB whose one image lies in its binary chunk after the triangle (a bufferView of its own)."""
     doc = tiny_doc()
