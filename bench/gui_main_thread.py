@@ -14,7 +14,7 @@ Blender, or with --finish '{"lod_levels": 2}' (a JSON object of Finish settings)
 Each measured window starts from a settled window (no editor drew for a second: the viewport's
 anti-aliasing redraws it several times after any change, such as the set-up's settings), as a user's
 click does. Each of the longest stalls says what the main thread did in it: appending and placing the
-result (its ms, results.import_job), appending a big result's images in a tick before (results.preload)
+result (its ms, results.import_job), a step ahead of placing it (results.preload)
 and which editors drew (viewport, sidebar, other editors).
 
     python bench/gui_main_thread.py [ZIP] [--heavy 327680x2048,1000000x4096] [--finish JSON]   (as root;
@@ -71,7 +71,8 @@ def main() -> int:
     for name, stall in (data.get("stalls") or {}).items():  # nothing excluded
         print(f"main-thread stall, {name}: max {stall['max_ms']} ms (until the object is placed: "
               f"{stall.get('max_until_placed_ms')} ms; while the background Blender imports and finishes: "
-              f"{stall.get('max_while_building_ms')} ms; appending its images in a tick ahead: "
+              f"{stall.get('max_while_building_ms')} ms; its ticks ahead of placing it (images appended, their sizes, "
+              f"decoded, uploaded; objects loaded; normals): "
               f"{stall.get('preloading_ms')} ms), p99 {stall['p99_ms']} ms, median "
               f"{stall['median_ms']} ms over {stall['ticks']} ticks ({stall['seconds']} s); longest (ms, job "
               f"state, s after the start): {stall['longest']}")

@@ -1,15 +1,15 @@
 """Main-thread time per job under the bpy module, one run: the start of a job from a 4096² photo file
-(request.prepare + queueing: with the background Blender, only the file check and its header; without it,
-the image read, downsize, hash, prepared input and thumbnail), and the end of a job with a large result
-(results.import_job: append the .blend the background Blender saved, and place it, after its images were
-appended in a tick ahead and each one's size read from its header in a tick of its own, as the UI's modal
-operator does for a big snapshot: results.preload; and the same snapshot in one tick, the order alternating
-from round to round) against a bare import_scene.gltf of the same GLB; a retexture job's start (the object
-copied into a .blend for the background Blender against its glTF export here) and end (the transferred UVs
-copied against the transfer). Goal: each at most 0.1 x the main-thread path it replaces. With --textured the
-ticks ahead also read (decode) each image, a tick each, as where a viewport draws textures (twins.viewports
-taken as Material Preview; the bpy module has no window, so no GPU texture is made: that tick is the
-window's alone).
+(request.prepare + queueing: with the background Blender, only the file check and its header; without it, the
+image read, downsize, hash, prepared input and thumbnail), and the end of a job with a large result
+(results.import_job: link and place what the ticks ahead took from the .blend the background Blender saved, as
+the UI's modal operator does with a viewport open: results.preload, its images appended, each one's size read
+from its header, its objects loaded and checked, its mesh's normals computed, a tick each; and the same
+snapshot appended and placed in one tick, the order alternating from round to round) against a bare
+import_scene.gltf of the same GLB; a retexture job's start (the object copied into a .blend for the background
+Blender against its glTF export here) and end (the transferred UVs copied against the transfer). Goal: each at
+most 0.1 x the main-thread path it replaces. With --textured the ticks ahead also read (decode) each image, a
+tick each, as where a viewport draws textures (twins.viewports taken as Material Preview; the bpy module has
+no window, so no GPU texture is made: that tick is the window's alone).
 
     .venv/bin/python bench/main_thread_per_job.py [--faces 327680] [--texture 2048] [--rounds 3] [--textured]
 """
@@ -70,21 +70,30 @@ def main() -> int:
         for background in (True, False):
             starts[background].append(start(background))
 
-    bare, placed, ahead, single, checks, reads = [], [], [], [], [], []
+    bare, placed, ahead, single, checks, reads, loads, normals = [], [], [], [], [], [], [], []
     importer, twins = (importlib.import_module(f"{PKG}.trellis_addon.{m}") for m in ("importer", "twins"))
     threshold, twins.PRELOAD_BYTES = twins.PRELOAD_BYTES, 0  # both ways here, whatever the size
+    twins.any_viewport = lambda: True  # as in a window: the objects loaded and their normals made ahead
     if args.textured:
         twins.viewports = lambda: {"all"}
-    kinds, warm = [], twins._warm
+    kinds, warm, load_ahead = [], twins._warm, importer._load_ahead
 
-    def recorded_warm(steps, sizes):  # which step each tick after the first took: "check" or "read"
-        kinds.append(steps[0][0] if steps else "")
+    def recorded_warm(steps, sizes):  # what each tick after the first did: "check", "read", "load", "normals"
+        if steps:
+            kinds.append(steps[0][0])
         return warm(steps, sizes)
-    twins._warm = recorded_warm
+
+    def recorded_load(snap, *rest):
+        loading = snap not in importer._LOADED
+        did = load_ahead(snap, *rest)
+        if did:
+            kinds.append("load" if loading else "normals")
+        return did
+    twins._warm, importer._load_ahead = recorded_warm, recorded_load
 
     def place(job, preload: bool) -> None:
-        """Append and place the result: with preload, its images in a tick ahead of its mesh (results.preload,
-        whatever the snapshot's size); without, all in one tick."""
+        """Append and place the result: with preload, in the ticks ahead that a window's modal operator takes
+        (results.preload, whatever the snapshot's size); without, all in one tick."""
         bpy.ops.wm.read_homefile(use_empty=True)
         if preload:
             ticks = []
@@ -94,10 +103,10 @@ def main() -> int:
                 if not results.preload(job):
                     break
                 ticks.append(time.perf_counter() - began)
-            assert ticks and len(kinds) == len(ticks)  # the last call, which did nothing, is in kinds too
+            assert ticks and len(kinds) == len(ticks) - 1, kinds
             ahead.append(ticks[0])
-            checks.append([t for t, kind in zip(ticks[1:], kinds) if kind == "check"])
-            reads.append([t for t, kind in zip(ticks[1:], kinds) if kind == "read"])
+            for out, kind in ((checks, "check"), (reads, "read"), (loads, "load"), (normals, "normals")):
+                out.append([t for t, k in zip(ticks[1:], kinds) if k == kind])
         began = time.perf_counter()
         results.import_job(bpy.context, job)
         (placed if preload else single).append(time.perf_counter() - began)
@@ -173,8 +182,8 @@ def main() -> int:
     print(f"  image read on the main thread:        {ms(starts[False])}")
     print(f"  ratio: {statistics.median(starts[True]) / statistics.median(starts[False]):.3f} (goal <= 0.1)")
     print(f"result of {faces} faces with {args.texture}² textures, main thread, {args.rounds} rounds:")
-    total = [p + a + sum(c) for p, a, c in zip(placed, ahead, checks)]  # the reads are not counted: a bare
-    # import leaves them to the viewport's first draw as well
+    total = [p + a + sum(c) + sum(lo) for p, a, c, lo in zip(placed, ahead, checks, loads)]  # the reads and
+    # the normals are not counted: a bare import leaves them to the viewport's first draw as well
     way = "in a tick ahead" if snapshot_mb >= threshold / 2 ** 20 else "in one tick"
     print(f"  the snapshot: {snapshot_mb:.1f} MiB; the UI appends the images {way} from "
           f"{threshold / 2 ** 20:.0f} MiB (twins.PRELOAD_BYTES)")
@@ -185,11 +194,15 @@ def main() -> int:
         for n in range(len(reads[0])):
             print(f"  then image {n} read (decoded), a tick of its own:       {ms([r[n] for r in reads])} (out of the "
                   "first draw, which does it otherwise; not counted below)")
-    print(f"  then its mesh appended and the result placed:          {ms(placed)}")
+    print(f"  then its objects loaded and checked, a tick:           {ms([sum(lo) for lo in loads])}")
+    print(f"  then its mesh's normals computed, a tick:              {ms([sum(n) for n in normals])} (out of "
+          "the first draw, which does it otherwise; not counted below)")
+    print(f"  then the result linked and placed:                     {ms(placed)}")
     print(f"  main-thread time per result, appending and placing:    {ms(total)}")
     print(f"  the same snapshot appended and placed in one tick:     {ms(single)}")
     print(f"  bare import_scene.gltf of the same GLB:                {ms(bare)}")
-    longest = [max(p, a, *c) for p, a, c in zip(placed, ahead, checks)]  # the reads apart, as above
+    longest = [max(p, a, *c, *lo) for p, a, c, lo in zip(placed, ahead, checks, loads)]  # the reads and normals
+    # apart, as above
     print(f"  ratio: {statistics.median(total) / statistics.median(bare):.3f} (goal <= 0.1); longest tick "
           f"{ms(longest)} against {ms(single)} in one tick")
     print(f"retexture job start for a {sphere_faces}-face sphere with a Bevel modifier, main thread, {args.rounds} "

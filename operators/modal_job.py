@@ -5,7 +5,7 @@ import time
 
 import bpy
 
-from ..trellis_addon import blocking, results, twins
+from ..trellis_addon import blocking, importer, results
 from ..trellis_addon.queue import IMPORTING, flush_records, manager
 
 TIMER_SECONDS = 0.1
@@ -61,13 +61,13 @@ class ModalJob:
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
         manager.poll_all()
-        if job.state == IMPORTING and results.preload(job):  # a big result's images, in a tick ahead of the one
-            return {"PASS_THROUGH"}  # that appends its mesh
+        if job.state == IMPORTING and results.preload(job):  # its images and objects, in ticks ahead of the one
+            return {"PASS_THROUGH"}  # that places it
         if job.state == IMPORTING or job.is_finished:
             context.window_manager.event_timer_remove(self._timer)
             context.workspace.status_text_set(None)
             result = self._done(context, job)
-            twins.drop(job.id)  # what no append took (the job failed or was cancelled meanwhile)
+            importer.drop_ahead(job.id)  # what no append took (the job failed or was cancelled meanwhile)
             redraw_sidebars(context)
             return result
         shown = (job.text, round(job.fraction, 3), int(job.elapsed))  # the bar's elapsed time ticks each second
@@ -79,5 +79,5 @@ class ModalJob:
 
     def cancel(self, context):  # Blender ends the operator (quit, window closed, file loaded): not the user's
         self._job.interrupt()  # Cancel, so a submitted paid task is left to be fetched on the next start
-        twins.drop(self._job.id)
+        importer.drop_ahead(self._job.id)
         context.window_manager.event_timer_remove(self._timer)

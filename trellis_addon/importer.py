@@ -1,15 +1,15 @@
 """Bring a finished job's GLB files into the scene with Blender's glTF importer and place them."""
 from __future__ import annotations
 
-import json
 import os
 
 import bpy
 from mathutils import Vector
 
+from . import snapshot_check
 from . import twins as twin_images
 from .finish import roots as top_level
-from .record import OBJECT_PROPERTY, QA_PROPERTY, ROLE, ROLES, Record, valid_qa
+from .record import OBJECT_PROPERTY, Record
 
 COLLECTION_NAME = "TRELLIS"
 SPACING = 1.25  # results side by side, in multiples of the widest result
@@ -113,87 +113,35 @@ def write_snapshot(path: str, ids: set, twins: bool = False) -> None:
 
 
 def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
-    """Append the twins of the snapshot import_glb will append for this GLB and key ahead of it (the UI's
-    modal operator, a tick before the one that appends the mesh), and then read and upload those the open
-    viewports draw, a call each (twins.append_ahead), where that snapshot is twins.PRELOAD_BYTES or bigger or
-    a viewport draws textures, and not too big for its GLB; whether this call did anything. owner:
-    twins.drop's."""
+    """The UI's modal operator's ticks ahead of import_glb for this GLB and key, a call each; whether this call
+    did anything (False: the append's turn). Where that snapshot is twins.PRELOAD_BYTES or bigger or a viewport
+    draws textures, its twins are appended, their sizes read, and those the viewports draw read and uploaded
+    (twins.append_ahead). Then, where a 3D viewport is open, its objects are loaded and each mesh's normals
+    computed (_load_ahead): the tick that places the result and the viewport's first draw of it do neither.
+    A snapshot too big for its GLB is left to the append (which refuses it). owner: drop_ahead's."""
     snap = chosen_snapshot(glb_path, key)
     if not snap:
         return False
+    if snap in _LOADED:
+        return _load_ahead(snap, glb_path, owner)
     size = os.path.getsize(snap)
     if size > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         return False
-    if size < twin_images.PRELOAD_BYTES and not twin_images.viewports():  # where a viewport draws textures,
-        return False  # their reading and upload, out of the first draw, are worth a second opening of the file
-    return twin_images.append_ahead(snap, owner)
+    if (size >= twin_images.PRELOAD_BYTES or twin_images.viewports()) and twin_images.append_ahead(snap, owner):
+        return True  # (for a small snapshot, where a viewport draws textures: their reading and upload, out of
+    # the first draw, are worth a second opening of the file)
+    return twin_images.any_viewport() and _load_ahead(snap, glb_path, owner)
 
 
-SNAPSHOT_OBJECTS = 64  # a result, its parts, LODs and low-poly: a snapshot with more is not ours
-SNAPSHOT_TYPES = {"MESH", "EMPTY"}
-FILE_SOURCES = {"FILE", "SEQUENCE", "MOVIE", "TILED"}  # an image of these reads files unless packed
-
-
-def _id_collections() -> list[str]:
-    return [p.identifier for p in bpy.types.BlendData.bl_rna.properties
-            if p.type == "COLLECTION" and p.identifier not in ("window_managers", "workspaces", "screens")]
-
-
-def _all_ids() -> set:
-    return {id_ for name in _id_collections() for id_ in getattr(bpy.data, name)}
-
-
-def _drivers(id_) -> bool:
-    blocks = [id_, getattr(id_, "node_tree", None), getattr(id_, "shape_keys", None)]
-    return any(getattr(b, "animation_data", None) is not None and len(b.animation_data.drivers) for b in blocks)
-
-
-def _valid_qa_text(text) -> bool:
-    try:
-        return isinstance(text, str) and len(text) < 1 << 16 and valid_qa(json.loads(text))
-    except ValueError:
-        return False
-
-
-def snapshot_problem(new: set, objects: list) -> str:
-    """Why appended datablocks are not what the background Blender writes ("" when they are): a history
-    folder another process edited may hold any .blend. Only meshes and empties without modifiers,
-    constraints or drivers, packed images, no texts, scripts or links to other files."""
-    if len(objects) > SNAPSHOT_OBJECTS:
-        return f"{len(objects)} objects"
-    for id_ in new:
-        kind = type(id_).__name__
-        if isinstance(id_, (bpy.types.Text, bpy.types.Library)):
-            return f"a {kind} ({id_.name})"
-        if id_.library is not None:
-            return f"{id_.name} is linked from another file"
-        if _drivers(id_):
-            return f"drivers on {id_.name}"
-        if isinstance(id_, bpy.types.Object):
-            if id_.type not in SNAPSHOT_TYPES or len(id_.modifiers) or len(id_.constraints):
-                return (f"{id_.name}: {id_.type.lower()}, {len(id_.modifiers)} modifiers, "
-                        f"{len(id_.constraints)} constraints")
-            if id_.get(ROLE) is not None and id_.get(ROLE) not in ROLES:
-                return f"{id_.name} has an unknown role"
-            if id_.get(QA_PROPERTY) is not None and not _valid_qa_text(id_.get(QA_PROPERTY)):
-                return f"{id_.name}'s measured quality is not one the background Blender writes"
-        if isinstance(id_, bpy.types.Image) and id_.source in FILE_SOURCES and id_.packed_file is None:
-            return f"image {id_.name} reads a file ({id_.filepath})"
-        tree = id_ if isinstance(id_, bpy.types.NodeTree) else getattr(id_, "node_tree", None)
-        if tree is not None and any(n.bl_idname == "ShaderNodeScript" for n in tree.nodes):
-            return f"a script node in {id_.name}"
-    return ""
-
-
-def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.Object]:
-    """Its objects appended and linked into the active collection, its collections (a finished result's
-    LODs) as children of it, their objects inside them. A snapshot that is too big for its GLB, holds more
-    than the background Blender writes (snapshot_problem) or images too big to decode (twins.pictures_problem,
+def _load_snapshot(path: str, glb_path: str = "") -> tuple[list, list, set]:
+    """(objects, collections, every datablock) appended from a snapshot, in no scene yet: its collections (a
+    finished result's LODs) hold their objects. A snapshot that is too big for its GLB, holds more than the
+    background Blender writes (snapshot_check.problem) or images too big to decode (twins.pictures_problem,
     from their headers, as a GLB's) is refused: RuntimeError, with everything it brought removed again."""
     if glb_path and os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
     twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
-    before = _all_ids()
+    before = snapshot_check.all_ids()
     with bpy.data.libraries.load(path, link=False) as (src, dst):
         dst.objects = list(src.objects)
         dst.collections = list(src.collections)
@@ -203,19 +151,92 @@ def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.O
     objects = [o for o in dst.objects if o is not None]
     collections = [c for c in dst.collections if c is not None]
     twin_images.forget_library(path)
-    new = (_all_ids() - before) | set(twins.values())
+    new = (snapshot_check.all_ids() - before) | set(twins.values())
     twin_images.adopt(new, twins)
-    problem = "no objects in it" if not objects else snapshot_problem(new, objects) or twin_images.pictures_problem(
-        [i for i in new if isinstance(i, bpy.types.Image)], checked)
+    images = [i for i in new if isinstance(i, bpy.types.Image)]
+    problem = "no objects in it" if not objects else (snapshot_check.problem(new, objects)
+                                                      or twin_images.pictures_problem(images, checked))
     if problem:
         bpy.data.batch_remove(new)
         raise RuntimeError(problem)
+    return objects, collections, new
+
+
+def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.Object]:
+    """_load_snapshot's objects (or those loaded ahead, _load_ahead) linked into the active collection, its
+    collections as children of it."""
+    objects, collections = _take_loaded(path) or _load_snapshot(path, glb_path)[:2]
     for coll in collections:
         context.collection.children.link(coll)
     for obj in objects:
         if not obj.users_collection:
             context.collection.objects.link(obj)
     return objects
+
+
+DATA = {"OBJECT": "objects", "COLLECTION": "collections", "MESH": "meshes", "MATERIAL": "materials",
+        "IMAGE": "images", "NODETREE": "node_groups"}  # id_type: where bpy.data keeps it (what a snapshot brings)
+_LOADED: dict[str, tuple] = {}  # snapshot path: (owner, object names, collection names, meshes left to warm,
+# [(bpy.data's collection, name)] of everything it brought)
+
+
+def _load_ahead(snap: str, glb_path: str, owner: str) -> bool:
+    """The preload call after the images': the snapshot's objects loaded and checked (in no scene, kept by a
+    fake user); then, a call each, each mesh's normals computed, those the viewport draws (a first draw does it
+    otherwise: 120 ms for 1M faces with custom normals, bpy 5.0.1). Whether this call did anything."""
+    if snap in _LOADED:
+        left = _LOADED[snap][3]
+        if not left:
+            return False
+        mesh = bpy.data.meshes.get(left.pop(0))
+        if mesh is not None and mesh.library is None and len(mesh.loops):
+            normals = {"POINT": "vertex_normals", "FACE": "polygon_normals"}.get(mesh.normals_domain, "corner_normals")
+            getattr(mesh, normals)[0]  # computed and cached: the evaluated mesh the viewport draws shares the cache
+        return True
+    try:
+        objects, collections, new = _load_snapshot(snap, glb_path)
+    except Exception as exc:  # noqa: BLE001 - the append tries again and says why (then imports the GLB)
+        print(f"TRELLIS: {os.path.basename(snap)} not loaded ahead ({exc})")
+        _LOADED[snap] = (owner, None, None, [], [])
+        return True
+    for id_ in objects + collections:
+        id_.use_fake_user = True
+    meshes = sorted({o.data.name for o in objects if o.type == "MESH"})
+    brought = [(id_.id_type, id_.name) for id_ in new]
+    _LOADED[snap] = (owner, [o.name for o in objects], [c.name for c in collections], meshes, brought)
+    return True
+
+
+def _take_loaded(snap: str) -> tuple[list, list] | None:
+    """_load_ahead's (objects, collections), handed over once; None where it loaded none, or an undo step or a
+    file loaded since took any of them away (what is left of them is removed: the snapshot is appended as
+    without)."""
+    _, names, collection_names, _, brought = _LOADED.pop(snap, ("", None, None, [], []))
+    if names is None:
+        return None
+    objects = [bpy.data.objects.get(n) for n in names]
+    collections = [bpy.data.collections.get(n) for n in collection_names]
+    if None in objects or None in collections or any(o.users_scene for o in objects):
+        _remove(brought)
+        return None
+    for id_ in objects + collections:
+        id_.use_fake_user = False
+    return objects, collections
+
+
+def _remove(brought: list) -> None:
+    found = {getattr(bpy.data, DATA[kind]).get(name) for kind, name in brought if kind in DATA}
+    bpy.data.batch_remove({i for i in found if i is not None and not getattr(i, "users_scene", ())})
+
+
+def drop_ahead(owner: str = "") -> None:
+    """Remove what preload brought for owner (a job's id) that no append took (its job failed or was cancelled
+    between): the images appended ahead and the datablocks loaded ahead."""
+    twin_images.drop(owner)
+    for snap, (whose, _, _, _, brought) in list(_LOADED.items()):
+        if whose == owner:
+            del _LOADED[snap]
+            _remove(brought)
 
 
 def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:

@@ -112,9 +112,9 @@ def snapshot_key(job: Job, index: int, plan: list | None) -> str:
 
 
 def preload(job: Job) -> bool:
-    """Append one result's packed images ahead of import_job where its snapshot is big (importer.preload; the
-    UI's modal operator, a tick each: the tick that appends the mesh does not also read the pixels' bytes);
-    whether it did."""
+    """One of the UI's modal operator's ticks ahead of import_job (importer.preload: the results' images and
+    objects appended, checked and warmed, so that the tick that places them does not do it all); whether it
+    did anything."""
     plan = finishing.specs(job)
     for index, path in enumerate((job.result or {}).get("files") or []):
         try:

@@ -48,6 +48,14 @@ def viewports() -> set:
     return kinds - {""}
 
 
+def any_viewport() -> bool:
+    """Whether a 3D viewport is open in a window (it draws a new result, whatever its shading); never without
+    a window (-b, the bpy module: their window manager keeps the startup file's windows, undrawn)."""
+    windows = getattr(bpy.context.window_manager, "windows", ())
+    return not bpy.app.background and any(area.type == "VIEW_3D" for window in windows if window.screen is not None
+                                          for area in window.screen.areas)
+
+
 def warm_steps(images: list, kinds: set) -> list:
     """("read"|"upload", image name) for each image the viewports will draw: its pixels decoded, then (in a
     window) its GPU texture made, a tick each."""

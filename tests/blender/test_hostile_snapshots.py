@@ -131,8 +131,7 @@ def write_hostile(path: str, kind: str, tmp_path) -> None:
 
 
 def _everything() -> set:
-    importer = mod("trellis_addon.importer")
-    return {id_ for name in importer._id_collections() for id_ in getattr(bpy.data, name)}
+    return mod("trellis_addon.snapshot_check").all_ids()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -187,11 +186,13 @@ def test_a_crafted_snapshot_taken_ahead_is_refused_the_same(result, kind, tmp_pa
     write_hostile(snap, kind, tmp_path)
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
     monkeypatch.setattr(twins, "viewports", lambda: {"all"})
+    monkeypatch.setattr(twins, "any_viewport", lambda: True)  # the objects loaded ahead too
     before = _everything()
     calls = 0
     while importer.preload(result, owner="job") and calls < 10:
         calls += 1
     assert calls < 10
+    assert not [o.name for o in bpy.data.objects if o.use_fake_user], "nothing kept from a refused load"
     assert not [i.name for i in bpy.data.images if i.packed_file is None and i.has_data], "no file read ahead"
     if kind in PICTURE_KINDS:
         assert not [i.name for i in bpy.data.images if i.has_data], "nothing decoded ahead"
@@ -199,7 +200,7 @@ def test_a_crafted_snapshot_taken_ahead_is_refused_the_same(result, kind, tmp_pa
     line = next((x for x in capsys.readouterr().out.splitlines() if "not used" in x), "")
     assert any(reason in line for reason in REASONS[kind]), line
     assert [o.name for o in objects] == ["geometry_0"], "the GLB's object, imported"
-    twins.drop("job")
+    importer.drop_ahead("job")
     names = {id_.name for id_ in _everything() - before}
     assert not [n for n in names if n.startswith(("evil", TWIN))] and not bpy.data.libraries, names
     assert all(img.packed_file is not None for img in bpy.data.images if img.source == "FILE")

@@ -63,7 +63,8 @@ def settled(quiet=1.0, longest=20.0):
 
 
 PLACING = []  # (start, end, what) of each results.import_job call (appending and placing a result) and each
-# results.preload call that appended a big result's images in a tick ahead of it ("preloading")
+# results.preload call that did a step ahead of placing it ("preloading": images appended, checked, read, uploaded;
+# objects loaded, normals computed)
 
 
 def drawn_in(a, b):
@@ -192,10 +193,22 @@ def time_modal_callbacks():
             WARMED.append((steps[0][0], image.session_uid if image else None))
         return warm(steps, sizes)
     twins._warm = recorded_warm
+    importer = importlib.import_module(f"{PKG}.trellis_addon.importer")
+    load_ahead = importer._load_ahead
+
+    def recorded_load(snap, *args):
+        loading = snap not in importer._LOADED
+        did = load_ahead(snap, *args)
+        names = importer._LOADED.get(snap, (None, None))[1]
+        if loading and names:
+            LOADED_AHEAD.extend(bpy.data.objects[n].session_uid for n in names)
+        return did
+    importer._load_ahead = recorded_load
     if not BENCH:
         importlib.import_module(f"{PKG}.trellis_addon.twins").PRELOAD_BYTES = 0
 
 
+LOADED_AHEAD = []  # session_uid of each object loaded in a tick ahead of placing it (importer._load_ahead)
 WARMED = []  # (step, the image's session_uid) of each image checked, decoded or uploaded in a tick ahead (twins._warm)
 PANEL_DRAWS = []  # (start, seconds) of each of the add-on's panel draw callbacks (its Python, in a sidebar redraw)
 
@@ -326,6 +339,7 @@ def check_result():
     if not BENCH:  # the modal operator's preload path, taken here for a small result too (in the benchmark:
         # only as the add-on decides, for snapshots of twins.PRELOAD_BYTES or more)
         assert any(what == "preloading" for _, _, what in PLACING), "its images were appended in a tick before"
+        assert obj.session_uid in LOADED_AHEAD, "the viewport is open: the object was loaded in a tick before"
     result["faces"] = len(obj.data.polygons)
     timings = sorted(MODAL_TIMINGS)  # main-thread time per modal callback, this job
     result["modal"] = {"calls": len(timings), "max_ms": round(timings[-1] * 1000, 3),

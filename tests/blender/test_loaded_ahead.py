@@ -1,0 +1,96 @@
+"""Where a 3D viewport is open, the UI's modal operator loads a result's objects from its snapshot in a tick
+ahead (importer.preload), checked as the append checks them and kept in no scene, then computes each mesh's
+normals in a tick of its own; the tick that places the result only links them, and the viewport's first draw
+finds the normals made. The result is the same as appended in one go; nothing is loaded twice; what a job that
+ends between leaves is removed."""
+import bpy
+
+from conftest import mod
+from test_snapshot_twins import images, written_as_the_background_blender_does
+
+
+def counted_loads(monkeypatch) -> list:
+    importer = mod("trellis_addon.importer")
+    loads, load = [], importer._load_snapshot
+
+    def counted(*args, **kwargs):
+        loads.append(args[0])
+        return load(*args, **kwargs)
+    monkeypatch.setattr(importer, "_load_snapshot", counted)
+    return loads
+
+
+def everything() -> set:
+    return mod("trellis_addon.snapshot_check").all_ids()
+
+
+def test_the_objects_are_loaded_ahead_and_the_append_only_links_them(result, monkeypatch):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    imported = written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "any_viewport", lambda: True)  # a viewport in Solid: no images ahead
+    loads = counted_loads(monkeypatch)
+    assert importer.preload(result, owner="job") is True
+    obj = bpy.data.objects["geometry_0"]
+    assert obj.users_scene == () and obj.use_fake_user, "loaded, in no scene, kept until the append takes it"
+    assert obj.data.normals_domain == "CORNER", "the GLB's normals: custom, as the glTF importer sets them"
+    assert importer.preload(result, owner="job") is True, "its normals computed, a tick of their own"
+    assert importer.preload(result, owner="job") is False
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert objects == [obj] and obj.users_scene and not obj.use_fake_user
+    assert len(loads) == 1, "not loaded again"
+    assert images() == imported and not bpy.data.libraries and not importer._LOADED
+
+
+def test_after_the_images_ahead_the_objects_follow(result, monkeypatch):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    imported = written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "any_viewport", lambda: True)
+    monkeypatch.setattr(twins, "viewports", lambda: {"all"})  # Material Preview
+    loads = counted_loads(monkeypatch)
+    steps = 0
+    while importer.preload(result, owner="job"):
+        steps += 1
+        assert steps < 20
+    assert steps == 7, "twins appended, two sizes read, two images read, objects loaded, normals computed"
+    ahead = sorted(i.session_uid for i in bpy.data.images)
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert [o.name for o in objects] == ["geometry_0"] and len(loads) == 1
+    assert images() == imported and sorted(i.session_uid for i in bpy.data.images) == ahead
+    assert all(i.has_data for i in bpy.data.images), "the images read ahead are the result's"
+
+
+def test_what_a_job_that_ends_between_loaded_is_removed(result, monkeypatch):
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "any_viewport", lambda: True)
+    monkeypatch.setattr(twins, "viewports", lambda: {"colour"})
+    before = everything()
+    while importer.preload(result, owner="job-a"):
+        pass
+    assert everything() - before
+    importer.drop_ahead("job-b")
+    assert bpy.data.objects.get("geometry_0") is not None, "another job's end leaves them"
+    importer.drop_ahead("job-a")
+    assert everything() == before and not importer._LOADED and not twins._AHEAD and not bpy.data.libraries
+
+
+def test_an_undo_between_leaves_it_to_the_append(result, monkeypatch):
+    """An undo step or a file loaded between the ticks takes the loaded objects away: the append loads the
+    snapshot itself, and what is left of the first load is removed."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    imported = written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "any_viewport", lambda: True)
+    loads = counted_loads(monkeypatch)
+    assert importer.preload(result, owner="job")
+    bpy.data.objects.remove(bpy.data.objects["geometry_0"])  # as an undo to before the load leaves it
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert [o.name for o in objects] == ["geometry_0"] and len(loads) == 2
+    assert images() == imported, "nothing of the first load left"
+    assert len(bpy.data.meshes) == len(bpy.data.materials) == 1 and not bpy.data.libraries
+
+
+def test_nothing_is_loaded_ahead_without_a_viewport(result):
+    importer = mod("trellis_addon.importer")
+    written_as_the_background_blender_does(result)
+    assert mod("trellis_addon.twins").any_viewport() is False, "the bpy module draws no window"
+    assert importer.preload(result, owner="job") is False and not bpy.data.objects
