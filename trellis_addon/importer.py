@@ -133,11 +133,14 @@ def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
     return twin_images.any_viewport() and _load_ahead(snap, glb_path, owner)
 
 
-def _load_snapshot(path: str, glb_path: str = "") -> tuple[list, list, set]:
-    """(objects, collections, every datablock) appended from a snapshot, in no scene yet: its collections (a
-    finished result's LODs) hold their objects. A snapshot that is too big for its GLB, holds more than the
-    background Blender writes (snapshot_check.problem) or images too big to decode (twins.pictures_problem,
-    from their headers, as a GLB's) is refused: RuntimeError, with everything it brought removed again."""
+def _load_snapshot(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list, set, dict]:
+    """(objects, collections, every datablock, twins) appended from a snapshot, in no scene yet: its
+    collections (a finished result's LODs) hold their objects. ahead: the Library the append leaves is kept and
+    the twins are not adopted yet (removals and remaps redraw every editor, the viewport too) until the tick
+    that places them (_take_loaded); the check looks at what adopt will leave. A snapshot that is too big for
+    its GLB, holds more than the background Blender writes (snapshot_check.problem) or images too big to decode
+    (twins.pictures_problem, from their headers, as a GLB's) is refused: RuntimeError, with everything it
+    brought removed again."""
     if glb_path and os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
     twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
@@ -150,16 +153,22 @@ def _load_snapshot(path: str, glb_path: str = "") -> tuple[list, list, set]:
     twins.update((name, image) for name, image in zip(wanted, dst.images) if image is not None)
     objects = [o for o in dst.objects if o is not None]
     collections = [c for c in dst.collections if c is not None]
-    twin_images.forget_library(path)
-    new = (snapshot_check.all_ids() - before) | set(twins.values())
-    twin_images.adopt(new, twins)
-    images = [i for i in new if isinstance(i, bpy.types.Image)]
-    problem = "no objects in it" if not objects else (snapshot_check.problem(new, objects)
+    if not ahead:
+        twin_images.forget_library(path)
+    new = (snapshot_check.all_ids() - before - set(twin_images.libraries_of(path))) | set(twins.values())
+    if ahead:  # adopt is left to the placing tick (_take_loaded): its remaps and removals redraw every editor
+        final = twin_images.adopted(new, twins)
+    else:
+        twin_images.adopt(new, twins)
+        final = new
+    images = [i for i in final if isinstance(i, bpy.types.Image)]
+    problem = "no objects in it" if not objects else (snapshot_check.problem(final, objects)
                                                       or twin_images.pictures_problem(images, checked))
     if problem:
         bpy.data.batch_remove(new)
+        twin_images.forget_library(path)
         raise RuntimeError(problem)
-    return objects, collections, new
+    return objects, collections, new, twins
 
 
 def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.Object]:
@@ -177,7 +186,7 @@ def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.O
 DATA = {"OBJECT": "objects", "COLLECTION": "collections", "MESH": "meshes", "MATERIAL": "materials",
         "IMAGE": "images", "NODETREE": "node_groups"}  # id_type: where bpy.data keeps it (what a snapshot brings)
 _LOADED: dict[str, tuple] = {}  # snapshot path: (owner, object names, collection names, meshes left to warm,
-# [(bpy.data's collection, name)] of everything it brought)
+# [(id_type, name)] of everything it brought, {a twin's name in the snapshot: its name here} for adopt)
 
 
 def _load_ahead(snap: str, glb_path: str, owner: str) -> bool:
@@ -194,16 +203,17 @@ def _load_ahead(snap: str, glb_path: str, owner: str) -> bool:
             getattr(mesh, normals)[0]  # computed and cached: the evaluated mesh the viewport draws shares the cache
         return True
     try:
-        objects, collections, new = _load_snapshot(snap, glb_path)
+        objects, collections, new, twins = _load_snapshot(snap, glb_path, ahead=True)
     except Exception as exc:  # noqa: BLE001 - the append tries again and says why (then imports the GLB)
         print(f"TRELLIS: {os.path.basename(snap)} not loaded ahead ({exc})")
-        _LOADED[snap] = (owner, None, None, [], [])
+        _LOADED[snap] = (owner, None, None, [], [], {})
         return True
     for id_ in objects + collections:
         id_.use_fake_user = True
     meshes = sorted({o.data.name for o in objects if o.type == "MESH"})
     brought = [(id_.id_type, id_.name) for id_ in new]
-    _LOADED[snap] = (owner, [o.name for o in objects], [c.name for c in collections], meshes, brought)
+    _LOADED[snap] = (owner, [o.name for o in objects], [c.name for c in collections], meshes, brought,
+                     {name: twin.name for name, twin in twins.items()})
     return True
 
 
@@ -211,32 +221,48 @@ def _take_loaded(snap: str) -> tuple[list, list] | None:
     """_load_ahead's (objects, collections), handed over once; None where it loaded none, or an undo step or a
     file loaded since took any of them away (what is left of them is removed: the snapshot is appended as
     without)."""
-    _, names, collection_names, _, brought = _LOADED.pop(snap, ("", None, None, [], []))
+    _, names, collection_names, _, brought, twin_names = _LOADED.pop(snap, ("", None, None, [], [], {}))
     if names is None:
         return None
+    twin_images.forget_library(snap)
     objects = [bpy.data.objects.get(n) for n in names]
     collections = [bpy.data.collections.get(n) for n in collection_names]
-    if None in objects or None in collections or any(o.users_scene for o in objects):
+    twins = {name: bpy.data.images.get(here) for name, here in twin_names.items()}
+    if None in objects or None in collections or None in twins.values() or any(o.users_scene for o in objects):
         _remove(brought)
         return None
+    twin_images.adopt(_found(brought), twins)
     for id_ in objects + collections:
         id_.use_fake_user = False
     return objects, collections
 
 
+def _found(brought: list) -> set:
+    return {getattr(bpy.data, DATA[kind]).get(name) for kind, name in brought if kind in DATA} - {None}
+
+
 def _remove(brought: list) -> None:
-    found = {getattr(bpy.data, DATA[kind]).get(name) for kind, name in brought if kind in DATA}
-    bpy.data.batch_remove({i for i in found if i is not None and not getattr(i, "users_scene", ())})
+    """Remove what a load ahead brought (by name) that nothing else uses: the user may have started using a
+    material of it between the ticks, or an undo may have left a datablock of the same name."""
+    gone = _found(brought)
+    users = bpy.data.user_map(subset=gone)
+    while True:
+        kept = {i for i in gone if users[i] - gone or getattr(i, "users_scene", ())}
+        if not kept:
+            break
+        gone -= kept
+    bpy.data.batch_remove(gone)
 
 
 def drop_ahead(owner: str = "") -> None:
     """Remove what preload brought for owner (a job's id) that no append took (its job failed or was cancelled
     between): the images appended ahead and the datablocks loaded ahead."""
     twin_images.drop(owner)
-    for snap, (whose, _, _, _, brought) in list(_LOADED.items()):
+    for snap, (whose, _, _, _, brought, _) in list(_LOADED.items()):
         if whose == owner:
             del _LOADED[snap]
             _remove(brought)
+            twin_images.forget_library(snap)
 
 
 def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:

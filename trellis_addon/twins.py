@@ -181,21 +181,41 @@ def drop(owner: str = "") -> None:
         del _AHEAD[snapshot]
 
 
-def forget_library(path: str) -> None:
+def libraries_of(path: str) -> list:
+    """The Library datablocks an append from this file leaves."""
     same = os.path.normpath(os.path.abspath(path))
-    for lib in [lib for lib in bpy.data.libraries if os.path.normpath(bpy.path.abspath(lib.filepath)) == same]:
+    return [lib for lib in bpy.data.libraries if os.path.normpath(bpy.path.abspath(lib.filepath)) == same]
+
+
+def forget_library(path: str) -> None:
+    for lib in libraries_of(path):
         bpy.data.libraries.remove(lib)  # appended data is local: no reference to the file stays
 
 
-def adopt(new: set, twins: dict) -> None:
-    """Each image that names a twin (twins: by its name in the snapshot) replaced by it, the twin taking its
-    name; twins no image took are removed. Both leave new. An image whose twin is missing stays as it is
-    (the snapshot check refuses it: it reads a file)."""
-    taken = set()
+def replaced(new: set, twins: dict) -> list:
+    """(image, twin) for each image in new that adopt replaces by its twin (twins: by its name in the
+    snapshot): the image names a twin that is packed, and holds no bytes itself."""
+    pairs = []
     for image in [i for i in new if isinstance(i, bpy.types.Image) and isinstance(i.get(TWIN), str)]:
         twin = twins.get(image[TWIN])
-        if twin is None or twin.packed_file is None or image.packed_file is not None:
-            continue
+        if twin is not None and twin.packed_file is not None and image.packed_file is None:
+            pairs.append((image, twin))
+    return pairs
+
+
+def adopted(new: set, twins: dict) -> set:
+    """new as adopt leaves it (what the snapshot check looks at before adopt has run)."""
+    pairs = replaced(new, twins)
+    taken = {t for _, t in pairs}
+    return new - {i for i, _ in pairs} - {t for t in twins.values() if t not in taken}
+
+
+def adopt(new: set, twins: dict) -> None:
+    """Each image that names a twin replaced by it (replaced), the twin taking its name; twins no image took
+    are removed. Both leave new. An image whose twin is missing stays as it is (the snapshot check refuses
+    it: it reads a file). Each remap and removal redraws every editor, the viewport too."""
+    taken = set()
+    for image, twin in replaced(new, twins):
         name = image.name
         image.user_remap(twin)
         new.discard(image)

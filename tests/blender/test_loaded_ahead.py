@@ -32,6 +32,7 @@ def test_the_objects_are_loaded_ahead_and_the_append_only_links_them(result, mon
     assert importer.preload(result, owner="job") is True
     obj = bpy.data.objects["geometry_0"]
     assert obj.users_scene == () and obj.use_fake_user, "loaded, in no scene, kept until the append takes it"
+    assert len(bpy.data.libraries) == 1, "its Library kept until the placing tick (a removal redraws every editor)"
     assert obj.data.normals_domain == "CORNER", "the GLB's normals: custom, as the glTF importer sets them"
     assert importer.preload(result, owner="job") is True, "its normals computed, a tick of their own"
     assert importer.preload(result, owner="job") is False
@@ -52,7 +53,9 @@ def test_after_the_images_ahead_the_objects_follow(result, monkeypatch):
         steps += 1
         assert steps < 20
     assert steps == 7, "twins appended, two sizes read, two images read, objects loaded, normals computed"
-    ahead = sorted(i.session_uid for i in bpy.data.images)
+    ahead = sorted(i.session_uid for i in bpy.data.images if i.packed_file)  # the twins; the images the
+    # materials use, without bytes, are swapped for them in the placing tick (a removal redraws every editor)
+    assert len(bpy.data.images) == 4 and len(ahead) == 2
     objects = importer.import_glb(bpy.context, result, snapshot=True)
     assert [o.name for o in objects] == ["geometry_0"] and len(loads) == 1
     assert images() == imported and sorted(i.session_uid for i in bpy.data.images) == ahead
@@ -94,3 +97,19 @@ def test_nothing_is_loaded_ahead_without_a_viewport(result):
     written_as_the_background_blender_does(result)
     assert mod("trellis_addon.twins").any_viewport() is False, "the bpy module draws no window"
     assert importer.preload(result, owner="job") is False and not bpy.data.objects
+
+
+def test_a_material_put_to_use_between_is_kept_when_the_job_ends(result, monkeypatch):
+    """The user may work between the ticks: what is loaded ahead and then used elsewhere stays (with what it
+    uses), the rest goes."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "any_viewport", lambda: True)
+    assert importer.preload(result, owner="job")
+    material = bpy.data.objects["geometry_0"].active_material
+    mine = bpy.data.objects.new("mine", bpy.data.meshes.new("mine"))
+    bpy.context.scene.collection.objects.link(mine)
+    mine.data.materials.append(material)
+    importer.drop_ahead("job")
+    assert bpy.data.objects.get("geometry_0") is None and [m.name for m in bpy.data.meshes] == ["mine"]
+    assert mine.data.materials[0] == material and len(bpy.data.images) == 2, "kept, with its images"
