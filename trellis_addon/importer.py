@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import bpy
 from mathutils import Vector
@@ -113,12 +114,10 @@ def write_snapshot(path: str, ids: set, twins: bool = False) -> None:
 
 
 def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
-    """The UI's modal operator's ticks ahead of import_glb for this GLB and key, a call each; whether this call
+    """The UI's modal operator's ticks ahead of import_glb for this GLB and key, a call each; whether this one
     did anything (False: the append's turn). Where that snapshot is twins.PRELOAD_BYTES or bigger or a viewport
-    draws textures, its twins are appended, their sizes read, and those the viewports draw read and uploaded
-    (twins.append_ahead). Then, where a 3D viewport is open, its objects are loaded and each mesh's normals
-    computed (_load_ahead): the tick that places the result and the viewport's first draw of it do neither.
-    A snapshot too big for its GLB is left to the append (which refuses it). owner: drop_ahead's."""
+    draws textures, twins.append_ahead; then, where a 3D viewport is open, _load_ahead: the placing tick and
+    the first draw do neither. A snapshot too big for its GLB is left to the append. owner: drop_ahead's."""
     snap = chosen_snapshot(glb_path, key)
     if not snap:
         return False
@@ -134,13 +133,11 @@ def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
 
 
 def _load_snapshot(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list, set, dict]:
-    """(objects, collections, every datablock, twins) appended from a snapshot, in no scene yet: its
-    collections (a finished result's LODs) hold their objects. ahead: the Library the append leaves is kept and
-    the twins are not adopted yet (removals and remaps redraw every editor, the viewport too) until the tick
-    that places them (_take_loaded); the check looks at what adopt will leave. A snapshot that is too big for
-    its GLB, holds more than the background Blender writes (snapshot_check.problem) or images too big to decode
-    (twins.pictures_problem, from their headers, as a GLB's) is refused: RuntimeError, with everything it
-    brought removed again."""
+    """(objects, collections, every datablock, twins) appended from a snapshot, in no scene yet (collections: a
+    finished result's LODs). ahead: its Library kept and its twins not adopted (a removal or remap redraws every
+    editor) until the placing tick (_take_loaded); the check looks at what adopt will leave. A snapshot too big
+    for its GLB, holding more than the background Blender writes (snapshot_check.problem) or images too big to
+    decode (twins.pictures_problem) is refused: RuntimeError, all it brought removed again."""
     if glb_path and os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
         raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
     twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
@@ -186,7 +183,8 @@ def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.O
 DATA = {"OBJECT": "objects", "COLLECTION": "collections", "MESH": "meshes", "MATERIAL": "materials",
         "IMAGE": "images", "NODETREE": "node_groups"}  # id_type: where bpy.data keeps it (what a snapshot brings)
 _LOADED: dict[str, tuple] = {}  # snapshot path: (owner, object names, collection names, meshes left to warm,
-# [(id_type, name)] of everything it brought, {a twin's name in the snapshot: its name here} for adopt)
+# (its mark, [(id_type, name)] of everything it brought), {a twin's name in the snapshot: its name here})
+AHEAD = "trellis2_ahead"  # a custom property on what a load ahead brought, until it is placed or removed
 
 
 def _load_ahead(snap: str, glb_path: str, owner: str) -> bool:
@@ -206,22 +204,24 @@ def _load_ahead(snap: str, glb_path: str, owner: str) -> bool:
         objects, collections, new, twins = _load_snapshot(snap, glb_path, ahead=True)
     except Exception as exc:  # noqa: BLE001 - the append tries again and says why (then imports the GLB)
         print(f"TRELLIS: {os.path.basename(snap)} not loaded ahead ({exc})")
-        _LOADED[snap] = (owner, None, None, [], [], {})
+        _LOADED[snap] = (owner, None, None, [], ("", []), {})
         return True
     for id_ in objects + collections:
         id_.use_fake_user = True
     meshes = sorted({o.data.name for o in objects if o.type == "MESH"})
-    brought = [(id_.id_type, id_.name) for id_ in new]
+    token = f"{snap}#{time.monotonic_ns()}"
+    for id_ in new:  # a mark of this load: nothing but what it brought is ever removed or adopted by name
+        id_[AHEAD] = token
+    brought = (token, [(id_.id_type, id_.name) for id_ in new])
     _LOADED[snap] = (owner, [o.name for o in objects], [c.name for c in collections], meshes, brought,
                      {name: twin.name for name, twin in twins.items()})
     return True
 
 
 def _take_loaded(snap: str) -> tuple[list, list] | None:
-    """_load_ahead's (objects, collections), handed over once; None where it loaded none, or an undo step or a
-    file loaded since took any of them away (what is left of them is removed: the snapshot is appended as
-    without)."""
-    _, names, collection_names, _, brought, twin_names = _LOADED.pop(snap, ("", None, None, [], [], {}))
+    """_load_ahead's (objects, collections), its twins adopted, handed over once; None where it loaded none or
+    an undo or a file load took any of them away since (the rest is removed; the append loads it itself)."""
+    _, names, collection_names, _, brought, twin_names = _LOADED.pop(snap, ("", None, None, [], ("", []), {}))
     if names is None:
         return None
     twin_images.forget_library(snap)
@@ -231,19 +231,24 @@ def _take_loaded(snap: str) -> tuple[list, list] | None:
     if None in objects or None in collections or None in twins.values() or any(o.users_scene for o in objects):
         _remove(brought)
         return None
-    twin_images.adopt(_found(brought), twins)
+    found = _found(brought)
+    for id_ in found:
+        del id_[AHEAD]
+    twin_images.adopt(found, twins)
     for id_ in objects + collections:
         id_.use_fake_user = False
     return objects, collections
 
 
-def _found(brought: list) -> set:
-    return {getattr(bpy.data, DATA[kind]).get(name) for kind, name in brought if kind in DATA} - {None}
+def _found(brought: tuple) -> set:
+    """What a load ahead brought that is still here, by name and its mark."""
+    token, ids = brought
+    found = {getattr(bpy.data, DATA[kind]).get(name) for kind, name in ids if kind in DATA} - {None}
+    return {id_ for id_ in found if id_.get(AHEAD) == token}
 
 
-def _remove(brought: list) -> None:
-    """Remove what a load ahead brought (by name) that nothing else uses: the user may have started using a
-    material of it between the ticks, or an undo may have left a datablock of the same name."""
+def _remove(brought: tuple) -> None:
+    """Remove what a load ahead brought that nothing else uses (the user may have used a material of it since)."""
     gone = _found(brought)
     users = bpy.data.user_map(subset=gone)
     while True:

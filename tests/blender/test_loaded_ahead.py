@@ -40,6 +40,7 @@ def test_the_objects_are_loaded_ahead_and_the_append_only_links_them(result, mon
     assert objects == [obj] and obj.users_scene and not obj.use_fake_user
     assert len(loads) == 1, "not loaded again"
     assert images() == imported and not bpy.data.libraries and not importer._LOADED
+    assert not [i.name for i in everything() if i.get(importer.AHEAD)], "the load's marks are gone once placed"
 
 
 def test_after_the_images_ahead_the_objects_follow(result, monkeypatch):
@@ -113,3 +114,21 @@ def test_a_material_put_to_use_between_is_kept_when_the_job_ends(result, monkeyp
     importer.drop_ahead("job")
     assert bpy.data.objects.get("geometry_0") is None and [m.name for m in bpy.data.meshes] == ["mine"]
     assert mine.data.materials[0] == material and len(bpy.data.images) == 2, "kept, with its images"
+
+
+def test_a_datablock_of_the_same_name_that_the_load_did_not_bring_is_never_touched(result, monkeypatch):
+    """An undo took the loaded object and its material, and the user keeps a material of the same name
+    (unused, with a fake user): only what carries the load's mark is removed."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "any_viewport", lambda: True)
+    assert importer.preload(result, owner="job")
+    material = bpy.data.objects["geometry_0"].active_material.name
+    bpy.data.objects.remove(bpy.data.objects["geometry_0"])
+    bpy.data.materials.remove(bpy.data.materials[material])
+    mine = bpy.data.materials.new(material)
+    mine.use_fake_user = True
+    assert mine.name == material
+    objects = importer.import_glb(bpy.context, result, snapshot=True)
+    assert [o.name for o in objects] == ["geometry_0"] and bpy.data.materials.get(material) == mine, "kept"
+    assert objects[0].active_material != mine and len(bpy.data.meshes) == 1
