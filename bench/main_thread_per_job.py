@@ -184,9 +184,9 @@ def main() -> int:
     print(f"result of {faces} faces with {args.texture}² textures, main thread, {args.rounds} rounds:")
     total = [p + a + sum(c) + sum(lo) for p, a, c, lo in zip(placed, ahead, checks, loads)]  # the reads and
     # the normals are not counted: a bare import leaves them to the viewport's first draw as well
-    way = "in a tick ahead" if snapshot_mb >= threshold / 2 ** 20 else "in one tick"
-    print(f"  the snapshot: {snapshot_mb:.1f} MiB; the UI appends the images {way} from "
-          f"{threshold / 2 ** 20:.0f} MiB (twins.PRELOAD_BYTES)")
+    way = "in a tick ahead" if snapshot_mb >= threshold / 2 ** 20 else "with the objects"
+    print(f"  the snapshot: {snapshot_mb:.1f} MiB; where no viewport draws textures the UI appends the images "
+          f"{way} (a tick of their own from {threshold / 2 ** 20:.0f} MiB, twins.PRELOAD_BYTES); here always ahead")
     print(f"  its images appended in a tick ahead of it:             {ms(ahead)}")
     for n in range(len(checks[0])):
         print(f"  then image {n}'s size read from its header, a tick:      {ms([c[n] for c in checks])}")

@@ -80,7 +80,7 @@ def test_appended_ahead_then_the_mesh_takes_them(result, monkeypatch):
 def test_a_small_snapshot_is_appended_in_one_tick(result):
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     written_as_the_background_blender_does(result)
-    assert importer.snapshot_path(result) and twins.PRELOAD_BYTES == 64 << 20
+    assert importer.fresh_snapshot(result) and twins.PRELOAD_BYTES == 64 << 20
     assert importer.preload(result) is False and not bpy.data.images, "a second reading costs more than it splits"
 
 
