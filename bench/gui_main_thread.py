@@ -22,6 +22,7 @@ and which editors drew (viewport, sidebar, other editors).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main() -> int:
     out = tempfile.mkdtemp(prefix="trellis-gui-bench-")
+    try:
+        return _bench(out)
+    finally:  # the run's history, GLBs and user folder take hundreds of MB: only the pictures and figures stay
+        for entry in os.scandir(out):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            elif not entry.name.endswith((".png", ".json")):
+                os.remove(entry.path)
+        print(f"screenshots and result.json: {out}")
+
+
+def _bench(out: str) -> int:
     args = sys.argv[1:]
     heavy = "327680x2048,1000000x4096"
     if "--heavy" in args:

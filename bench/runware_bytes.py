@@ -12,9 +12,11 @@ add-on's long-side limit; it downscales with Blender) and sent by the real worke
 
     python bench/runware_bytes.py --no-blender [--size 4096]
 """
+import atexit
 import importlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,6 +113,7 @@ def bench_blender(prefix: str, faces: int = 500000, texture: int = 2048):
     """A work folder, this process's Blender with the extension installed and online access on, and a
     big test GLB: (work, glb path, face count, the add-on's queue module, its preferences)."""
     work = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, work, True)  # its GLBs and snapshots take 1-2 GB
     os.environ["BLENDER_USER_RESOURCES"] = os.path.join(work, "user")
     from import_ratio import write_test_glb
     glb_path = os.path.join(work, "big.glb")

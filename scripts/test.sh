@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3.11}
 OUT=test-output
 mkdir -p "$OUT"
 status=0
+# Free disk space before each run: downloads need 512 MiB free (backend/providers/download.py), and CI's disk is small.
+free_disk() { echo "=== free disk: $(df -Pm . | awk 'NR==2 {print $4}') MB"; }
 # Python 3.10 (TRELLIS.2's) for the local backend's stand-in test; that test skips without it.
 if [ ! -x .venv-py310/bin/python ]; then
   for py in python3.10 /usr/bin/python3.10 "$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python3.10; do
@@ -25,15 +27,19 @@ for version in 5.0 4.2; do
   [ "$version" = 4.2 ] && venv=.venv-4.2
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv" || exit 1
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "requirements/blender-$version.txt" || exit 1
+  free_disk
   echo "=== pytest inside Blender $version (bpy module)"
   "$venv/bin/python" -m pytest -c tests/pytest.ini tests --junitxml="$OUT/pytest-$version.xml" "$@" || status=1
 done
 if [ -z "${TRELLIS_SKIP_GUI:-}" ]; then
+  free_disk
   echo "=== GUI smoke test in a real Blender window"
   zip=$(.venv/bin/python scripts/build_extension.py --output-dir "$OUT/dist" | tail -n 1)
   bash tests/gui/run_gui_smoke.sh "$zip" "$OUT/gui" || status=1
+  free_disk
   echo "=== pytest inside a Blender binary (pytest-blender)"
   bash tests/gui/run_in_blender_binary.sh "$OUT/pytest-binary.xml" || status=1
 fi
+free_disk
 .venv/bin/python scripts/junit_total.py "$OUT"/pytest-*.xml
 exit $status

@@ -5,10 +5,12 @@ Rules: no credentials are ever sent (a session of its own); `Accept-Encoding: id
 a server that compresses anyway is decoded here, counted on the decoded bytes; a Content-Length over
 options.max_download_bytes is refused before a byte is written, and a body that passes the cap is cut
 there (the partial file removed); the output folder must keep FREE_RESERVE free after the announced size
-(the cap when none is announced); redirects are followed by hand, only to https (or to this machine when
-the URL itself was on this machine, as in tests); the whole download ends within
-max(options.download_deadline, size / options.download_rate) seconds (a trickling server is a TIMEOUT,
-not retried). Transient statuses and cut connections are retried from the start.
+before a byte is written, and keep it free while the body arrives (checked every FREE_CHECK_BYTES, so a
+body of no announced size, or a disk another program fills meanwhile, stops there); redirects are
+followed by hand, only to https (or to this machine when the URL itself was on this machine, as in
+tests); the whole download ends within max(options.download_deadline, size / options.download_rate)
+seconds (a trickling server is a TIMEOUT, not retried). Transient statuses and cut connections are
+retried from the start.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from ..protocol import Cancelled, ErrorCode, HostedOptions, JobError
 from . import http, stream
 
 FREE_RESERVE = 512 * 1024 * 1024  # bytes a download must leave free on the output folder's disk
+FREE_CHECK_BYTES = 16 * 1024 * 1024  # the free space is checked again after this many bytes written
 MAX_REDIRECTS = 5
 
 
@@ -148,7 +151,7 @@ def _stream(session, url, tmp, ctx, options, show, state: _Attempt) -> int:
         if length is not None and length > cap:
             raise JobError(ErrorCode.BAD_OUTPUT, f"download of {name} refused: {length / 1e6:.0f} MB announced, over "
                                                  f"the {cap / 1e6:.0f} MB download limit")
-        need, free = length if length is not None else cap, shutil.disk_usage(os.path.dirname(tmp) or ".").free
+        need, free = length or 0, _free(tmp)
         if free - need < FREE_RESERVE:
             raise JobError(ErrorCode.BAD_OUTPUT, f"download of {name} refused: {need / 1e6:.0f} MB would leave less "
                                                  f"than {FREE_RESERVE >> 20} MiB free in the output folder "
@@ -164,6 +167,8 @@ def _stream(session, url, tmp, ctx, options, show, state: _Attempt) -> int:
                     f.write(chunk)
                     state.written += len(chunk)
                     done = state.written
+                    if done // FREE_CHECK_BYTES != (done - len(chunk)) // FREE_CHECK_BYTES:
+                        _keep_free(tmp, name, done)
                     share = min(done / total, 1.0) if total else 0.0
                     if (share - shown >= 0.01 or done == total or not total) and not state.stop.is_set():
                         shown = share
@@ -179,6 +184,21 @@ def _stream(session, url, tmp, ctx, options, show, state: _Attempt) -> int:
         _remove(tmp)
         raise Cancelled()
     return state.written
+
+
+def _free(path: str) -> int:
+    """Bytes free on the disk of path's folder."""
+    return shutil.disk_usage(os.path.dirname(path) or ".").free
+
+
+def _keep_free(tmp: str, name: str, done: int) -> None:
+    """JobError(BAD_OUTPUT) once the disk under a download has less than FREE_RESERVE free."""
+    free = _free(tmp)
+    if free < FREE_RESERVE:
+        raise JobError(ErrorCode.BAD_OUTPUT, f"download of {name} stopped after {done / 1e6:.0f} MB: less than "
+                                             f"{FREE_RESERVE >> 20} MiB left free in the output folder "
+                                             f"({free / 1e6:.0f} MB free); free some space, then Fetch Result "
+                                             "in History")
 
 
 def _remove(path: str) -> None:

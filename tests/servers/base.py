@@ -84,7 +84,7 @@ def gzip_bomb() -> bytes:
 
 
 # How a server may send a result file (LocalServer.serve_file `fault`); "redirect:URL" answers 307 to URL.
-FILE_FAULTS = ("huge length", "no length", "false length", "chunked", "gzip bomb", "trickle")
+FILE_FAULTS = ("huge length", "exabyte length", "no length", "false length", "chunked", "gzip bomb", "trickle")
 
 
 class LocalServer:
@@ -142,6 +142,8 @@ class LocalServer:
         body, piece, chunked = None, 64 * 1024, False
         if fault == "huge length":
             headers["Content-Length"] = str(50 * 1000 ** 3)
+        elif fault == "exabyte length":  # under a cap of 2**62, over any disk's free space
+            headers["Content-Length"] = str(2 ** 60)
         elif fault == "false length":
             headers["Content-Length"] = str(512 * 1024)  # under a 1 MiB cap, then far more
         elif fault == "chunked":

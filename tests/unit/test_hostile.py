@@ -151,10 +151,11 @@ def test_download_requests_identity_and_no_credentials(tmp_path):
 
 
 def test_no_free_space_refuses_before_writing(tmp_path):
-    with RunwareServer(api_key=RW, scenario={"file_fault": "no length"}) as server:  # no length: the cap counts
+    # an announced size no disk holds, under the cap; a body of no announced size: tests/unit/test_download_space.py
+    with RunwareServer(api_key=RW, scenario={"file_fault": "exabyte length"}) as server:
         messages, _ = run_job(job(tmp_path, "runware", server, {"max_download_bytes": 2 ** 62}))
     assert messages[-1]["code"] == "bad_output" and "free in the output folder" in messages[-1]["message"]
-    assert written(messages) == [0]
+    assert written(messages) == [0] and leftovers(tmp_path) == []
 
 
 def test_huge_api_answer_is_refused(tmp_path):
