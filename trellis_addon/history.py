@@ -296,9 +296,13 @@ class History:
         return fresh.entries(root)
 
     def find_cached(self, root: str, key: str) -> Entry | None:
+        """The newest finished entry of this cache key whose result files are still there; one whose folder or
+        files went since the last scan (another Blender, a file manager) is dropped from the index, not used."""
         for entry in self.entries(root):
             if entry.state in (DONE, READY) and entry.record.get("cache_key") == key:
-                return entry
+                if all(os.path.isfile(f) for f in entry.files):
+                    return entry
+                self.invalidate(entry.folder)
         return None
 
     def delete(self, entry: Entry) -> bool:

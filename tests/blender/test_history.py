@@ -88,6 +88,20 @@ def test_explicit_seed_is_answered_from_history_without_a_request(runware):  # n
     assert runware.submits == 5, "random seeds never hit the cache"
 
 
+def test_an_entry_deleted_behind_blenders_back_is_generated_again_not_a_failed_import(runware):  # noqa: F811
+    """Another Blender or a file manager deleted the cached entry after this Blender scanned the history: the
+    cache hit is dropped and the result generated again (it failed with "No such file" before)."""
+    import shutil
+    root = mod("trellis_addon.prefs").jobs_root()
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=31) == {"FINISHED"}
+    history = mod("trellis_addon.history").history
+    (entry,) = history.entries(root)
+    shutil.rmtree(entry.folder)
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=31) == {"FINISHED"}
+    assert runware.submits == 2 and active_record()["from_cache"] is False
+    assert [e.folder for e in history.entries(root)] != [entry.folder] and len(history.entries(root)) == 1
+
+
 def test_cache_hit_appends_the_saved_import_and_falls_back_to_the_glb(scene, monkeypatch):
     importer = mod("trellis_addon.importer")
     bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST)
