@@ -5,7 +5,7 @@ import time
 
 import bpy
 
-from ..trellis_addon import blocking, importer, results
+from ..trellis_addon import ahead, blocking, results
 from ..trellis_addon.queue import IMPORTING, flush_records, manager
 
 TIMER_SECONDS = 0.1
@@ -67,7 +67,7 @@ class ModalJob:
             context.window_manager.event_timer_remove(self._timer)
             context.workspace.status_text_set(None)
             result = self._done(context, job)
-            importer.drop_ahead(job.id)  # what no append took (the job failed or was cancelled meanwhile)
+            ahead.drop(job.id)  # what no append took (the job failed or was cancelled meanwhile)
             redraw_sidebars(context)
             return result
         shown = (job.text, round(job.fraction, 3), int(job.elapsed))  # the bar's elapsed time ticks each second
@@ -79,5 +79,5 @@ class ModalJob:
 
     def cancel(self, context):  # Blender ends the operator (quit, window closed, file loaded): not the user's
         self._job.interrupt()  # Cancel, so a submitted paid task is left to be fetched on the next start
-        importer.drop_ahead(self._job.id)
+        ahead.drop(self._job.id)
         context.window_manager.event_timer_remove(self._timer)

@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import os
-import time
 
 import bpy
 from mathutils import Vector
 
-from . import snapshot_check
+from . import ahead, snapshot_check
 from . import twins as twin_images
 from .finish import roots as top_level
 from .record import OBJECT_PROPERTY, Record
 
 COLLECTION_NAME = "TRELLIS"
 SPACING = 1.25  # results side by side, in multiples of the widest result
-SNAPSHOT_SIZE_FACTOR, SNAPSHOT_SLACK = 8, 256 << 20  # a snapshot .blend above 8× its GLB + 256 MiB is refused
 
 
 def trellis_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
@@ -116,158 +114,32 @@ def write_snapshot(path: str, ids: set, twins: bool = False) -> None:
 def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
     """The UI's modal operator's ticks ahead of import_glb for this GLB and key, a call each; whether this one
     did anything (False: the append's turn). Where that snapshot is twins.PRELOAD_BYTES or bigger or a viewport
-    draws textures, twins.append_ahead; then, where a 3D viewport is open, _load_ahead: the placing tick and
-    the first draw do neither. A snapshot too big for its GLB is left to the append. owner: drop_ahead's."""
+    draws textures, twins.append_ahead; then, where a 3D viewport is open, ahead.load: the placing tick and
+    the first draw do neither. A snapshot too big for its GLB is left to the append. owner: ahead.drop's."""
     snap = chosen_snapshot(glb_path, key)
     if not snap:
         return False
-    if snap in _LOADED:
-        return _load_ahead(snap, glb_path, owner)
-    size = os.path.getsize(snap)
-    if size > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
+    if ahead.loading(snap):
+        return ahead.load(snap, glb_path, owner)
+    if snapshot_check.too_big(snap, glb_path):
         return False
-    if (size >= twin_images.PRELOAD_BYTES or twin_images.viewports()) and twin_images.append_ahead(snap, owner):
+    big = os.path.getsize(snap) >= twin_images.PRELOAD_BYTES
+    if (big or twin_images.viewports()) and twin_images.append_ahead(snap, owner):
         return True  # (for a small snapshot, where a viewport draws textures: their reading and upload, out of
     # the first draw, are worth a second opening of the file)
-    return twin_images.any_viewport() and _load_ahead(snap, glb_path, owner)
-
-
-def _load_snapshot(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list, set, dict]:
-    """(objects, collections, every datablock, twins) appended from a snapshot, in no scene yet (collections: a
-    finished result's LODs). ahead: its Library kept and its twins not adopted (a removal or remap redraws every
-    editor) until the placing tick (_take_loaded); the check looks at what adopt will leave. A snapshot too big
-    for its GLB, holding more than the background Blender writes (snapshot_check.problem) or images too big to
-    decode (twins.pictures_problem) is refused: RuntimeError, all it brought removed again."""
-    if glb_path and os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK:
-        raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
-    twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
-    before = snapshot_check.all_ids()
-    with bpy.data.libraries.load(path, link=False) as (src, dst):
-        dst.objects = list(src.objects)
-        dst.collections = list(src.collections)
-        wanted = twin_images.wanted(src.images, twins)
-        dst.images = list(wanted)
-    twins.update((name, image) for name, image in zip(wanted, dst.images) if image is not None)
-    objects = [o for o in dst.objects if o is not None]
-    collections = [c for c in dst.collections if c is not None]
-    if not ahead:
-        twin_images.forget_library(path)
-    new = (snapshot_check.all_ids() - before - set(twin_images.libraries_of(path))) | set(twins.values())
-    if ahead:  # adopt is left to the placing tick (_take_loaded): its remaps and removals redraw every editor
-        final = twin_images.adopted(new, twins)
-    else:
-        twin_images.adopt(new, twins)
-        final = new
-    images = [i for i in final if isinstance(i, bpy.types.Image)]
-    problem = "no objects in it" if not objects else (snapshot_check.problem(final, objects)
-                                                      or twin_images.pictures_problem(images, checked))
-    if problem:
-        bpy.data.batch_remove(new)
-        twin_images.forget_library(path)
-        raise RuntimeError(problem)
-    return objects, collections, new, twins
+    return twin_images.any_viewport() and ahead.load(snap, glb_path, owner)
 
 
 def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.Object]:
-    """_load_snapshot's objects (or those loaded ahead, _load_ahead) linked into the active collection, its
+    """snapshot_check.load's objects (or those loaded ahead, ahead.load) linked into the active collection, its
     collections as children of it."""
-    objects, collections = _take_loaded(path) or _load_snapshot(path, glb_path)[:2]
+    objects, collections = ahead.take(path) or snapshot_check.load(path, glb_path)[:2]
     for coll in collections:
         context.collection.children.link(coll)
     for obj in objects:
         if not obj.users_collection:
             context.collection.objects.link(obj)
     return objects
-
-
-DATA = {"OBJECT": "objects", "COLLECTION": "collections", "MESH": "meshes", "MATERIAL": "materials",
-        "IMAGE": "images", "NODETREE": "node_groups"}  # id_type: where bpy.data keeps it (what a snapshot brings)
-_LOADED: dict[str, tuple] = {}  # snapshot path: (owner, object names, collection names, meshes left to warm,
-# (its mark, [(id_type, name)] of everything it brought), {a twin's name in the snapshot: its name here})
-AHEAD = "trellis2_ahead"  # a custom property on what a load ahead brought, until it is placed or removed
-
-
-def _load_ahead(snap: str, glb_path: str, owner: str) -> bool:
-    """The preload call after the images': the snapshot's objects loaded and checked (in no scene, kept by a
-    fake user); then, a call each, each mesh's normals computed, those the viewport draws (a first draw does it
-    otherwise: 120 ms for 1M faces with custom normals, bpy 5.0.1). Whether this call did anything."""
-    if snap in _LOADED:
-        left = _LOADED[snap][3]
-        if not left:
-            return False
-        mesh = bpy.data.meshes.get(left.pop(0))
-        if mesh is not None and mesh.library is None and len(mesh.loops):
-            normals = {"POINT": "vertex_normals", "FACE": "polygon_normals"}.get(mesh.normals_domain, "corner_normals")
-            getattr(mesh, normals)[0]  # computed and cached: the evaluated mesh the viewport draws shares the cache
-        return True
-    try:
-        objects, collections, new, twins = _load_snapshot(snap, glb_path, ahead=True)
-    except Exception as exc:  # noqa: BLE001 - the append tries again and says why (then imports the GLB)
-        print(f"TRELLIS: {os.path.basename(snap)} not loaded ahead ({exc})")
-        _LOADED[snap] = (owner, None, None, [], ("", []), {})
-        return True
-    for id_ in objects + collections:
-        id_.use_fake_user = True
-    meshes = sorted({o.data.name for o in objects if o.type == "MESH"})
-    token = f"{snap}#{time.monotonic_ns()}"
-    for id_ in new:  # a mark of this load: nothing but what it brought is ever removed or adopted by name
-        id_[AHEAD] = token
-    brought = (token, [(id_.id_type, id_.name) for id_ in new])
-    _LOADED[snap] = (owner, [o.name for o in objects], [c.name for c in collections], meshes, brought,
-                     {name: twin.name for name, twin in twins.items()})
-    return True
-
-
-def _take_loaded(snap: str) -> tuple[list, list] | None:
-    """_load_ahead's (objects, collections), its twins adopted, handed over once; None where it loaded none or
-    an undo or a file load took any of them away since (the rest is removed; the append loads it itself)."""
-    _, names, collection_names, _, brought, twin_names = _LOADED.pop(snap, ("", None, None, [], ("", []), {}))
-    if names is None:
-        return None
-    twin_images.forget_library(snap)
-    objects = [bpy.data.objects.get(n) for n in names]
-    collections = [bpy.data.collections.get(n) for n in collection_names]
-    twins = {name: bpy.data.images.get(here) for name, here in twin_names.items()}
-    if None in objects or None in collections or None in twins.values() or any(o.users_scene for o in objects):
-        _remove(brought)
-        return None
-    found = _found(brought)
-    for id_ in found:
-        del id_[AHEAD]
-    twin_images.adopt(found, twins)
-    for id_ in objects + collections:
-        id_.use_fake_user = False
-    return objects, collections
-
-
-def _found(brought: tuple) -> set:
-    """What a load ahead brought that is still here, by name and its mark."""
-    token, ids = brought
-    found = {getattr(bpy.data, DATA[kind]).get(name) for kind, name in ids if kind in DATA} - {None}
-    return {id_ for id_ in found if id_.get(AHEAD) == token}
-
-
-def _remove(brought: tuple) -> None:
-    """Remove what a load ahead brought that nothing else uses (the user may have used a material of it since)."""
-    gone = _found(brought)
-    users = bpy.data.user_map(subset=gone)
-    while True:
-        kept = {i for i in gone if users[i] - gone or getattr(i, "users_scene", ())}
-        if not kept:
-            break
-        gone -= kept
-    bpy.data.batch_remove(gone)
-
-
-def drop_ahead(owner: str = "") -> None:
-    """Remove what preload brought for owner (a job's id) that no append took (its job failed or was cancelled
-    between): the images appended ahead and the datablocks loaded ahead."""
-    twin_images.drop(owner)
-    for snap, (whose, _, _, _, brought, _) in list(_LOADED.items()):
-        if whose == owner:
-            del _LOADED[snap]
-            _remove(brought)
-            twin_images.forget_library(snap)
 
 
 def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:

@@ -1,16 +1,24 @@
 """What a snapshot .blend may bring (importer appends it instead of importing its GLB): a history folder
-another process edited may hold any .blend, so what an append brought is checked before it is used."""
+another process edited may hold any .blend, so what an append brought is checked before it is used (load)."""
 from __future__ import annotations
 
 import json
+import os
 
 import bpy
 
+from . import twins as twin_images
 from .record import QA_PROPERTY, ROLE, ROLES, valid_qa
+
+SNAPSHOT_SIZE_FACTOR, SNAPSHOT_SLACK = 8, 256 << 20  # a snapshot .blend above 8× its GLB + 256 MiB is refused
 
 SNAPSHOT_OBJECTS = 64  # a result, its parts, LODs and low-poly: a snapshot with more is not ours
 SNAPSHOT_TYPES = {"MESH", "EMPTY"}
 FILE_SOURCES = {"FILE", "SEQUENCE", "MOVIE", "TILED"}  # an image of these reads files unless packed
+
+
+def too_big(path: str, glb_path: str) -> bool:
+    return os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK
 
 
 def id_collections() -> list[str]:
@@ -62,3 +70,39 @@ def problem(new: set, objects: list) -> str:
         if tree is not None and any(n.bl_idname == "ShaderNodeScript" for n in tree.nodes):
             return f"a script node in {id_.name}"
     return ""
+
+
+def load(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list, set, dict]:
+    """(objects, collections, every datablock, twins) appended from a snapshot, in no scene yet (collections: a
+    finished result's LODs). ahead: its Library kept and its twins not adopted (a removal or remap redraws every
+    editor) until the placing tick (ahead.take); the check looks at what adopt will leave. A snapshot too big
+    for its GLB, holding more than the background Blender writes (problem) or images too big to decode
+    (twins.pictures_problem) is refused: RuntimeError, all it brought removed again."""
+    if glb_path and too_big(path, glb_path):
+        raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
+    twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
+    before = all_ids()
+    with bpy.data.libraries.load(path, link=False) as (src, dst):
+        dst.objects = list(src.objects)
+        dst.collections = list(src.collections)
+        wanted = twin_images.wanted(src.images, twins)
+        dst.images = list(wanted)
+    twins.update((name, image) for name, image in zip(wanted, dst.images) if image is not None)
+    objects = [o for o in dst.objects if o is not None]
+    collections = [c for c in dst.collections if c is not None]
+    if not ahead:
+        twin_images.forget_library(path)
+    new = (all_ids() - before - set(twin_images.libraries_of(path))) | set(twins.values())
+    if ahead:  # adopt is left to the placing tick (ahead.take): its remaps and removals redraw every editor
+        final = twin_images.adopted(new, twins)
+    else:
+        twin_images.adopt(new, twins)
+        final = new
+    images = [i for i in final if isinstance(i, bpy.types.Image)]
+    found = "no objects in it" if not objects else (problem(final, objects)
+                                                    or twin_images.pictures_problem(images, checked))
+    if found:
+        bpy.data.batch_remove(new)
+        twin_images.forget_library(path)
+        raise RuntimeError(found)
+    return objects, collections, new, twins

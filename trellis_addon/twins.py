@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import io
 import os
+from typing import NamedTuple
 
 import bpy
 
 from ..backend import glb, image_header
+from . import marks
 
 TWIN = "trellis2_packed"  # an image's custom property naming its twin, and the start of a twin's name
 PRELOAD_BYTES = 64 << 20  # a snapshot this big has its twins appended in a tick before its mesh (bench/
 # main_thread_per_job.py: for a 1M-face result with 4096² textures that splits an 85 ms tick into 27 and
 # 56 ms; for a 48 MB snapshot the second reading of the file costs more than the split saves)
 MOST = 64  # twins taken from one snapshot at most
-_AHEAD: dict[str, tuple] = {}  # snapshot path: (owner, {a twin's name in it: its name here}, [steps left],
-# {its name here: pictures()}), appended ahead
+
+
+class Ahead(NamedTuple):
+    owner: str  # the job that appended them (drop)
+    here: dict  # {a twin's name in the snapshot: its name here}
+    steps: list  # ("check" | "read" | "upload", its name here) left to take, a tick each (_warm)
+    sizes: dict  # {its name here: pictures()}, filled by the checks
+    mark: str = ""  # marks.MARK's value on each
+    brought: tuple = ()  # (id_type, name) of each
+
+
+_AHEAD: dict[str, Ahead] = {}  # snapshot path: its twins appended ahead
 EEVEE = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
 
 
@@ -34,26 +46,23 @@ def drawn(shading_type: str, color_type: str, engine: str) -> str:
     return "colour" if shading_type == "SOLID" and color_type == "TEXTURE" else ""
 
 
+def _view3d_areas():
+    """(window, area) of every 3D viewport open in a window."""
+    for window in getattr(bpy.context.window_manager, "windows", ()):
+        if window.screen is not None:  # None: a window being opened or closed
+            yield from ((window, area) for area in window.screen.areas if area.type == "VIEW_3D")
+
+
 def viewports() -> set:
     """drawn() of every 3D viewport open in a window."""
-    kinds = set()
-    for window in getattr(bpy.context.window_manager, "windows", ()):
-        if window.screen is None:  # a window being opened or closed
-            continue
-        engine = window.scene.render.engine
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                shading = area.spaces.active.shading
-                kinds.add(drawn(shading.type, shading.color_type, engine))
-    return kinds - {""}
+    return {drawn(area.spaces.active.shading.type, area.spaces.active.shading.color_type, window.scene.render.engine)
+            for window, area in _view3d_areas()} - {""}
 
 
 def any_viewport() -> bool:
     """Whether a 3D viewport is open in a window (it draws a new result, whatever its shading); never without
     a window (-b, the bpy module: their window manager keeps the startup file's windows, undrawn)."""
-    windows = getattr(bpy.context.window_manager, "windows", ())
-    return not bpy.app.background and any(area.type == "VIEW_3D" for window in windows if window.screen is not None
-                                          for area in window.screen.areas)
+    return not bpy.app.background and next(_view3d_areas(), None) is not None
 
 
 def warm_steps(images: list, kinds: set) -> list:
@@ -135,9 +144,8 @@ def append_ahead(snapshot: str, owner: str = "") -> bool:
     then, a call each, decode and upload those the open viewports draw; whether this call did anything. The
     caller checked the snapshot's size; what is appended is checked with the rest of the snapshot."""
     if snapshot in _AHEAD:
-        return _warm(*_AHEAD[snapshot][2:])
-    here, steps = {}, []
-    _AHEAD[snapshot] = (owner, here, steps, {})
+        return _warm(_AHEAD[snapshot].steps, _AHEAD[snapshot].sizes)
+    _AHEAD[snapshot] = Ahead(owner, {}, [], {})
     try:
         with bpy.data.libraries.load(snapshot, link=False) as (src, dst):
             names = [n for n in src.images if n.startswith(TWIN)][:MOST]
@@ -146,22 +154,23 @@ def append_ahead(snapshot: str, owner: str = "") -> bool:
         print(f"TRELLIS: {os.path.basename(snapshot)}: {exc}")
         return False
     # the Library this leaves is removed with the append's own (a removal redraws every editor, the viewport too)
-    for name, image in zip(names, dst.images):
-        if image is not None:
-            image.use_fake_user = True  # kept by an undo step or a save until the append takes it
-            here[name] = image.name
-    steps.extend([("check", n) for n in here.values()])
-    steps.extend(warm_steps([bpy.data.images[n] for n in here.values()], viewports()))
+    here = {name: image for name, image in zip(names, dst.images) if image is not None}
+    for image in here.values():
+        image.use_fake_user = True  # kept by an undo step or a save until the append takes it
+    mark, brought = marks.put(here.values(), snapshot)
+    names_here = [image.name for image in here.values()]
+    steps = [("check", n) for n in names_here] + warm_steps(list(here.values()), viewports())
+    _AHEAD[snapshot] = Ahead(owner, {name: image.name for name, image in here.items()}, steps, {}, mark, brought)
     return bool(here)
 
 
 def taken_ahead(snapshot: str) -> tuple[dict, dict]:
     """({a twin's name in the snapshot: the image}, {image: pictures()} of those checked) that append_ahead
     brought, handed over once."""
-    _, here, _, sizes = _AHEAD.pop(snapshot, ("", {}, [], {}))
-    images = {name: bpy.data.images.get(other) for name, other in here.items()}
+    entry = _AHEAD.pop(snapshot, Ahead("", {}, [], {}))
+    images = {name: bpy.data.images.get(other) for name, other in entry.here.items()}
     images = {name: image for name, image in images.items() if image is not None}
-    return images, {image: sizes[image.name] for image in images.values() if image.name in sizes}
+    return images, {image: entry.sizes[image.name] for image in images.values() if image.name in entry.sizes}
 
 
 def wanted(names, ahead: dict) -> list:
@@ -171,14 +180,12 @@ def wanted(names, ahead: dict) -> list:
 
 def drop(owner: str = "") -> None:
     """Remove the twins append_ahead brought for owner that no append took (its job failed or was cancelled
-    between)."""
-    for snapshot, (whose, here, _, _) in list(_AHEAD.items()):
-        if whose != owner:
-            continue
-        images = [bpy.data.images.get(name) for name in here.values() if name.startswith(TWIN)]
-        bpy.data.batch_remove([i for i in images if i is not None and i.use_fake_user and i.users <= 1])
-        forget_library(snapshot)
-        del _AHEAD[snapshot]
+    between), those still carrying its mark and used by nothing else."""
+    for snapshot, entry in list(_AHEAD.items()):
+        if entry.owner == owner:
+            del _AHEAD[snapshot]
+            marks.remove(entry.mark, entry.brought)
+            forget_library(snapshot)
 
 
 def libraries_of(path: str) -> list:
@@ -221,6 +228,7 @@ def adopt(new: set, twins: dict) -> None:
         new.discard(image)
         bpy.data.images.remove(image)
         twin.name, twin.use_fake_user = name, False
+        marks.clear([twin])
         taken.add(twin)
     unused = [t for t in twins.values() if t not in taken]
     new.difference_update(unused)

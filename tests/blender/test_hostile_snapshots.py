@@ -143,8 +143,8 @@ def test_a_crafted_snapshot_is_refused_and_the_glb_imported(result, kind, finish
     snap = importer.snapshot_path(result, key)
     write_hostile(snap, kind, tmp_path)
     if kind == "too_big":
-        monkeypatch.setattr(importer, "SNAPSHOT_SIZE_FACTOR", 0)
-        monkeypatch.setattr(importer, "SNAPSHOT_SLACK", 1024)
+        monkeypatch.setattr(mod("trellis_addon.snapshot_check"), "SNAPSHOT_SIZE_FACTOR", 0)
+        monkeypatch.setattr(mod("trellis_addon.snapshot_check"), "SNAPSHOT_SLACK", 1024)
     before = _everything()
     objects = importer.import_glb(bpy.context, result, snapshot=True, key=key)
     said = capsys.readouterr().out
@@ -187,6 +187,9 @@ def test_a_crafted_snapshot_taken_ahead_is_refused_the_same(result, kind, tmp_pa
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
     monkeypatch.setattr(twins, "viewports", lambda: {"all"})
     monkeypatch.setattr(twins, "any_viewport", lambda: True)  # the objects loaded ahead too
+    check, loads = mod("trellis_addon.snapshot_check"), []
+    load = check.load
+    monkeypatch.setattr(check, "load", lambda *args, **kw: loads.append(args[0]) or load(*args, **kw))
     before = _everything()
     calls = 0
     while importer.preload(result, owner="job") and calls < 10:
@@ -200,7 +203,8 @@ def test_a_crafted_snapshot_taken_ahead_is_refused_the_same(result, kind, tmp_pa
     line = next((x for x in capsys.readouterr().out.splitlines() if "not used" in x), "")
     assert any(reason in line for reason in REASONS[kind]), line
     assert [o.name for o in objects] == ["geometry_0"], "the GLB's object, imported"
-    importer.drop_ahead("job")
+    assert loads == [snap], "refused once, ahead: the append does not load it again"
+    mod("trellis_addon.ahead").drop("job")
     names = {id_.name for id_ in _everything() - before}
     assert not [n for n in names if n.startswith(("evil", TWIN))] and not bpy.data.libraries, names
     assert all(img.packed_file is not None for img in bpy.data.images if img.source == "FILE")

@@ -10,13 +10,13 @@ from test_snapshot_twins import images, written_as_the_background_blender_does
 
 
 def counted_loads(monkeypatch) -> list:
-    importer = mod("trellis_addon.importer")
-    loads, load = [], importer._load_snapshot
+    check = mod("trellis_addon.snapshot_check")
+    loads, load = [], check.load
 
     def counted(*args, **kwargs):
         loads.append(args[0])
         return load(*args, **kwargs)
-    monkeypatch.setattr(importer, "_load_snapshot", counted)
+    monkeypatch.setattr(check, "load", counted)
     return loads
 
 
@@ -39,8 +39,9 @@ def test_the_objects_are_loaded_ahead_and_the_append_only_links_them(result, mon
     objects = importer.import_glb(bpy.context, result, snapshot=True)
     assert objects == [obj] and obj.users_scene and not obj.use_fake_user
     assert len(loads) == 1, "not loaded again"
-    assert images() == imported and not bpy.data.libraries and not importer._LOADED
-    assert not [i.name for i in everything() if i.get(importer.AHEAD)], "the load's marks are gone once placed"
+    assert images() == imported and not bpy.data.libraries and not mod("trellis_addon.ahead")._LOADED
+    mark = mod("trellis_addon.marks").MARK
+    assert not [i.name for i in everything() if i.get(mark)], "the load's marks are gone once placed"
 
 
 def test_after_the_images_ahead_the_objects_follow(result, monkeypatch):
@@ -72,10 +73,11 @@ def test_what_a_job_that_ends_between_loaded_is_removed(result, monkeypatch):
     while importer.preload(result, owner="job-a"):
         pass
     assert everything() - before
-    importer.drop_ahead("job-b")
+    mod("trellis_addon.ahead").drop("job-b")
     assert bpy.data.objects.get("geometry_0") is not None, "another job's end leaves them"
-    importer.drop_ahead("job-a")
-    assert everything() == before and not importer._LOADED and not twins._AHEAD and not bpy.data.libraries
+    mod("trellis_addon.ahead").drop("job-a")
+    assert everything() == before and not mod("trellis_addon.ahead")._LOADED and not twins._AHEAD
+    assert not bpy.data.libraries
 
 
 def test_an_undo_between_leaves_it_to_the_append(result, monkeypatch):
@@ -111,7 +113,7 @@ def test_a_material_put_to_use_between_is_kept_when_the_job_ends(result, monkeyp
     mine = bpy.data.objects.new("mine", bpy.data.meshes.new("mine"))
     bpy.context.scene.collection.objects.link(mine)
     mine.data.materials.append(material)
-    importer.drop_ahead("job")
+    mod("trellis_addon.ahead").drop("job")
     assert bpy.data.objects.get("geometry_0") is None and [m.name for m in bpy.data.meshes] == ["mine"]
     assert mine.data.materials[0] == material and len(bpy.data.images) == 2, "kept, with its images"
 

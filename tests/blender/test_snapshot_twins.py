@@ -96,6 +96,22 @@ def test_a_twin_appended_ahead_that_no_append_takes_is_removed(result, monkeypat
     assert len(bpy.data.images) == 0 and not twins._AHEAD and not bpy.data.libraries
 
 
+def test_an_image_of_a_twins_name_that_was_not_appended_ahead_is_never_removed(result, monkeypatch):
+    """An undo took the twins appended ahead, and the user keeps an image of the same name (a fake user, no
+    other user): only what carries the append's mark goes when the job ends."""
+    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+    written_as_the_background_blender_does(result)
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
+    assert importer.preload(result, owner="job")
+    names = sorted(i.name for i in bpy.data.images)
+    for image in list(bpy.data.images):
+        bpy.data.images.remove(image)
+    mine = bpy.data.images.new(names[0], 4, 4)
+    mine.use_fake_user = True
+    twins.drop("job")
+    assert [i.name for i in bpy.data.images] == [names[0]] and not twins._AHEAD
+
+
 def test_a_snapshot_with_packed_images_as_before_still_appends(result, monkeypatch):
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)

@@ -193,22 +193,22 @@ def time_modal_callbacks():
             WARMED.append((steps[0][0], image.session_uid if image else None))
         return warm(steps, sizes)
     twins._warm = recorded_warm
-    importer = importlib.import_module(f"{PKG}.trellis_addon.importer")
-    load_ahead = importer._load_ahead
+    ahead = importlib.import_module(f"{PKG}.trellis_addon.ahead")
+    load_ahead = ahead.load
 
     def recorded_load(snap, *args):
-        loading = snap not in importer._LOADED
+        loading = not ahead.loading(snap)
         did = load_ahead(snap, *args)
-        names = importer._LOADED.get(snap, (None, None))[1]
-        if loading and names:
-            LOADED_AHEAD.extend(bpy.data.objects[n].session_uid for n in names)
+        entry = ahead._LOADED.get(snap)
+        if loading and entry is not None:
+            LOADED_AHEAD.extend(bpy.data.objects[n].session_uid for n in entry.objects)
         return did
-    importer._load_ahead = recorded_load
+    ahead.load = recorded_load
     if not BENCH:
         importlib.import_module(f"{PKG}.trellis_addon.twins").PRELOAD_BYTES = 0
 
 
-LOADED_AHEAD = []  # session_uid of each object loaded in a tick ahead of placing it (importer._load_ahead)
+LOADED_AHEAD = []  # session_uid of each object loaded in a tick ahead of placing it (ahead.load)
 WARMED = []  # (step, the image's session_uid) of each image checked, decoded or uploaded in a tick ahead (twins._warm)
 PANEL_DRAWS = []  # (start, seconds) of each of the add-on's panel draw callbacks (its Python, in a sidebar redraw)
 
