@@ -71,13 +71,13 @@ def main() -> int:
             starts[background].append(start(background))
 
     bare, placed, ahead, single, checks, reads, loads, normals = [], [], [], [], [], [], [], []
-    importer, twins, ahead = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
-                              for m in ("importer", "twins", "ahead"))
+    importer, twins, loader = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
+                               for m in ("importer", "twins", "ahead"))
     threshold, twins.PRELOAD_BYTES = twins.PRELOAD_BYTES, 0  # both ways here, whatever the size
     twins.any_viewport = lambda: True  # as in a window: the objects loaded and their normals made ahead
     if args.textured:
         twins.viewports = lambda: {"all"}
-    kinds, warm, load_ahead = [], twins._warm, ahead.load
+    kinds, warm, load_ahead = [], twins._warm, loader.load
 
     def recorded_warm(steps, sizes):  # what each tick after the first did: "check", "read", "load", "normals"
         if steps:
@@ -85,12 +85,12 @@ def main() -> int:
         return warm(steps, sizes)
 
     def recorded_load(snap, *rest):
-        loading = not ahead.loading(snap)
+        loading = not loader.loading(snap)
         did = load_ahead(snap, *rest)
         if did:
             kinds.append("load" if loading else "normals")
         return did
-    twins._warm, ahead.load = recorded_warm, recorded_load
+    twins._warm, loader.load = recorded_warm, recorded_load
 
     def place(job, preload: bool) -> None:
         """Append and place the result: with preload, in the ticks ahead that a window's modal operator takes
