@@ -31,6 +31,7 @@ cp /etc/resolv.conf "$DIR/etc/resolv.conf" 2>/dev/null || true
 echo "== apt-get install $PACKAGES"
 chroot "$DIR" "${APT[@]}" update
 chroot "$DIR" env DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends $PACKAGES
+chroot "$DIR" apt-get clean  # the downloaded packages (about 300 MB): CI's disk is small
 # Blender's bundled extension manager needs cattrs and attrs (and cattrs typing_extensions); Debian's blender uses the system Python.
 # pytest and pytest-blender let the test suite run inside this Blender binary (run_in_blender_binary.sh).
 WHEELS=$(mktemp -d)

@@ -62,6 +62,7 @@ HOSTILE_GLBS = {
     "texture 60000²": lambda doc: doc.update(images=[{"uri": png_data_uri(60000, 60000)}]),
     "textures together": lambda doc: doc.update(images=[{"uri": png_data_uri(8192, 8192)}] * 5),
     "texture of no known format": lambda doc: doc.update(images=[{"uri": "data:image/png;base64,AAAAAAAA"}]),
+    "65 images": lambda doc: doc.update(images=[{"uri": png_data_uri(1, 1)}] * 65),  # over glb.MAX_IMAGES
 }
 
 
