@@ -20,7 +20,7 @@ cleanup() { umount -l "$DIR/proc" "$DIR/dev" 2>/dev/null || true; }
 trap cleanup EXIT
 chroot "$DIR" env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
   BLENDER_USER_RESOURCES=/tmp/trellis-repo/.blender-user sh -c \
-  'cd /tmp/trellis-repo && timeout 900 python3 -m pytest -c tests/pytest.ini tests \
+  'cd /tmp/trellis-repo && timeout 1500 python3 -m pytest -c tests/pytest.ini tests \
      --blender-executable /usr/bin/blender --junitxml=/tmp/trellis-repo/junit.xml'
 rc=$?
 cp "$WORK/junit.xml" "$JUNIT" 2>/dev/null
