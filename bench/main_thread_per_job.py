@@ -9,9 +9,12 @@ import_scene.gltf of the same GLB; a retexture job's start (the object copied in
 Blender against its glTF export here) and end (the transferred UVs copied against the transfer). Goal: each at
 most 0.1 x the main-thread path it replaces. With --textured the ticks ahead also read (decode) each image, a
 tick each, as where a viewport draws textures (twins.viewports taken as Material Preview; the bpy module has
-no window, so no GPU texture is made: that tick is the window's alone).
+no window, so no GPU texture is made: that tick is the window's alone). The snapshot is vouched for by the
+background Blender (vouch.py: the ticks ahead wait for this Blender's hash of it, in a thread, and then skip the
+sizes' checks); with --unvouched it is checked in full, as a snapshot from an earlier session is.
 
     .venv/bin/python bench/main_thread_per_job.py [--faces 327680] [--texture 2048] [--rounds 3] [--textured]
+        [--unvouched]
 """
 import argparse
 import importlib
@@ -40,6 +43,7 @@ def main() -> int:
     parser.add_argument("--texture", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--textured", action="store_true", help="a viewport draws textures: images read ahead")
+    parser.add_argument("--unvouched", action="store_true", help="the snapshot checked in full (vouch.py)")
     args = parser.parse_args()
     from runware_bytes import bench_blender, photo_png
     work, glb_path, faces, queue, prefs = bench_blender("trellis-main-thread-", args.faces, args.texture)
@@ -70,9 +74,11 @@ def main() -> int:
         for background in (True, False):
             starts[background].append(start(background))
 
-    bare, placed, ahead, single, checks, reads, loads, normals = [], [], [], [], [], [], [], []
-    importer, twins, loader = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
-                               for m in ("importer", "twins", "ahead"))
+    bare, placed, ahead, single, checks, reads, loads, normals, hashed = [], [], [], [], [], [], [], [], []
+    importer, twins, loader, vouch = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
+                                      for m in ("importer", "twins", "ahead", "vouch"))
+    if args.unvouched:
+        vouch.vouched = lambda path: False
     threshold, twins.PRELOAD_BYTES = twins.PRELOAD_BYTES, 0  # both ways here, whatever the size
     twins.any_viewport = lambda: True  # as in a window: the objects loaded and their normals made ahead
     if args.textured:
@@ -97,6 +103,8 @@ def main() -> int:
         (results.preload, whatever the snapshot's size); without, all in one tick."""
         bpy.ops.wm.read_homefile(use_empty=True)
         if preload:
+            while vouch.pending(importer.chosen_snapshot(job.result["files"][0])):  # the modal operator's ticks
+                time.sleep(0.001)  # meanwhile do nothing (importer.preload)
             ticks = []
             kinds.clear()
             while True:
@@ -137,6 +145,9 @@ def main() -> int:
         for job, preload in zip(jobs, (index % 2 == 0, index % 2 == 1)):  # which way first alternates
             place(job, preload)
         snapshot_mb = os.path.getsize(importer.snapshot_path(result)) / 2 ** 20
+        began = time.perf_counter()
+        vouch.digest(importer.snapshot_path(result))
+        hashed.append(time.perf_counter() - began)
     builder.stop()
 
     meshfile = importlib.import_module(f"{PKG}.trellis_addon.meshfile")
@@ -188,6 +199,9 @@ def main() -> int:
     way = "in a tick ahead" if snapshot_mb >= threshold / 2 ** 20 else "with the objects"
     print(f"  the snapshot: {snapshot_mb:.1f} MiB; where no viewport draws textures the UI appends the images "
           f"{way} (a tick of their own from {threshold / 2 ** 20:.0f} MiB, twins.PRELOAD_BYTES); here always ahead")
+    vouched = "checked in full (--unvouched)" if args.unvouched else "vouched for"
+    print(f"  the snapshot {vouched}; its hash (in a thread from the background Blender's answer, the main "
+          f"thread free meanwhile): {ms(hashed)}")
     print(f"  its images appended in a tick ahead of it:             {ms(ahead)}")
     for n in range(len(checks[0])):
         print(f"  then image {n}'s size read from its header, a tick:      {ms([c[n] for c in checks])}")

@@ -62,6 +62,9 @@ def scene(addon, tmp_path):
     import bpy
 
     bpy.ops.wm.read_homefile(use_empty=True)
+    mod("trellis_addon.vouch").forget()  # no snapshot of an earlier test's is vouched for, or taken ahead
+    mod("trellis_addon.twins")._AHEAD.clear()
+    mod("trellis_addon.ahead")._LOADED.clear()
     prefs = bpy.context.preferences.addons[PKG].preferences
     prefs.output_dir = str(tmp_path / "jobs")
     bpy.context.scene.cursor.location = (0, 0, 0)

@@ -6,6 +6,7 @@ as the Python workers (backend/protocol.py). One task at a time:
       (importer.snapshot_path), which the UI's Blender then appends in a fraction of the import's time;
       with a finish spec per file (finishing.specs), finish it (stage progress; a cancel for the task is
       checked between stages) and save the finished snapshot -> {"type": "result", "id", "snapshots",
+      "digests": [per snapshot: its SHA-256 where its pictures pass the UI's check, else ""; vouch.py],
       "qa": [per file; {"failed": ...} where a step failed, and its raw snapshot], "libraries"}
   {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "alpha_mode", "rgba": path.npy,
       "thumb": path.png or "", "max_megapixels"}  read, check and downsize the image with Blender's image
@@ -35,7 +36,7 @@ import bpy
 
 from ..backend import glb, protocol, schema
 from ..backend.worker import Channel, take_protocol_channel
-from . import finish, finishing, image_input, importer, meshfile
+from . import finish, finishing, image_input, importer, meshfile, twins, vouch
 
 
 def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
@@ -47,7 +48,7 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
     if plan is not None and not (isinstance(plan, list) and len(plan) == len(files)
                                  and all(_good_spec(spec) for spec in plan)):
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task: one finish spec per file, or none")
-    snapshots, measured, libraries = [], [], []
+    snapshots, digests, measured, libraries = [], [], [], []
     for index, path in enumerate(files):
         def say(text, fraction=0.0, index=index):
             channel.send("progress", id=task["id"], stage="import", step=index, total=len(files),
@@ -67,6 +68,7 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
                                     f"{os.path.basename(path)} imported no objects or its .blend was not saved")
         if plan is None:
             snapshots.append(snap)
+            digests.append(_vouched(snap))
             continue
         spec = dict(plan[index], settings=schema.validate_finish(plan[index]["settings"]))
         try:
@@ -75,6 +77,7 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
             raise protocol.JobError(protocol.ErrorCode.CANCELLED, "Finishing cancelled") from None
         except finish.FinishError as exc:  # the raw result is imported instead; the job says which step failed
             snapshots.append(snap)
+            digests.append("")  # its images may have changed since: the UI's Blender checks it in full
             measured.append({"failed": str(exc)})
             continue
         finished = importer.snapshot_path(path, spec["key"])
@@ -82,10 +85,21 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
         if not importer.fresh_snapshot(path, spec["key"]):
             raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the finished {os.path.basename(path)} was not saved")
         snapshots.append(finished)
+        digests.append(_vouched(finished))
         measured.append(qa)
         libraries += [library] if library else []
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"snapshots": snapshots, "qa": measured, "libraries": libraries}
+    return {"snapshots": snapshots, "digests": digests, "qa": measured, "libraries": libraries}
+
+
+def _vouched(snapshot: str) -> str:
+    """The snapshot's SHA-256 where the pictures of every image this task holds (those it saved among them) pass
+    the check the UI's Blender makes on a snapshot's (twins.pictures_problem); "" where one does not: that Blender
+    then checks it in full (and refuses it)."""
+    found = twins.pictures_problem(list(bpy.data.images), {})
+    if found:
+        print(f"TRELLIS: {os.path.basename(snapshot)} not vouched for: {found}")
+    return "" if found else vouch.digest(snapshot)
 
 
 def _retexture(channel: Channel, task: dict, files: list) -> dict:
@@ -115,8 +129,9 @@ def _retexture(channel: Channel, task: dict, files: list) -> dict:
     importer.write_snapshot(snapshot, {found["target"], source}, twins=True)
     if not importer.fresh_snapshot(path, meshfile.KEY):
         raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the transferred {os.path.basename(path)} was not saved")
+    digest = _vouched(snapshot)
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"snapshots": [snapshot], "qa": [], "libraries": []}
+    return {"snapshots": [snapshot], "digests": [digest], "qa": [], "libraries": []}
 
 
 def _mesh_parts(blend, glb_path, refusal: str) -> dict:

@@ -6,7 +6,7 @@ import os
 import bpy
 from mathutils import Vector
 
-from . import ahead, snapshot_check
+from . import ahead, snapshot_check, vouch
 from . import twins as twin_images
 from .finish import roots as top_level
 from .record import OBJECT_PROPERTY, Record
@@ -115,10 +115,13 @@ def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
     """The UI's modal operator's ticks ahead of import_glb for this GLB and key, a call each; whether this one
     did anything (False: the append's turn). Where that snapshot is twins.PRELOAD_BYTES or bigger or a viewport
     draws textures, twins.append_ahead; then, where a 3D viewport is open, ahead.load: the placing tick and
-    the first draw do neither. A snapshot too big for its GLB is left to the append. owner: ahead.drop's."""
+    the first draw do neither. A snapshot the background Blender just answered waits for its hash (vouch.py); a
+    snapshot too big for its GLB is left to the append. owner: ahead.drop's."""
     snap = chosen_snapshot(glb_path, key)
     if not snap:
         return False
+    if vouch.pending(snap):  # its hash decides whether its pictures are checked (vouch.py): a tick that waits
+        return True
     if ahead.loading(snap):
         return ahead.load(snap, glb_path, owner)
     if snapshot_check.too_big(snap, glb_path):

@@ -8,6 +8,7 @@ import os
 import bpy
 
 from . import twins as twin_images
+from . import vouch
 from .record import QA_PROPERTY, ROLE, ROLES, valid_qa
 
 SNAPSHOT_SIZE_FACTOR, SNAPSHOT_SLACK = 8, 256 << 20  # a snapshot .blend above 8× its GLB + 256 MiB is refused
@@ -77,7 +78,8 @@ def load(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list
     finished result's LODs). ahead: its Library kept and its twins not adopted (a removal or remap redraws every
     editor) until the placing tick (ahead.take); the check looks at what adopt will leave. A snapshot too big
     for its GLB, holding more than the background Blender writes (problem) or images too big to decode
-    (twins.pictures_problem) is refused: RuntimeError, all it brought removed again."""
+    (twins.pictures_problem, unless vouch.vouched: that Blender checked them, and the file is what it wrote) is
+    refused: RuntimeError, all it brought removed again."""
     if glb_path and too_big(path, glb_path):
         raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
     twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
@@ -99,8 +101,8 @@ def load(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list
         twin_images.adopt(new, twins)
         final = new
     images = [i for i in final if isinstance(i, bpy.types.Image)]
-    found = "no objects in it" if not objects else (problem(final, objects)
-                                                    or twin_images.pictures_problem(images, checked))
+    pictures = "" if vouch.vouched(path) else twin_images.pictures_problem(images, checked)  # vouched: checked
+    found = "no objects in it" if not objects else (problem(final, objects) or pictures)  # by the background Blender
     if found:
         bpy.data.batch_remove(new)
         twin_images.forget_library(path)

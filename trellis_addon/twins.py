@@ -15,7 +15,7 @@ from typing import NamedTuple
 import bpy
 
 from ..backend import glb, image_header
-from . import marks
+from . import marks, vouch
 
 TWIN = "trellis2_packed"  # an image's custom property naming its twin, and the start of a twin's name
 PRELOAD_BYTES = 64 << 20  # a snapshot this big has its twins appended in a tick before its mesh (bench/
@@ -159,7 +159,8 @@ def append_ahead(snapshot: str, owner: str = "") -> bool:
         image.use_fake_user = True  # kept by an undo step or a save until the append takes it
     mark, brought = marks.put(here.values(), snapshot)
     names_here = [image.name for image in here.values()]
-    steps = [("check", n) for n in names_here] + warm_steps(list(here.values()), viewports())
+    checks = [] if vouch.vouched(snapshot) else [("check", n) for n in names_here]  # vouched: checked there
+    steps = checks + warm_steps(list(here.values()), viewports())
     _AHEAD[snapshot] = Ahead(owner, {name: image.name for name, image in here.items()}, steps, {}, mark, brought)
     return bool(here)
 

@@ -28,6 +28,15 @@ def landed():
             "selected": obj.select_get()}
 
 
+def until(job, state: str, seconds: float = 120.0) -> None:
+    """Poll the queue until the job reaches state or ends (or the time is up)."""
+    queue = mod("trellis_addon.queue")
+    end = time.monotonic() + seconds
+    while job.state != state and not job.is_finished and time.monotonic() < end:
+        queue.manager.poll_all()
+        time.sleep(0.02)
+
+
 def run_job(seed):
     states = []
     queue = mod("trellis_addon.queue")
@@ -69,16 +78,21 @@ def test_appended_as_the_modal_operator_does_the_result_lands_the_same(builder, 
                                                               "decimation_target": 100000})
     job = queue.manager.enqueue(request.prepare_job(image=EXAMPLE_IMAGE, backend="preview", settings=settings,
                                                     force_new=True, finish=scene.to_finish()))
-    end = time.monotonic() + 120
-    while job.state != "importing" and not job.is_finished and time.monotonic() < end:
-        queue.manager.poll_all()
-        time.sleep(0.02)
+    until(job, "importing")
     assert job.state == "importing", f"{job.state}: {job.error}"
-    assert [results.preload(job) for _ in range(4)] == [True, True, True, False], "appended, each one's size read"
+    while mod("trellis_addon.vouch").pending(job.built["snapshots"][0]):
+        assert results.preload(job) is True, "a tick that waits for the snapshot's hash"
+        time.sleep(0.005)
+    twins, copied = mod("trellis_addon.twins"), []
+    pictures = twins.pictures
+    monkeypatch.setattr(twins, "pictures", lambda image: copied.append(image.name) or pictures(image))
+    assert [results.preload(job) for _ in range(2)] == [True, False], "appended; the background Blender checked " \
+        "their sizes (vouch.py; test_vouched_snapshots)"
     assert not bpy.data.objects and len(bpy.data.images) == 2, "base colour and metallic-roughness, no mesh yet"
     uids = sorted(i.session_uid for i in bpy.data.images)
     results.import_job(bpy.context, job)
     assert job.state == "done" and sorted(i.session_uid for i in bpy.data.images) == uids, "no image but those two"
+    assert copied == [], "no packed image's bytes copied out on this thread to read their sizes"
     bpy.context.view_layer.update()
     ahead_landed = landed()
     bpy.ops.wm.read_homefile(use_empty=True)
@@ -102,10 +116,8 @@ def test_a_killed_background_blender_fails_one_job_and_the_next_works(builder):
     settings = request.resolve_settings(bpy.context.scene.trellis2.to_settings(), {"seed": 9})
     job = queue.manager.enqueue(request.prepare_job(image=EXAMPLE_IMAGE, backend="preview", settings=settings,
                                                     force_new=True))
+    until(job, "building", 60)
     end = time.monotonic() + 60
-    while job.state != "building" and not job.is_finished and time.monotonic() < end:
-        queue.manager.poll_all()
-        time.sleep(0.02)
     while job.id not in builder.tasks and time.monotonic() < end:
         queue.manager.poll_all()
     os.kill(builder.worker.proc.pid, signal.SIGKILL)
@@ -208,10 +220,10 @@ def test_a_background_blenders_answer_is_checked_before_use(scene, tmp_path):
         "qa": [good_qa, {"triangles": True}],
         "libraries": [str(library / "apple.blend"), "/etc/passwd", str(elsewhere / "x.blend"),
                       str(library / "link.blend"), str(folder / "notes.txt"), None]})
-    assert answer == {"snapshots": [str(folder / "result_0.blender-5.0.blend")], "qa": [good_qa],
+    assert answer == {"snapshots": [str(folder / "result_0.blender-5.0.blend")], "digests": [""], "qa": [good_qa],
                       "libraries": [str(library / "apple.blend")]}
     assert checked_answer(job, {"snapshots": "x", "qa": {"a": 1}, "libraries": 3}) == {
-        "snapshots": [], "qa": [], "libraries": []}
+        "snapshots": [], "digests": [], "qa": [], "libraries": []}
     assert checked_answer(job, {"qa": ["not a dict"]})["qa"] == [None]
     job.asset_library = ""
     assert checked_answer(job, {"libraries": [str(library / "apple.blend")]})["libraries"] == []

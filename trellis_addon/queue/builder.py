@@ -21,7 +21,7 @@ import time
 import bpy
 
 from ...backend import protocol
-from .. import finishing, history, image_input, importer, meshfile, prefs
+from .. import finishing, history, image_input, importer, meshfile, prefs, vouch
 from ..record import valid_qa
 from ..paths import EXTENSION_ROOT
 from .job import BUILDING, CANCELLED, IMPORTING, PREPARING, QUEUED, Job, discard_folder
@@ -49,9 +49,9 @@ def blender_spec(number: int = 1) -> WorkerSpec:
 
 def checked_answer(job: Job, msg: dict) -> dict:
     """The background Blender's import answer, checked before anything uses it: snapshots as .blend files beside
-    the job's GLBs, one valid measured quality per GLB at most, library files as .blend files in the job's asset
-    library folder. Anything else is dropped (the results themselves are appended from the snapshot files
-    their GLBs name, each checked as it is appended)."""
+    the job's GLBs (each with its SHA-256, "" where none is valid: vouch.py), one valid measured quality per GLB
+    at most, library files as .blend files in the job's asset library folder. Anything else is dropped (the
+    results themselves are appended from the snapshot files their GLBs name, each checked as it is appended)."""
     files = (job.result or {}).get("files") or []
     beside = {os.path.dirname(os.path.realpath(f)) for f in files}
     library = os.path.realpath(job.asset_library) if job.asset_library else ""
@@ -64,7 +64,10 @@ def checked_answer(job: Job, msg: dict) -> dict:
         return (isinstance(path, str) and path.endswith(".blend") and os.path.isfile(path)
                 and os.path.dirname(os.path.realpath(path)) in folders)
 
-    return {"snapshots": [p for p in listed("snapshots") if in_folder(p, beside)][:len(files)],
+    digests = listed("digests")
+    kept = [(p, digests[i] if i < len(digests) and vouch.valid(digests[i]) else "")
+            for i, p in enumerate(listed("snapshots")) if in_folder(p, beside)][:len(files)]
+    return {"snapshots": [p for p, _ in kept], "digests": [d for _, d in kept],
             "qa": [q if valid_qa(q) else None for q in listed("qa")[:len(files)]],
             "libraries": [p for p in listed("libraries") if library and in_folder(p, {library})][:len(files)]}
 
@@ -228,6 +231,8 @@ class Builder:
                     self._prepared(job, msg.get("image_sha"))
                 elif msg["type"] == "result":
                     job.built = checked_answer(job, msg)
+                    for snapshot, digest in zip(job.built["snapshots"], job.built["digests"]):
+                        vouch.expect(snapshot, digest)  # hashed again in a thread: the ticks ahead wait for it
                     job.state, job.text = IMPORTING, "Placing"
                 elif msg["type"] == "error" and task.kind == "prepare":
                     code = protocol.ErrorCode.parse(msg.get("code"))
