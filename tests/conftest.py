@@ -62,7 +62,8 @@ def scene(addon, tmp_path):
     import bpy
 
     bpy.ops.wm.read_homefile(use_empty=True)
-    mod("trellis_addon.vouch").forget()  # no snapshot of an earlier test's is vouched for, or taken ahead
+    vouch = mod("trellis_addon.vouch")
+    vouch.forget(vouch.store_path())  # no snapshot of an earlier test's is vouched for, or taken ahead
     mod("trellis_addon.twins")._AHEAD.clear()
     mod("trellis_addon.ahead")._LOADED.clear()
     prefs = bpy.context.preferences.addons[PKG].preferences

@@ -120,6 +120,7 @@ def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
     snap = chosen_snapshot(glb_path, key)
     if not snap:
         return False
+    vouch.recall(snap)  # vouched for in an earlier session: hashed again
     if vouch.pending(snap):  # its hash decides whether its pictures are checked (vouch.py): a tick that waits
         return True
     if ahead.loading(snap):

@@ -5,6 +5,7 @@ the main thread; test_background_import shows such a result landing the same). A
 the same size and mtime), a digest that does not agree, or one the answer lacks is checked in full; a crafted
 snapshot put in its place is refused as before."""
 import hashlib
+import json
 import os
 import time
 
@@ -123,3 +124,72 @@ def test_digests_in_the_answer_are_checked_and_kept_with_their_snapshots(scene, 
     assert answer["snapshots"] == [str(s) for s in snaps] and answer["digests"] == [good, "", ""]
     assert checked_answer(job, {"snapshots": [str(snaps[0])]})["digests"] == [""]
     assert checked_answer(job, {"snapshots": [str(snaps[0])], "digests": [7]})["digests"] == [""]
+
+
+def test_a_later_session_vouches_for_it_again_from_the_store(builder, monkeypatch):
+    """The store (in the extension's user folder) keeps what was vouched for: in a new session (vouch.forget) the
+    ticks ahead of a cache hit wait for the file's hash again, and then skip the sizes' checks as before."""
+    results, vouch = mod("trellis_addon.results"), mod("trellis_addon.vouch")
+    job, snap, calls = vouched_job(monkeypatch, 24)
+    with open(vouch.store_path(), encoding="utf-8") as f:
+        kept = json.load(f)["vouched"]
+    assert kept[os.path.realpath(snap)] == {"sha256": job.built["digests"][0], "size": os.path.getsize(snap)}
+    vouch.forget()  # a new session: nothing known but the store
+    assert not vouch.vouched(snap)
+    waited = 0
+    while results.preload(job) and not bpy.data.images:
+        waited += 1
+        assert waited < 2000
+        time.sleep(0.005)
+    assert vouch.vouched(snap) and len(bpy.data.images) == 2, "hashed again, then its images appended"
+    assert results.preload(job) is False
+    results.import_job(bpy.context, job)
+    assert job.state == "done" and calls == []
+
+
+def _store(entries: dict) -> str:
+    vouch = mod("trellis_addon.vouch")
+    vouch.forget()
+    with open(vouch.store_path(), "w", encoding="utf-8") as f:
+        f.write(entries if isinstance(entries, str) else json.dumps({"vouched": entries}))
+    return vouch.store_path()
+
+
+@pytest.mark.parametrize("kept", ["not json", "wrong digest", "wrong size", "wrong shape", "too long"])
+def test_what_the_store_says_is_checked_too(result, monkeypatch, kept):
+    """A store that is not JSON, not of its shape or over vouch.STORE_BYTES is left out; an entry of another size
+    is not hashed, one whose digest does not agree is dropped: the snapshot is checked in full either way."""
+    importer, twins, vouch = mod("trellis_addon.importer"), mod("trellis_addon.twins"), mod("trellis_addon.vouch")
+    written_as_the_background_blender_does(result)
+    snap = importer.snapshot_path(result)
+    key, size = os.path.realpath(snap), os.path.getsize(snap)
+    store = _store({"not json": "{", "wrong digest": {key: {"sha256": "0" * 64, "size": size}},
+                    "wrong size": {key: {"sha256": vouch.digest(snap), "size": size + 1}},
+                    "wrong shape": {key: {"sha256": vouch.digest(snap), "size": str(size)}},
+                    "too long": json.dumps({"vouched": {key: {"sha256": vouch.digest(snap), "size": size}},
+                                            "padding": "x" * vouch.STORE_BYTES})}[kept])
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
+    steps = 0
+    while importer.preload(result, owner="job"):
+        steps += 1
+        assert steps < 2000
+        time.sleep(0.001)
+    assert not vouch.vouched(snap)
+    assert len(bpy.data.images) == 2 and all(n in twins._AHEAD[snap].sizes for n in bpy.data.images.keys()), \
+        "each one's size read"
+    if kept == "wrong digest":
+        with open(store, encoding="utf-8") as f:
+            assert json.load(f) == {"vouched": {}}, "the entry that did not agree is dropped"
+    mod("trellis_addon.ahead").drop("job")
+
+
+def test_the_store_vouches_only_for_the_bytes_it_names(result, monkeypatch):
+    importer, twins, vouch = mod("trellis_addon.importer"), mod("trellis_addon.twins"), mod("trellis_addon.vouch")
+    written_as_the_background_blender_does(result)
+    snap = importer.snapshot_path(result)
+    _store({os.path.realpath(snap): {"sha256": vouch.digest(snap), "size": os.path.getsize(snap)}})
+    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
+    while importer.preload(result, owner="job") and not bpy.data.images:
+        time.sleep(0.001)
+    assert vouch.vouched(snap) and not twins._AHEAD[snap].steps, "appended, no size to read"
+    mod("trellis_addon.ahead").drop("job")
