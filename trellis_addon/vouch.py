@@ -1,10 +1,10 @@
 """Snapshots known by their bytes. The background Blender checks the images of each snapshot it writes as this
 Blender's snapshot check would (twins.pictures_problem: each picture's size from its header, which copies every
-packed image's bytes out: 118 ms on the main thread for a 1M-face result with 4096² textures) and answers the
+packed image's bytes out: about 120 ms on the main thread for a 1M-face result with 4096² textures) and answers the
 file's SHA-256 with it (blend_worker). This Blender hashes the file again in a thread of its own (about 0.17 s
 for 200 MB, none of it on the main thread: hashlib lets go of the GIL) and, where the two agree, skips those
 copies for as long as the file is the one hashed: its device, inode, size, mtime and ctime unchanged. A snapshot
-changed since, one written in an earlier session, or one whose hash does not agree is checked in full; what a
+changed since, one never vouched for, or one whose hash does not agree is checked in full; what a
 snapshot holds besides its pictures (snapshot_check.problem) is checked always. The hash only vouches for what
 the background Blender wrote from data: a background Blender that runs code of an attacker's runs it as the user
 anyway.
