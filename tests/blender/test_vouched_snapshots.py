@@ -5,6 +5,7 @@ the main thread; test_background_import shows such a result landing the same). A
 the same size and mtime), a digest that does not agree, or one the answer lacks is checked in full; a crafted
 snapshot put in its place is refused as before."""
 import hashlib
+import io
 import json
 import os
 import time
@@ -193,3 +194,26 @@ def test_the_store_vouches_only_for_the_bytes_it_names(result, monkeypatch):
         time.sleep(0.001)
     assert vouch.vouched(snap) and not twins._AHEAD[snap].steps, "appended, no size to read"
     mod("trellis_addon.ahead").drop("job")
+
+
+def test_a_result_whose_finishing_failed_is_not_vouched_for(result, monkeypatch):
+    """blend_worker.import_task answers "" for the raw snapshot of a result whose finishing failed (the finishing
+    may have changed its images since they were saved) and the finished snapshot's SHA-256 where it succeeded."""
+    from backend.worker import Channel
+    worker, finishing = mod("trellis_addon.blend_worker"), mod("trellis_addon.finishing")
+    queue, importer = mod("trellis_addon.queue"), mod("trellis_addon.importer")
+    job = queue.Job(name="mushroom", backend="preview", settings={"texture_size": 1024},
+                    output_dir=os.path.dirname(result), rgba_path="", result={"files": [result], "seeds": [1]},
+                    finish=bpy.context.scene.trellis2.to_finish())
+    task = {"id": "t", "files": [result], "finish": finishing.specs(job)}
+
+    def broken(*args, **kwargs):
+        raise mod("trellis_addon.finish").FinishError("cleanup", "weld exploded")
+    monkeypatch.setattr(finishing, "run", broken)
+    answer = worker.import_task(Channel(io.StringIO()), task)
+    assert answer["qa"] == [{"failed": "cleanup: weld exploded"}] and answer["digests"] == [""]
+    assert answer["snapshots"] == [importer.snapshot_path(result)]
+    monkeypatch.undo()
+    answer = worker.import_task(Channel(io.StringIO()), task)
+    finished = importer.snapshot_path(result, task["finish"][0]["key"])
+    assert answer["snapshots"] == [finished] and answer["digests"] == [mod("trellis_addon.vouch").digest(finished)]
