@@ -93,19 +93,13 @@ def write_thumbnail(rgba: np.ndarray, path: str) -> None:
     os.replace(tmp, path)
 
 
-def replace_json(path: str, data: dict) -> None:
-    """The file written anew atomically and durably (a temporary file of this process's, then a rename)."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+def write_json_atomic(path: str, data: dict) -> None:
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    """A history entry's JSON file (replace_json), the index told to read that entry again."""
-    replace_json(path, data)
     history.invalidate(os.path.dirname(path))  # on disk now: the index reads this entry again
 
 

@@ -25,7 +25,7 @@ WAIT_SECONDS = 10.0  # a hash not done by then (a slow disk): the snapshot is ch
 MOST = 256  # snapshots remembered (the oldest forgotten first), in this session and in the store
 HEX = frozenset("0123456789abcdef")
 STORE = "vouched.json"  # in the extension's user folder: {"vouched": {real path: {"sha256", "size"}}}
-STORE_BYTES = 1 << 20  # a longer store is not read (MOST entries with 1 KiB paths take under 300 kB)
+STORE_BYTES = 1 << 20  # a longer store is not read (MOST entries take about 60 kB)
 
 _LOCK = threading.Lock()
 _KNOWN: dict[str, tuple | None] = {}  # real path: its fingerprint where its hash agreed, else None
@@ -107,8 +107,6 @@ def recall(path: str, store: str | None = None) -> None:
     found = fingerprint(key)
     if entry is not None and found is not None and found[2] == entry["size"]:
         expect(key, entry["sha256"], store)
-    else:
-        _KNOWN[key] = None  # not vouched for: the next tick asks neither the store nor the disk again
 
 
 def _verify(key: str, want: str, store: str) -> None:
@@ -141,9 +139,11 @@ def _keep(store: str, key: str, want: str, known: tuple | None) -> None:
         entries[key] = entry
     for old in list(entries)[:max(0, len(entries) - MOST)]:
         del entries[old]
-    from .history import replace_json
+    tmp = f"{store}.{os.getpid()}.tmp"
     try:
-        replace_json(store, {"vouched": entries})
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"vouched": entries}, f)
+        os.replace(tmp, store)
     except OSError as exc:
         print(f"TRELLIS: could not keep {STORE}: {exc}")
 
