@@ -9,12 +9,11 @@ import_scene.gltf of the same GLB; a retexture job's start (the object copied in
 Blender against its glTF export here) and end (the transferred UVs copied against the transfer). Goal: each at
 most 0.1 x the main-thread path it replaces. With --textured the ticks ahead also read (decode) each image, a
 tick each, as where a viewport draws textures (twins.viewports taken as Material Preview; the bpy module has
-no window, so no GPU texture is made: that tick is the window's alone). The snapshot is vouched for by the
-background Blender (vouch.py: the ticks ahead wait for this Blender's hash of it, in a thread, and then skip the
-sizes' checks); with --unvouched it is checked in full, as a snapshot from an earlier session is.
+no window, so no GPU texture is made: that tick is the window's alone). The snapshot is signed by the
+background Blender and verified in a thread before the job is placed (signing.py): none of that is on the
+main thread; its time is shown apart.
 
     .venv/bin/python bench/main_thread_per_job.py [--faces 327680] [--texture 2048] [--rounds 3] [--textured]
-        [--unvouched]
 """
 import argparse
 import importlib
@@ -43,7 +42,6 @@ def main() -> int:
     parser.add_argument("--texture", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--textured", action="store_true", help="a viewport draws textures: images read ahead")
-    parser.add_argument("--unvouched", action="store_true", help="the snapshot checked in full (vouch.py)")
     args = parser.parse_args()
     from runware_bytes import bench_blender, photo_png
     work, glb_path, faces, queue, prefs = bench_blender("trellis-main-thread-", args.faces, args.texture)
@@ -74,21 +72,20 @@ def main() -> int:
         for background in (True, False):
             starts[background].append(start(background))
 
-    bare, placed, ahead, single, checks, reads, loads, normals, hashed = [], [], [], [], [], [], [], [], []
-    importer, twins, loader, vouch = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
-                                      for m in ("importer", "twins", "ahead", "vouch"))
-    if args.unvouched:
-        vouch.vouched = lambda path: False
+    bare, placed, ahead, single, reads, loads, normals, hashed = [], [], [], [], [], [], [], []
+    importer, twins, loader, signing = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
+                                        for m in ("importer", "twins", "ahead", "signing"))
+    prefs_module = importlib.import_module(f"{PKG}.trellis_addon.prefs")
     threshold, twins.PRELOAD_BYTES = twins.PRELOAD_BYTES, 0  # both ways here, whatever the size
     twins.any_viewport = lambda: True  # as in a window: the objects loaded and their normals made ahead
     if args.textured:
         twins.viewports = lambda: {"all"}
     kinds, warm, load_ahead = [], twins._warm, loader.load
 
-    def recorded_warm(steps, sizes):  # what each tick after the first did: "check", "read", "load", "normals"
+    def recorded_warm(steps):  # what each tick after the first did: "read", "load", "normals"
         if steps:
             kinds.append(steps[0][0])
-        return warm(steps, sizes)
+        return warm(steps)
 
     def recorded_load(snap, *rest):
         loading = not loader.loading(snap)
@@ -103,8 +100,6 @@ def main() -> int:
         (results.preload, whatever the snapshot's size); without, all in one tick."""
         bpy.ops.wm.read_homefile(use_empty=True)
         if preload:
-            while vouch.pending(importer.chosen_snapshot(job.result["files"][0])):  # the modal operator's ticks
-                time.sleep(0.001)  # meanwhile do nothing (importer.preload)
             ticks = []
             kinds.clear()
             while True:
@@ -114,7 +109,7 @@ def main() -> int:
                 ticks.append(time.perf_counter() - began)
             assert ticks and len(kinds) == len(ticks) - 1, kinds
             ahead.append(ticks[0])
-            for out, kind in ((checks, "check"), (reads, "read"), (loads, "load"), (normals, "normals")):
+            for out, kind in ((reads, "read"), (loads, "load"), (normals, "normals")):
                 out.append([t for t, k in zip(ticks[1:], kinds) if k == kind])
         began = time.perf_counter()
         results.import_job(bpy.context, job)
@@ -141,12 +136,14 @@ def main() -> int:
         jobs.append(manager.add(queue.Job(name="photo", backend="preview", settings=settings, output_dir=folder,
                                           rgba_path="", result={"files": [result], "seeds": [1], "cost": 0.0},
                                           state=queue.IMPORTING)))  # the same snapshot, appended the other way
-        assert jobs[1].state == queue.IMPORTING
+        builder.start(jobs[1])  # its snapshot signed already: only verified, in a thread
+        wait(manager, jobs[1], (queue.BUILDING,))
+        assert jobs[1].state == queue.IMPORTING, jobs[1].error
         for job, preload in zip(jobs, (index % 2 == 0, index % 2 == 1)):  # which way first alternates
             place(job, preload)
         snapshot_mb = os.path.getsize(importer.snapshot_path(result)) / 2 ** 20
         began = time.perf_counter()
-        vouch.digest(importer.snapshot_path(result))
+        assert signing.verify(importer.snapshot_path(result), prefs_module.signing_key())[0] is not None
         hashed.append(time.perf_counter() - began)
     builder.stop()
 
@@ -194,17 +191,14 @@ def main() -> int:
     print(f"  image read on the main thread:        {ms(starts[False])}")
     print(f"  ratio: {statistics.median(starts[True]) / statistics.median(starts[False]):.3f} (goal <= 0.1)")
     print(f"result of {faces} faces with {args.texture}² textures, main thread, {args.rounds} rounds:")
-    total = [p + a + sum(c) + sum(lo) for p, a, c, lo in zip(placed, ahead, checks, loads)]  # the reads and
+    total = [p + a + sum(lo) for p, a, lo in zip(placed, ahead, loads)]  # the reads and
     # the normals are not counted: a bare import leaves them to the viewport's first draw as well
     way = "in a tick ahead" if snapshot_mb >= threshold / 2 ** 20 else "with the objects"
     print(f"  the snapshot: {snapshot_mb:.1f} MiB; where no viewport draws textures the UI appends the images "
           f"{way} (a tick of their own from {threshold / 2 ** 20:.0f} MiB, twins.PRELOAD_BYTES); here always ahead")
-    vouched = "checked in full (--unvouched)" if args.unvouched else "vouched for"
-    print(f"  the snapshot {vouched}; its hash (in a thread from the background Blender's answer, the main "
+    print(f"  the snapshot's signature verified (in a thread, before the job is placed; the main "
           f"thread free meanwhile): {ms(hashed)}")
     print(f"  its images appended in a tick ahead of it:             {ms(ahead)}")
-    for n in range(len(checks[0])):
-        print(f"  then image {n}'s size read from its header, a tick:      {ms([c[n] for c in checks])}")
     if args.textured:
         for n in range(len(reads[0])):
             print(f"  then image {n} read (decoded), a tick of its own:       {ms([r[n] for r in reads])} (out of the "
@@ -216,7 +210,7 @@ def main() -> int:
     print(f"  main-thread time per result, appending and placing:    {ms(total)}")
     print(f"  the same snapshot appended and placed in one tick:     {ms(single)}")
     print(f"  bare import_scene.gltf of the same GLB:                {ms(bare)}")
-    longest = [max(p, a, *c, *lo) for p, a, c, lo in zip(placed, ahead, checks, loads)]  # the reads and normals
+    longest = [max(p, a, *lo) for p, a, lo in zip(placed, ahead, loads)]  # the reads and normals
     # apart, as above
     print(f"  ratio: {statistics.median(total) / statistics.median(bare):.3f} (goal <= 0.1); longest tick "
           f"{ms(longest)} against {ms(single)} in one tick")

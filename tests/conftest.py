@@ -48,7 +48,9 @@ def addon(extension_zip):
         filepath=extension_zip, repo="user_default", enable_on_install=True)
     assert result == {"FINISHED"}, result
     assert PKG in bpy.context.preferences.addons
-    return importlib.import_module(PKG)
+    package = importlib.import_module(PKG)
+    mod("trellis_addon.queue").manager.builder.enabled = False  # the main thread's fallback (see scene)
+    return package
 
 
 def mod(name):
@@ -62,9 +64,10 @@ def scene(addon, tmp_path):
     import bpy
 
     bpy.ops.wm.read_homefile(use_empty=True)
-    vouch = mod("trellis_addon.vouch")
-    vouch.forget(vouch.store_path())  # no snapshot of an earlier test's is vouched for, or taken ahead
-    mod("trellis_addon.twins")._AHEAD.clear()
+    mod("trellis_addon.twins")._AHEAD.clear()  # nothing of an earlier test's is taken ahead
+    # the main thread's fallback (no background Blender): what most tests here patch in this process; the
+    # background Blender's way, the default everywhere, is the builder fixture's
+    mod("trellis_addon.queue").manager.builder.enabled = False
     mod("trellis_addon.ahead")._LOADED.clear()
     prefs = bpy.context.preferences.addons[PKG].preferences
     prefs.output_dir = str(tmp_path / "jobs")
@@ -87,12 +90,12 @@ def result(scene, tmp_path):
 
 @pytest.fixture()
 def builder(scene):
-    """The background Blender forced on, as in the UI (background runs do the work themselves); stopped after."""
+    """The background Blender on, as everywhere outside the tests of the fallback; stopped after."""
     manager = mod("trellis_addon.queue").manager
     manager.builder.enabled, manager.builder.unavailable = True, ""
     yield manager.builder
     manager.builder.stop()
-    manager.builder.enabled, manager.builder.unavailable, manager.builder.size = None, "", 1
+    manager.builder.enabled, manager.builder.unavailable, manager.builder.size = False, "", 1
 
 
 @pytest.hookimpl(trylast=True)

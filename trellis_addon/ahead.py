@@ -30,7 +30,7 @@ class Loaded(NamedTuple):
 _LOADED: dict[str, Loaded] = {}  # snapshot path: its load ahead
 
 
-def load(snap: str, glb_path: str, owner: str) -> bool:
+def load(snap: str, owner: str) -> bool:
     """The preload call after the images': the objects loaded, then a mesh's normals a call each. Whether this
     call did anything."""
     entry = _LOADED.get(snap)
@@ -43,7 +43,7 @@ def load(snap: str, glb_path: str, owner: str) -> bool:
             getattr(mesh, normals)[0]  # computed and cached: the evaluated mesh the viewport draws shares the cache
         return True
     try:
-        objects, collections, new, twins = snapshot_check.load(snap, glb_path, ahead=True)
+        objects, collections, new, twins = snapshot_check.load(snap, ahead=True)
     except Exception as exc:  # noqa: BLE001 - kept: the append says why and imports the GLB, not loading it again
         print(f"TRELLIS: {os.path.basename(snap)} not loaded ahead ({exc})")
         _LOADED[snap] = Loaded(owner, [], [], [], "", [], {}, problem=str(exc) or type(exc).__name__)

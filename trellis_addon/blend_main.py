@@ -9,6 +9,7 @@ import types
 
 PACKAGE = "trellis_blend_worker"
 
+MEMORY_VARIABLE = "TRELLIS_WORKER_MEMORY"  # bytes of address space this worker may use (queue.builder sets it)
 NICENESS = 10  # the UI's Blender comes first: on few cores, reading and importing wait for it, not it for them
 AUTOGROUP = "/proc/self/autogroup"
 
@@ -33,7 +34,20 @@ def yield_cpu() -> None:
         pass  # no autogroup (other systems, kernels built without it): the nice value above is the priority
 
 
+def limit_memory() -> None:
+    """Bound this process's address space (MEMORY_VARIABLE): a result or picture that would need more makes
+    its allocation fail here (the task fails, or the process ends) instead of taking the machine's memory."""
+    try:
+        import resource
+        limit = int(os.environ.get(MEMORY_VARIABLE, "0"))
+        if limit > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError) as exc:  # not POSIX, or a bound the system refuses
+        print(f"no memory bound: {exc}", file=sys.stderr)
+
+
 if __name__ == "__main__":
+    limit_memory()
     yield_cpu()
     here = os.path.dirname(os.path.abspath(__file__))  # python puts it first: its queue/ would hide the stdlib's
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]

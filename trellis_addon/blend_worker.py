@@ -3,11 +3,11 @@ as the Python workers (backend/protocol.py). One task at a time:
 
   {"type": "job", "id", "kind": "import", "files": [path.glb], "finish": [spec, ...] or absent}  import
       each GLB with Blender's glTF importer and save it as the snapshot .blend beside it
-      (importer.snapshot_path), which the UI's Blender then appends in a fraction of the import's time;
-      with a finish spec per file (finishing.specs), finish it (stage progress; a cancel for the task is
-      checked between stages) and save the finished snapshot -> {"type": "result", "id", "snapshots",
-      "digests": [per snapshot: its SHA-256 where its pictures pass the UI's check, else ""; vouch.py],
-      "qa": [per file; {"failed": ...} where a step failed, and its raw snapshot], "libraries"}
+      (importer.snapshot_path), signed with the key in "key_file" (signing.py), which the UI's Blender then
+      appends in a fraction of the import's time; with a finish spec per file (finishing.specs), finish it
+      (stage progress; a cancel for the task is checked between stages) and save the finished snapshot ->
+      {"type": "result", "id", "snapshots", "qa": [per file; {"failed": ...} where a step failed, and its raw
+      snapshot], "libraries"}. A GLB whose pictures the UI's Blender could not decode safely is refused.
   {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "alpha_mode", "rgba": path.npy,
       "thumb": path.png or "", "max_megapixels"}  read, check and downsize the image with Blender's image
       code, write the prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha"};
@@ -36,19 +36,31 @@ import bpy
 
 from ..backend import glb, protocol, schema
 from ..backend.worker import Channel, take_protocol_channel
-from . import finish, finishing, image_input, importer, meshfile, twins, vouch
+from . import finish, finishing, image_input, importer, meshfile, signing, twins
+
+
+def _signing_key(task: dict) -> bytes:
+    """The key the task's snapshots are signed with, read from the key file it names."""
+    path = task.get("key_file")
+    try:
+        if not (isinstance(path, str) and os.path.isabs(path)):
+            raise signing.SigningError("no key file named")
+        return signing.read_key(path)
+    except (OSError, signing.SigningError) as exc:
+        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, f"import task: the signing key: {exc}") from None
 
 
 def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
     files, plan = task.get("files"), task.get("finish")
     if not isinstance(files, list) or not all(isinstance(f, str) and os.path.isfile(f) for f in files):
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task needs existing GLB files")
+    key = _signing_key(task)
     if task.get("retexture") is not None:
-        return _retexture(channel, task, files)
+        return _retexture(channel, task, files, key)
     if plan is not None and not (isinstance(plan, list) and len(plan) == len(files)
                                  and all(_good_spec(spec) for spec in plan)):
         raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task: one finish spec per file, or none")
-    snapshots, digests, measured, libraries = [], [], [], []
+    snapshots, measured, libraries = [], [], []
     for index, path in enumerate(files):
         def say(text, fraction=0.0, index=index):
             channel.send("progress", id=task["id"], stage="import", step=index, total=len(files),
@@ -61,14 +73,14 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
         except ValueError as exc:
             raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(path)}: {exc}") from None
         bpy.ops.wm.read_homefile(use_empty=True)  # nothing of an earlier task stays in memory
-        objects = importer.import_glb(bpy.context, path, snapshot=True, twins=True)
+        objects = importer.import_glb(bpy.context, path, snapshot=True, twins=True, signing_key=key)
         snap = importer.snapshot_path(path)
         if not objects or not importer.fresh_snapshot(path):
             raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT,
                                     f"{os.path.basename(path)} imported no objects or its .blend was not saved")
+        _refuse_pictures(path, snap)
         if plan is None:
             snapshots.append(snap)
-            digests.append(_vouched(snap))
             continue
         spec = dict(plan[index], settings=schema.validate_finish(plan[index]["settings"]))
         try:
@@ -77,32 +89,32 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
             raise protocol.JobError(protocol.ErrorCode.CANCELLED, "Finishing cancelled") from None
         except finish.FinishError as exc:  # the raw result is imported instead; the job says which step failed
             snapshots.append(snap)
-            digests.append("")  # its images may have changed since: the UI's Blender checks it in full
             measured.append({"failed": str(exc)})
             continue
         finished = importer.snapshot_path(path, spec["key"])
-        importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras), twins=True)
+        importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras), key, twins=True)
         if not importer.fresh_snapshot(path, spec["key"]):
             raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the finished {os.path.basename(path)} was not saved")
         snapshots.append(finished)
-        digests.append(_vouched(finished))
         measured.append(qa)
         libraries += [library] if library else []
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"snapshots": snapshots, "digests": digests, "qa": measured, "libraries": libraries}
+    return {"snapshots": snapshots, "qa": measured, "libraries": libraries}
 
 
-def _vouched(snapshot: str) -> str:
-    """The snapshot's SHA-256 where the pictures of every image this task holds (those it saved among them) pass
-    the check the UI's Blender makes on a snapshot's (twins.pictures_problem); "" where one does not: that Blender
-    then checks it in full (and refuses it)."""
-    found = twins.pictures_problem(list(bpy.data.images), {})
+def _refuse_pictures(glb_path: str, snapshot: str) -> None:
+    """BAD_OUTPUT, the snapshot removed, where a picture the GLB brought is too big to decode safely
+    (twins.pictures_problem: read from each image's header); the GLB check refuses these before, this holds
+    for what it cannot see."""
+    found = twins.pictures_problem(list(bpy.data.images))
     if found:
-        print(f"TRELLIS: {os.path.basename(snapshot)} not vouched for: {found}")
-    return "" if found else vouch.digest(snapshot)
+        for path in (snapshot, signing.signature_path(snapshot)):
+            if os.path.exists(path):
+                os.remove(path)
+        raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(glb_path)}: {found}")
 
 
-def _retexture(channel: Channel, task: dict, files: list) -> dict:
+def _retexture(channel: Channel, task: dict, files: list, key: bytes) -> dict:
     """A retexture job's result fitted onto the object (as it looks) and its UVs transferred onto the object's
     own mesh, both from the job's input_mesh.blend; saved as the snapshot of key meshfile.KEY beside the GLB:
     the transferred mesh ("target") and the fitted result ("source")."""
@@ -126,12 +138,12 @@ def _retexture(channel: Channel, task: dict, files: list) -> dict:
     meshfile.transfer(bpy.context, source, found["target"])
     source[meshfile.PART] = "source"
     snapshot = importer.snapshot_path(path, meshfile.KEY)
-    importer.write_snapshot(snapshot, {found["target"], source}, twins=True)
+    importer.write_snapshot(snapshot, {found["target"], source}, key, twins=True)
     if not importer.fresh_snapshot(path, meshfile.KEY):
         raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the transferred {os.path.basename(path)} was not saved")
-    digest = _vouched(snapshot)
+    _refuse_pictures(path, snapshot)
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"snapshots": [snapshot], "digests": [digest], "qa": [], "libraries": []}
+    return {"snapshots": [snapshot], "qa": [], "libraries": []}
 
 
 def _mesh_parts(blend, glb_path, refusal: str) -> dict:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import bpy
 from mathutils import Vector
 
-from . import ahead, snapshot_check, vouch
+from . import ahead, prefs, signing, snapshot_check
 from . import twins as twin_images
 from .finish import roots as top_level
 from .record import OBJECT_PROPERTY, Record
@@ -62,82 +64,87 @@ def chosen_snapshot(glb_path: str, key: str = "") -> str:
     return snapshot_path(glb_path) if fresh_snapshot(glb_path) else ""
 
 
-def import_glb(context, filepath: str, snapshot: bool = False, key: str = "",
-               twins: bool = False) -> list[bpy.types.Object]:
-    """The GLB's objects, linked into the active collection. snapshot=True (history results): the first
-    import also saves them as a .blend beside the GLB, later imports append from it (1/17 of the glTF
-    importer's time for a 500k-face result, bench/cache_hit.py) and fall back to the GLB if that fails.
-    key: append the finished snapshot of that key where there is one (else as without). twins (the
-    background Blender): the snapshot keeps its images' bytes apart (write_snapshot)."""
-    if snapshot and key and fresh_snapshot(filepath, key):
-        try:
-            return _append_snapshot(context, snapshot_path(filepath, key), filepath)
-        except Exception as exc:  # unreadable or from elsewhere: finished again from the import
-            print(f"TRELLIS: snapshot {os.path.basename(snapshot_path(filepath, key))} not used ({exc})")
+def import_glb(context, filepath: str, snapshot: bool = False, key: str = "", twins: bool = False,
+               verified: dict | None = None, signing_key: bytes = b"") -> list[bpy.types.Object]:
+    """The GLB's objects, linked into the active collection. snapshot=True (history results): a snapshot .blend
+    beside the GLB, signed by this user, is appended instead (1/17 of the glTF importer's time for a 500k-face
+    result, bench/cache_hit.py): the finished one of `key` where there is one, else the raw one; anything
+    unsigned, altered or changed since is never opened (signing.py): the GLB is imported and its snapshot
+    written and signed anew. verified: {snapshot: fingerprint} checked off the main thread (the builder's); None:
+    checked here. signing_key: the key (prefs.signing_key() where empty). twins (the background Blender): the
+    snapshot keeps its images' bytes apart (write_snapshot); it never appends a snapshot."""
+    if snapshot and not signing_key:
+        if twins:
+            raise ValueError("the background Blender signs its snapshots with the key its task names")
+        signing_key = prefs.signing_key()
     snap = snapshot_path(filepath) if snapshot else ""
-    if snap and fresh_snapshot(filepath):
+    keys = [] if twins or not snap else [key, ""] if key else [""]
+    for path in [snapshot_path(filepath, k) for k in keys if fresh_snapshot(filepath, k)]:
+        if verified is None:
+            known, why = signing.verify(path, signing_key)
+        else:
+            known, why = verified.get(path), "changed since it was verified" if path in verified else "not verified"
+        if not signing.still(path, known):
+            print(f"TRELLIS: snapshot {os.path.basename(path)} not opened ({why or 'changed since it was verified'})")
+            continue
         try:
-            return _append_snapshot(context, snap, filepath)
-        except Exception as exc:  # unreadable or from elsewhere: the GLB is the truth
-            print(f"TRELLIS: snapshot {os.path.basename(snap)} not used ({exc}), importing the GLB")
+            return _append_snapshot(context, path)
+        except Exception as exc:  # noqa: BLE001 - signed but not appendable (another Blender version's): rebuilt
+            print(f"TRELLIS: snapshot {os.path.basename(path)} not used ({exc}), importing the GLB")
     before = set(bpy.data.objects)
     result = bpy.ops.import_scene.gltf(filepath=filepath)
     if "FINISHED" not in result:
         raise RuntimeError(f"glTF import failed for {filepath}")
     objects = [o for o in bpy.data.objects if o not in before]
     if snap and objects:
-        write_snapshot(snap, set(objects), twins)
+        write_snapshot(snap, set(objects), signing_key, twins)
     return objects
 
 
-def write_snapshot(path: str, ids: set, twins: bool = False) -> None:
-    """The datablocks (objects, a collection) as a .blend, atomically; a failure is only printed.
+def write_snapshot(path: str, ids: set, signing_key: bytes, twins: bool = False) -> None:
+    """The datablocks (objects, a collection) as a .blend, signed (signing.place_signed: written in a private
+    folder first, so that only the bytes written here are signed); a failure is only printed.
     twins (the background Blender's snapshots): each packed image's bytes are kept apart (twins.py), so that
     a big snapshot's images can be appended in a tick of their own (preload); this Blender's images are left
     as they were."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    private = tempfile.mkdtemp(prefix="trellis2-snapshot-")
+    tmp = os.path.join(private, os.path.basename(path))
     made = []
     try:
         if twins:
             twin_images.make(made)
         bpy.data.libraries.write(tmp, set(ids) | {twin for _, twin, _ in made}, path_remap="NONE",
                                  fake_user=False, compress=False)
-        os.replace(tmp, path)
+        signing.place_signed(tmp, path, signing_key)
     except Exception as exc:  # a cache only: the import itself succeeded
         print(f"TRELLIS: could not save {os.path.basename(path)}: {exc}")
-        if os.path.exists(tmp):
-            os.remove(tmp)
     finally:
         twin_images.restore(made)
+        shutil.rmtree(private, ignore_errors=True)
 
 
-def preload(glb_path: str, key: str = "", owner: str = "") -> bool:
+def preload(glb_path: str, key: str = "", owner: str = "", verified: dict | None = None) -> bool:
     """The UI's modal operator's ticks ahead of import_glb for this GLB and key, a call each; whether this one
-    did anything (False: the append's turn). Where that snapshot is twins.PRELOAD_BYTES or bigger or a viewport
-    draws textures, twins.append_ahead; then, where a 3D viewport is open, ahead.load: the placing tick and
-    the first draw do neither. A snapshot the background Blender just answered waits for its hash (vouch.py); a
-    snapshot too big for its GLB is left to the append. owner: ahead.drop's."""
+    did anything (False: the append's turn). Only a snapshot verified off the main thread and unchanged since
+    (verified: the builder's {snapshot: fingerprint}) is opened ahead. Where that snapshot is
+    twins.PRELOAD_BYTES or bigger or a viewport draws textures, twins.append_ahead; then, where a 3D viewport is
+    open, ahead.load: the placing tick and the first draw do neither. owner: ahead.drop's."""
     snap = chosen_snapshot(glb_path, key)
-    if not snap:
+    if not snap or not signing.still(snap, (verified or {}).get(snap)):
         return False
-    vouch.recall(snap)  # vouched for in an earlier session: hashed again
-    if vouch.pending(snap):  # its hash decides whether its pictures are checked (vouch.py): a tick that waits
-        return True
     if ahead.loading(snap):
-        return ahead.load(snap, glb_path, owner)
-    if snapshot_check.too_big(snap, glb_path):
-        return False
+        return ahead.load(snap, owner)
     big = os.path.getsize(snap) >= twin_images.PRELOAD_BYTES
     if (big or twin_images.viewports()) and twin_images.append_ahead(snap, owner):
         return True  # (for a small snapshot, where a viewport draws textures: their reading and upload, out of
     # the first draw, are worth a second opening of the file)
-    return twin_images.any_viewport() and ahead.load(snap, glb_path, owner)
+    return twin_images.any_viewport() and ahead.load(snap, owner)
 
 
-def _append_snapshot(context, path: str, glb_path: str = "") -> list[bpy.types.Object]:
+def _append_snapshot(context, path: str) -> list[bpy.types.Object]:
     """snapshot_check.load's objects (or those loaded ahead, ahead.load) linked into the active collection, its
     collections as children of it."""
-    objects, collections = ahead.take(path) or snapshot_check.load(path, glb_path)[:2]
+    objects, collections = ahead.take(path) or snapshot_check.load(path)[:2]
     for coll in collections:
         context.collection.children.link(coll)
     for obj in objects:

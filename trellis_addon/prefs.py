@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import bpy
 
 from ..backend import registry
-from . import doctor
+from . import doctor, signing
 
 base_package = __package__.rpartition(".")[0]  # the extension's package
 
@@ -42,6 +42,11 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         description="Each finished result is also saved here as its own .blend (result, LODs, low-poly; images "
                     "packed; marked as an asset), and the folder is registered once as an asset library, so "
                     "every file's Asset Browser shows it. Empty: off")
+    shared_key_file: bpy.props.StringProperty(
+        name="Shared Signing Key", subtype="FILE_PATH",
+        description="A key file the team shares, for a Results Folder several people write on purpose: this "
+                    "Blender then opens the snapshots any of them signed. Empty: your own key, in the "
+                    "extension's user folder (snapshots of other people are imported again from their GLB)")
     max_megapixels: bpy.props.FloatProperty(
         name="Max Megapixels", default=64.0, min=1.0, soft_max=400.0, precision=0,
         description="Pictures larger than this (width × height, in millions of pixels) are refused before "
@@ -51,6 +56,15 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         description="History size cap: the oldest results are deleted beyond it (never a running job or a "
                     "paid task not yet downloaded). 0: keep everything")
 
+    worker_memory_gb: bpy.props.FloatProperty(
+        name="Import Memory Limit (GB)", default=0.0, min=0.0, soft_max=64.0, precision=1,
+        description="A background Blender that reads a picture or imports a result may use this much memory "
+                    "(address space); past it, it stops and the job fails, the result kept in history. 0: three "
+                    "quarters of this computer's memory, at most 16 GB")
+    worker_deadline_minutes: bpy.props.FloatProperty(
+        name="Import Deadline (min)", default=15.0, min=0.5, max=240.0, precision=1,
+        description="A background Blender still reading a picture or importing and finishing a result after "
+                    "this many minutes is stopped and the job fails, the result kept in history")
     max_download_mb: bpy.props.IntProperty(
         name="Download Cap (MB)", default=1024, min=1, soft_max=16384,
         description="A hosted result file larger than this is refused before it is written (and a download "
@@ -109,6 +123,10 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
         layout.label(text=f"In use: {jobs_root(create=False)}", icon="FILE_FOLDER")
         layout.prop(self, "history_cap_gb")
         layout.prop(self, "max_megapixels")
+        layout.prop(self, "shared_key_file")
+        row = layout.row()
+        row.prop(self, "worker_memory_gb")
+        row.prop(self, "worker_deadline_minutes")
         layout.prop(self, "asset_library")
         box = layout.box()
         box.label(text="Hosted TRELLIS.2", icon="WORLD")
@@ -157,6 +175,41 @@ def jobs_root(create: bool = True) -> str:
             os.makedirs(custom, exist_ok=True)
         return custom
     return bpy.utils.extension_path_user(base_package, path="jobs", create=create)
+
+
+def signing_key_path() -> str:
+    """The key file snapshots are signed with: the Shared Signing Key preference, else this user's own."""
+    p = get()
+    if p and p.shared_key_file:
+        return os.path.abspath(bpy.path.abspath(p.shared_key_file))
+    return os.path.join(bpy.utils.extension_path_user(base_package, create=True), signing.KEY_FILE)
+
+
+def signing_key() -> bytes:
+    """The key itself (this user's own made on first use; a shared one must exist). SigningError or OSError
+    with the reason where it cannot be had."""
+    p = get()
+    return signing.read_key(signing_key_path()) if p and p.shared_key_file else signing.user_key(signing_key_path())
+
+
+AUTO_MEMORY_MOST = 16 << 30
+
+
+def worker_memory_bytes() -> int:
+    """The background Blenders' memory bound (Import Memory Limit; automatic where 0)."""
+    p = get()
+    if p and p.worker_memory_gb > 0:
+        return int(p.worker_memory_gb * (1 << 30))
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not POSIX: no bound is set there anyway
+        return AUTO_MEMORY_MOST
+    return min(AUTO_MEMORY_MOST, physical * 3 // 4)
+
+
+def worker_deadline_seconds() -> float:
+    p = get()
+    return (p.worker_deadline_minutes if p else 15.0) * 60.0
 
 
 def asset_library() -> str:

@@ -62,7 +62,8 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
                 glb.check_self_contained(path)
             except ValueError as exc:
                 raise RuntimeError(f"{os.path.basename(path)}: {exc}") from None
-            objects = importer.import_glb(context, path, snapshot=True, key=snapshot_key(job, index, plan))
+            objects = importer.import_glb(context, path, snapshot=True, key=snapshot_key(job, index, plan),
+                                          verified=built.get("verified"))
             created.extend(objects)
             main, more, measured = finishing.split(objects)
             if measured is None and index < len(done_there) and "failed" in (done_there[index] or {}):
@@ -114,11 +115,11 @@ def snapshot_key(job: Job, index: int, plan: list | None) -> str:
 def preload(job: Job) -> bool:
     """One of the UI's modal operator's ticks ahead of import_job (importer.preload: the results' images and
     objects appended, checked and warmed, so that the tick that places them does not do it all); whether it
-    did anything."""
+    did anything. Only snapshots the builder verified are opened ahead."""
     plan = finishing.specs(job)
     for index, path in enumerate((job.result or {}).get("files") or []):
         try:
-            if importer.preload(path, snapshot_key(job, index, plan), owner=job.id):
+            if importer.preload(path, snapshot_key(job, index, plan), job.id, job.built.get("verified")):
                 return True
         except OSError:  # the GLB went away: import_job says so
             return False

@@ -40,7 +40,8 @@ def apply_result(context, job: Job, obj: bpy.types.Object, on_copy: bool = False
     in): its UV values are copied here; otherwise, or where the mesh was edited meanwhile, transferred here."""
     selected = [o.name for o in context.view_layer.objects if o.select_get()]
     path = job.result["files"][0]
-    imported = importer.import_glb(context, path, snapshot=True, key=results.snapshot_key(job, 0, None))
+    imported = importer.import_glb(context, path, snapshot=True, key=results.snapshot_key(job, 0, None),
+                                   verified=job.built.get("verified"))
     try:
         found = meshfile.parts(imported)
         source = found.get("source") or next((o for o in imported if o.type == "MESH"), None)

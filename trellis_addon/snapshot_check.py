@@ -1,25 +1,20 @@
-"""What a snapshot .blend may bring (importer appends it instead of importing its GLB): a history folder
-another process edited may hold any .blend, so what an append brought is checked before it is used (load)."""
+"""What a snapshot .blend may bring (importer appends it instead of importing its GLB). Only a snapshot signed
+by this user is ever opened (signing.py); what its append brought is still checked against what the background
+Blender writes before it is used (load), so that nothing a signed file holds can read another file."""
 from __future__ import annotations
 
 import json
-import os
 
 import bpy
 
 from . import twins as twin_images
-from . import vouch
 from .record import QA_PROPERTY, ROLE, ROLES, valid_qa
-
-SNAPSHOT_SIZE_FACTOR, SNAPSHOT_SLACK = 8, 256 << 20  # a snapshot .blend above 8× its GLB + 256 MiB is refused
 
 SNAPSHOT_OBJECTS = 64  # a result, its parts, LODs and low-poly: a snapshot with more is not ours
 SNAPSHOT_TYPES = {"MESH", "EMPTY"}
-FILE_SOURCES = {"FILE", "SEQUENCE", "MOVIE", "TILED"}  # an image of these reads files unless packed
-
-
-def too_big(path: str, glb_path: str) -> bool:
-    return os.path.getsize(path) > SNAPSHOT_SIZE_FACTOR * os.path.getsize(glb_path) + SNAPSHOT_SLACK
+IMAGE_SOURCES = {"FILE", "GENERATED"}  # a sequence, movie or tiled image reads files beside its own, packed or not
+FILE_NODES = {"ShaderNodeScript", "ShaderNodeTexIES", "ShaderNodeTexPointDensity"}  # read a file or another
+# object's data of their own (the glTF importer makes none of them)
 
 
 def id_collections() -> list[str]:
@@ -65,24 +60,26 @@ def problem(new: set, objects: list) -> str:
                 return f"{id_.name} has an unknown role"
             if id_.get(QA_PROPERTY) is not None and not _valid_qa_text(id_.get(QA_PROPERTY)):
                 return f"{id_.name}'s measured quality is not one the background Blender writes"
-        if isinstance(id_, bpy.types.Image) and id_.source in FILE_SOURCES and id_.packed_file is None:
-            return f"image {id_.name} reads a file ({id_.filepath})"
+        if isinstance(id_, bpy.types.Image) and (id_.source not in IMAGE_SOURCES or
+                                                  (id_.source == "FILE" and id_.packed_file is None)):
+            return f"image {id_.name} reads a file ({id_.source.lower()}: {id_.filepath})"
+        if not isinstance(id_, (bpy.types.Object, bpy.types.Mesh, bpy.types.Material, bpy.types.Image,
+                                bpy.types.Collection, bpy.types.NodeTree)):
+            return f"a {kind} ({id_.name})"  # a volume, cache file, sound, movie clip... reads files of its own
         tree = id_ if isinstance(id_, bpy.types.NodeTree) else getattr(id_, "node_tree", None)
-        if tree is not None and any(n.bl_idname == "ShaderNodeScript" for n in tree.nodes):
-            return f"a script node in {id_.name}"
+        found = next((n.bl_idname for n in tree.nodes if n.bl_idname in FILE_NODES), "") if tree else ""
+        if found:
+            return f"a {found} node in {id_.name}"
     return ""
 
 
-def load(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list, set, dict]:
-    """(objects, collections, every datablock, twins) appended from a snapshot, in no scene yet (collections: a
-    finished result's LODs). ahead: its Library kept and its twins not adopted (a removal or remap redraws every
-    editor) until the placing tick (ahead.take); the check looks at what adopt will leave. A snapshot too big
-    for its GLB, holding more than the background Blender writes (problem) or images too big to decode
-    (twins.pictures_problem, unless vouch.vouched: that Blender checked them, and the file is what it wrote) is
-    refused: RuntimeError, all it brought removed again."""
-    if glb_path and too_big(path, glb_path):
-        raise RuntimeError(f"{os.path.getsize(path) >> 20} MiB, too big for its GLB")
-    twins, checked = twin_images.taken_ahead(path)  # appended (and their sizes read) in ticks before (preload)
+def load(path: str, ahead: bool = False) -> tuple[list, list, set, dict]:
+    """(objects, collections, every datablock, twins) appended from a verified snapshot, in no scene yet
+    (collections: a finished result's LODs). ahead: its Library kept and its twins not adopted (a removal or
+    remap redraws every editor) until the placing tick (ahead.take); the check looks at what adopt will leave.
+    A snapshot holding more than the background Blender writes (problem) is refused: RuntimeError, all it
+    brought removed again."""
+    twins = twin_images.taken_ahead(path)  # appended in a tick before (preload)
     before = all_ids()
     with bpy.data.libraries.load(path, link=False) as (src, dst):
         dst.objects = list(src.objects)
@@ -100,9 +97,7 @@ def load(path: str, glb_path: str = "", ahead: bool = False) -> tuple[list, list
     else:
         twin_images.adopt(new, twins)
         final = new
-    images = [i for i in final if isinstance(i, bpy.types.Image)]
-    pictures = "" if vouch.vouched(path) else twin_images.pictures_problem(images, checked)  # vouched: checked
-    found = "no objects in it" if not objects else (problem(final, objects) or pictures)  # by the background Blender
+    found = "no objects in it" if not objects else problem(final, objects)
     if found:
         bpy.data.batch_remove(new)
         twin_images.forget_library(path)

@@ -3,8 +3,7 @@ snapshot: as a packed copy of its own (a twin, named TWIN...) and, without its b
 materials use, which names its twin in a custom property. Appending the snapshot swaps each image for its
 twin (adopt); for a big snapshot the UI's modal operator appends the twins in a tick before the one that
 appends the mesh (append_ahead), so that one tick does not read both the pixels' bytes and the mesh. The
-ticks after it read each twin's size from its header (a crafted snapshot may pack a small file that decodes
-to 60000² pixels) and, where a visible viewport draws textures, decode and upload the images it will draw, one
+ticks after it, where a visible viewport draws textures, decode and upload the images it will draw, one
 each: otherwise the viewport's first draw of the result does all of it at once, on the main thread."""
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from typing import NamedTuple
 import bpy
 
 from ..backend import glb, image_header
-from . import marks, vouch
+from . import marks
 
 TWIN = "trellis2_packed"  # an image's custom property naming its twin, and the start of a twin's name
 PRELOAD_BYTES = 64 << 20  # a snapshot this big has its twins appended in a tick before its mesh (bench/
@@ -27,8 +26,7 @@ MOST = 64  # twins taken from one snapshot at most
 class Ahead(NamedTuple):
     owner: str  # the job that appended them (drop)
     here: dict  # {a twin's name in the snapshot: its name here}
-    steps: list  # ("check" | "read" | "upload", its name here) left to take, a tick each (_warm)
-    sizes: dict  # {its name here: pictures()}, filled by the checks
+    steps: list  # ("read" | "upload", its name here) left to take, a tick each (_warm)
     mark: str = ""  # marks.MARK's value on each
     brought: tuple = ()  # (id_type, name) of each
 
@@ -87,26 +85,19 @@ def pictures(image) -> list:
     return []
 
 
-def pictures_problem(images, known: dict) -> str:
-    """glb.sizes_problem of the images' pictures (known: {image: pictures()} read before, in a tick ahead)."""
-    return glb.sizes_problem(p for i in images for p in (known[i] if i in known else pictures(i)))
+def pictures_problem(images) -> str:
+    """glb.sizes_problem of the images' pictures (the background Blender's check of what a GLB brought)."""
+    return glb.sizes_problem(p for i in images for p in pictures(i))
 
 
-def _warm(steps: list, sizes: dict) -> bool:
-    """Take one step ("check", then warm_steps') of an append ahead; whether there was one. sizes: {the
-    image's name: pictures()}, filled by the checks; nothing is decoded unless every twin passed."""
+def _warm(steps: list) -> bool:
+    """Take one step (warm_steps') of an append ahead; whether there was one."""
     if not steps:
         return False
     kind, name = steps.pop(0)
     image = bpy.data.images.get(name)
     if image is None or image.library is not None or image.packed_file is None or image.source != "FILE":
         return True  # a twin that reads a file (a crafted snapshot: the append refuses it) is not opened here
-    if kind == "check":
-        sizes[name] = pictures(image)
-        return True
-    if glb.sizes_problem(p for found in sizes.values() for p in found):  # the checks come first
-        steps.clear()  # the append refuses the snapshot: nothing of it is decoded
-        return True
     try:
         if kind == "read":
             image.size[0]  # Blender reads (decodes) the pixels to know their size: what a first draw does
@@ -142,10 +133,10 @@ def restore(made: list) -> None:
 def append_ahead(snapshot: str, owner: str = "") -> bool:
     """Append the snapshot's twins once (for owner: a job's id), with a fake user until adopt takes them, and
     then, a call each, decode and upload those the open viewports draw; whether this call did anything. The
-    caller checked the snapshot's size; what is appended is checked with the rest of the snapshot."""
+    caller verified the snapshot; what is appended is checked with the rest of the snapshot."""
     if snapshot in _AHEAD:
-        return _warm(_AHEAD[snapshot].steps, _AHEAD[snapshot].sizes)
-    _AHEAD[snapshot] = Ahead(owner, {}, [], {})
+        return _warm(_AHEAD[snapshot].steps)
+    _AHEAD[snapshot] = Ahead(owner, {}, [])
     try:
         with bpy.data.libraries.load(snapshot, link=False) as (src, dst):
             names = [n for n in src.images if n.startswith(TWIN)][:MOST]
@@ -158,20 +149,16 @@ def append_ahead(snapshot: str, owner: str = "") -> bool:
     for image in here.values():
         image.use_fake_user = True  # kept by an undo step or a save until the append takes it
     mark, brought = marks.put(here.values(), snapshot)
-    names_here = [image.name for image in here.values()]
-    checks = [] if vouch.vouched(snapshot) else [("check", n) for n in names_here]  # vouched: checked there
-    steps = checks + warm_steps(list(here.values()), viewports())
-    _AHEAD[snapshot] = Ahead(owner, {name: image.name for name, image in here.items()}, steps, {}, mark, brought)
+    steps = warm_steps(list(here.values()), viewports())
+    _AHEAD[snapshot] = Ahead(owner, {name: image.name for name, image in here.items()}, steps, mark, brought)
     return bool(here)
 
 
-def taken_ahead(snapshot: str) -> tuple[dict, dict]:
-    """({a twin's name in the snapshot: the image}, {image: pictures()} of those checked) that append_ahead
-    brought, handed over once."""
-    entry = _AHEAD.pop(snapshot, Ahead("", {}, [], {}))
+def taken_ahead(snapshot: str) -> dict:
+    """{a twin's name in the snapshot: the image} that append_ahead brought, handed over once."""
+    entry = _AHEAD.pop(snapshot, Ahead("", {}, []))
     images = {name: bpy.data.images.get(other) for name, other in entry.here.items()}
-    images = {name: image for name, image in images.items() if image is not None}
-    return images, {image: entry.sizes[image.name] for image in images.values() if image.name in entry.sizes}
+    return {name: image for name, image in images.items() if image is not None}
 
 
 def wanted(names, ahead: dict) -> list:

@@ -126,8 +126,11 @@ def test_cache_hit_appends_the_saved_import_and_falls_back_to_the_glb(scene, mon
         f.write(b"BLENDER-not-really")
     bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST) == {"FINISHED"}
-    assert len(appended) == 2 and len(bpy.context.view_layer.objects.active.data.polygons) == faces, \
-        "a broken snapshot falls back to the GLB"
+    assert len(appended) == 1 and len(bpy.context.view_layer.objects.active.data.polygons) == faces, \
+        "an altered snapshot is never opened: the GLB is imported"
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST) == {"FINISHED"}
+    assert appended == [snapshot, snapshot], "the snapshot written anew is signed and appended"
 
 
 def test_cost_confirmation_is_skipped_for_an_answer_from_history(runware):  # noqa: F811

@@ -1,12 +1,14 @@
 """A snapshot .blend beside a result's GLB is appended instead of importing the GLB (raw or finished). A
-history folder is outside data: another process or a person may have put any .blend there. Each crafted
-snapshot here is refused, everything it brought is removed again, and the GLB is imported (and the
-snapshot written anew); nothing of it stays in the file. An image saved without its bytes must be
-replaced by its packed twin (importer.write_snapshot): one whose twin is missing or reads a file is
-refused like any image that reads a file."""
+history folder is outside data: another process or a person may have put any .blend there, and a crafted
+.blend can hang or crash the Blender that opens it before anything it holds could be checked. So a snapshot
+is opened only where its signature verifies (signing.py): each crafted snapshot here is never opened, the GLB
+is imported instead and the snapshot written and signed anew; nothing of the crafted one is in the file."""
 import json
 import os
+import secrets
 import struct
+import threading
+import time
 import zlib
 
 import bpy
@@ -17,18 +19,10 @@ from servers.base import png_head
 
 TWIN = "trellis2_packed"  # twins.TWIN (test_snapshot_twins uses it from there)
 
-REASONS = {  # kind: what the refusal says (any of)
-    "modifier": ("1 modifiers",), "constraint": ("1 constraints",), "driver": ("drivers on",), "camera": ("camera",),
-    "external_image": ("reads a file",), "image_sequence": ("reads a file",),
-    "twin_missing": ("reads a file",), "twin_reads_a_file": ("reads a file",),
-    "script_node": ("a script node", "a Text"), "linked": ("a Library", "linked from another file"),
-    "bad_qa": ("measured quality",), "bad_role": ("unknown role",), "many_objects": ("101 objects",),
-    "too_big": ("too big for its GLB",), "pixel_bomb": ("8193 x 1 pixels",), "twin_pixel_bomb": ("8193 x 1 pixels",),
-    "pixels_together": ("million pixels together",), "not_a_picture": ("whose size can be read",),
-    "generated_huge": ("20000 x 16 pixels",), "many_images": ("over 64 images",)}
-KINDS = list(REASONS)
-PICTURE_KINDS = ("pixel_bomb", "twin_pixel_bomb", "pixels_together", "not_a_picture", "generated_huge",
-                 "many_images")
+KINDS = ["modifier", "constraint", "driver", "camera", "external_image", "image_sequence", "packed_sequence",
+         "twin_missing", "twin_reads_a_file", "script_node", "ies_external", "linked", "linked_fifo",
+         "deep_properties", "zstd_bomb", "bad_qa", "bad_role", "many_objects", "pixel_bomb", "twin_pixel_bomb",
+         "pixels_together", "not_a_picture", "generated_huge", "many_images"]
 
 
 def png(width: int, height: int) -> bytes:
@@ -93,15 +87,33 @@ def write_hostile(path: str, kind: str, tmp_path) -> None:
         image = bpy.data.images.load(EXAMPLE_IMAGE)
         image.source = "SEQUENCE"  # reads numbered files beside it
         _material_with(obj, "ShaderNodeTexImage").image = image
+    elif kind == "packed_sequence":  # packed, yet it decodes numbered files elsewhere
+        image = _packed(tmp_path, png(8, 8), "evil_sequence")
+        image.source = "SEQUENCE"
+        _material_with(obj, "ShaderNodeTexImage").image = image
+    elif kind == "ies_external":
+        node = _material_with(obj, "ShaderNodeTexIES")
+        node.mode, node.filepath = "EXTERNAL", EXAMPLE_IMAGE
+    elif kind == "deep_properties":  # Blender's reader recurses once per level: it crashes
+        obj["evil"] = {}
+        group = obj["evil"]
+        for _ in range(100_000):
+            group["a"] = {}
+            group = group["a"]
+    elif kind == "zstd_bomb":  # a few hundred kB on disk, hundreds of MB once read
+        mesh = obj.data
+        mesh.vertices.add(4_000_000)
     elif kind == "script_node":
         node = _material_with(obj, "ShaderNodeScript")
         node.mode, node.script = "INTERNAL", bpy.data.texts.new("evil.osl")
-    elif kind == "linked":
+    elif kind in ("linked", "linked_fifo"):
         other = str(tmp_path / "other.blend")
         bpy.data.libraries.write(other, {obj.data}, fake_user=True)
         with bpy.data.libraries.load(other, link=True) as (src, dst):
             dst.meshes = list(src.meshes)
         obj.data = dst.meshes[0]
+        if kind == "linked_fifo":  # opening the library blocks until something writes to it: never
+            bpy.data.libraries[0].filepath = str(tmp_path / "fifo.blend")
     elif kind == "bad_qa":
         obj["trellis2_qa"] = json.dumps({"triangles": "lots", "size_m": "<script>"})
     elif kind == "bad_role":
@@ -123,7 +135,8 @@ def write_hostile(path: str, kind: str, tmp_path) -> None:
         _material_with(obj, "ShaderNodeTexImage").image = bpy.data.images.new("evil_generated", 20000, 16)
     elif kind == "many_objects":
         ids |= {bpy.data.objects.new(f"evil_empty{i}", None) for i in range(100)}
-    bpy.data.libraries.write(path, ids, path_remap="ABSOLUTE" if kind == "linked" else "NONE", fake_user=False)
+    bpy.data.libraries.write(path, ids, path_remap="ABSOLUTE" if kind == "linked" else "NONE", fake_user=False,
+                             compress=kind == "zstd_bomb")
     after = {id_ for coll in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.images,
                               bpy.data.texts, bpy.data.cameras, bpy.data.libraries) for id_ in coll}
     bpy.data.batch_remove(after - before)
@@ -134,36 +147,129 @@ def _everything() -> set:
     return mod("trellis_addon.snapshot_check").all_ids()
 
 
+def opened(monkeypatch) -> list:
+    """The snapshots the add-on opens from now on (each of its two ways of opening one, counted)."""
+    check, twins, found = mod("trellis_addon.snapshot_check"), mod("trellis_addon.twins"), []
+    load, ahead = check.load, twins.append_ahead
+    monkeypatch.setattr(check, "load", lambda path, *a, **kw: found.append(path) or load(path, *a, **kw))
+    monkeypatch.setattr(twins, "append_ahead", lambda path, *a, **kw: found.append(path) or ahead(path, *a, **kw))
+    return found
+
+
+class FifoWatch:
+    """Notes whether anything opens the FIFO for reading (Blender following a crafted library path would block
+    there for ever): a writer that opens it without blocking succeeds only while a reader has it open, and
+    its closing lets that reader go on, so a broken check fails the test instead of hanging it."""
+
+    def __init__(self, path: str):
+        os.mkfifo(path)
+        self.path, self.opened, self.running = path, False, True
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self):
+        while self.running:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                self.opened = True
+            except OSError:  # ENXIO: no reader
+                pass
+            time.sleep(0.01)
+
+    def stop(self) -> bool:
+        self.running = False
+        self.thread.join()
+        return self.opened
+
+
+def land_and_check(result, snap, key, before, capsys) -> list:
+    """import_glb as a script or the CLI calls it (the snapshot verified here): the GLB's object imported,
+    one line saying why the snapshot was not opened, nothing of it in the file."""
+    importer = mod("trellis_addon.importer")
+    objects = importer.import_glb(bpy.context, result, snapshot=True, key=key)
+    said = capsys.readouterr().out
+    assert f"snapshot {os.path.basename(snap)} not opened" in said, said
+    assert [o.name for o in objects] == ["geometry_0"], "the GLB's object, imported"
+    names = {id_.name for id_ in _everything() - before}
+    assert not [n for n in names if n.startswith("evil")] and not bpy.data.libraries and not bpy.data.texts, names
+    assert not objects[0].modifiers and not objects[0].constraints and objects[0].animation_data is None
+    return objects
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("finished", [False, True], ids=["raw", "finished"])
-def test_a_crafted_snapshot_is_refused_and_the_glb_imported(result, kind, finished, tmp_path, capsys,
-                                                            monkeypatch):
+def test_a_crafted_snapshot_is_never_opened_and_the_glb_imported(result, kind, finished, tmp_path, capsys,
+                                                                monkeypatch):
     importer = mod("trellis_addon.importer")
     key = "0123456789ab" if finished else ""
     snap = importer.snapshot_path(result, key)
     write_hostile(snap, kind, tmp_path)
-    if kind == "too_big":
-        monkeypatch.setattr(mod("trellis_addon.snapshot_check"), "SNAPSHOT_SIZE_FACTOR", 0)
-        monkeypatch.setattr(mod("trellis_addon.snapshot_check"), "SNAPSHOT_SLACK", 1024)
+    fifo = FifoWatch(str(tmp_path / "fifo.blend")) if kind == "linked_fifo" else None
+    found = opened(monkeypatch)
     before = _everything()
-    objects = importer.import_glb(bpy.context, result, snapshot=True, key=key)
-    said = capsys.readouterr().out
-    line = next((x for x in said.splitlines() if f"snapshot {os.path.basename(snap)} not used" in x), "")
-    assert any(reason in line for reason in REASONS[kind]), said
-    assert [o.name for o in objects] == ["geometry_0"], "the GLB's object, imported"
-    new = _everything() - before
-    names = {id_.name for id_ in new}
-    assert not [n for n in names if n.startswith("evil")] and not any(
-        isinstance(id_, (bpy.types.Library, bpy.types.Text, bpy.types.Camera)) for id_ in new), names
-    assert not objects[0].modifiers and not objects[0].constraints and objects[0].animation_data is None
-    assert all(img.packed_file is not None for img in bpy.data.images if img.source == "FILE")
-    if not finished:  # the raw snapshot was written again from the import, and is taken next time
-        monkeypatch.undo()
+    try:
+        objects = land_and_check(result, snap, key, before, capsys)
+    finally:
+        reached = fifo is not None and fifo.stop()
+    assert found == [] and not reached, "the crafted snapshot was opened"
+    if not finished:  # the raw snapshot was written again from the import, signed, and is taken next time
         for obj in objects:
             bpy.data.objects.remove(obj)
         again = importer.import_glb(bpy.context, result, snapshot=True)
-        assert "not used" not in capsys.readouterr().out
+        assert "not opened" not in capsys.readouterr().out and found == [snap]
         assert [o.name for o in again] == ["geometry_0"]
+
+
+@pytest.mark.parametrize("how", ["another key", "another file's signature", "renamed"])
+def test_a_signature_that_is_not_this_files_is_refused(result, how, tmp_path, capsys, monkeypatch):
+    """A crafted snapshot with a signature beside it: one made with a key of the attacker's, one copied from a
+    genuine snapshot of the user's, or a genuine signed snapshot moved to another result's name."""
+    importer, signing = mod("trellis_addon.importer"), mod("trellis_addon.signing")
+    snap = importer.snapshot_path(result)
+    if how == "renamed":
+        importer.import_glb(bpy.context, result, snapshot=True, key="")
+        bpy.ops.wm.read_homefile(use_empty=True)
+        other = importer.snapshot_path(result, "0123456789ab")
+        os.replace(snap, other)
+        os.replace(signing.signature_path(snap), signing.signature_path(other))
+        snap, key = other, "0123456789ab"
+    else:
+        key = ""
+        write_hostile(snap, "driver", tmp_path)
+        if how == "another key":
+            private = str(tmp_path / "private.blend")
+            os.replace(snap, private)
+            signing.place_signed(private, snap, secrets.token_bytes(32))
+        else:
+            genuine = tmp_path / "genuine.glb"
+            genuine.write_bytes(open(result, "rb").read())
+            importer.import_glb(bpy.context, str(genuine), snapshot=True)
+            bpy.ops.wm.read_homefile(use_empty=True)
+            os.replace(signing.signature_path(importer.snapshot_path(str(genuine))), signing.signature_path(snap))
+        os.utime(snap)
+    found = opened(monkeypatch)
+    land_and_check(result, snap, key, _everything(), capsys)
+    assert found == []
+
+
+def test_a_snapshot_changed_after_it_was_verified_is_not_opened(result, capsys, monkeypatch):
+    """The modal operator's way: verified off the main thread, then appended ticks later; a file replaced
+    between (even by a signed one of the same bytes: another inode) is not opened."""
+    importer, signing = mod("trellis_addon.importer"), mod("trellis_addon.signing")
+    importer.import_glb(bpy.context, result, snapshot=True)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    snap = importer.snapshot_path(result)
+    known, why = signing.verify(snap, mod("trellis_addon.prefs").signing_key())
+    assert known is not None and why == ""
+    copy = snap + ".copy"
+    with open(snap, "rb") as src, open(copy, "wb") as dst:
+        dst.write(src.read())
+    os.replace(copy, snap)
+    found = opened(monkeypatch)
+    assert importer.preload(result, "", "job", {snap: known}) is False, "nothing opened ahead"
+    objects = importer.import_glb(bpy.context, result, snapshot=True, verified={snap: known})
+    assert "changed since it was verified" in capsys.readouterr().out
+    assert [o.name for o in objects] == ["geometry_0"] and found == []
 
 
 def test_the_snapshot_the_import_writes_passes_the_check(result):
@@ -173,38 +279,20 @@ def test_the_snapshot_the_import_writes_passes_the_check(result):
     assert os.path.isfile(importer.snapshot_path(result))
     for obj in objects:
         bpy.data.objects.remove(obj)
-    again = importer._append_snapshot(bpy.context, importer.snapshot_path(result), result)
+    again = importer._append_snapshot(bpy.context, importer.snapshot_path(result))
     assert [o.name for o in again] == ["geometry_0"] and not bpy.data.libraries
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "too_big"])
-def test_a_crafted_snapshot_taken_ahead_is_refused_the_same(result, kind, tmp_path, capsys, monkeypatch):
-    """The modal operator's way (importer.preload: the twins appended, then read a tick each where a viewport
-    draws textures): nothing is read from a file ahead, and the append refuses the snapshot as above."""
-    importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
+@pytest.mark.parametrize("kind", ["packed_sequence", "ies_external", "external_image", "script_node", "modifier"])
+def test_what_a_signed_snapshot_brings_is_still_checked(result, kind, tmp_path):
+    """Defence in depth: a snapshot signed with the user's key (a shared key leaked, say) that holds what the
+    background Blender never writes is refused after the append, everything it brought removed again."""
+    importer, signing = mod("trellis_addon.importer"), mod("trellis_addon.signing")
     snap = importer.snapshot_path(result)
-    write_hostile(snap, kind, tmp_path)
-    monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
-    monkeypatch.setattr(twins, "viewports", lambda: {"all"})
-    monkeypatch.setattr(twins, "any_viewport", lambda: True)  # the objects loaded ahead too
-    check, loads = mod("trellis_addon.snapshot_check"), []
-    load = check.load
-    monkeypatch.setattr(check, "load", lambda *args, **kw: loads.append(args[0]) or load(*args, **kw))
+    private = str(tmp_path / "private.blend")
+    write_hostile(private, kind, tmp_path)
+    signing.place_signed(private, snap, mod("trellis_addon.prefs").signing_key())
     before = _everything()
-    calls = 0
-    while importer.preload(result, owner="job") and calls < 10:
-        calls += 1
-    assert calls < 10
-    assert not [o.name for o in bpy.data.objects if o.use_fake_user], "nothing kept from a refused load"
-    assert not [i.name for i in bpy.data.images if i.packed_file is None and i.has_data], "no file read ahead"
-    if kind in PICTURE_KINDS:
-        assert not [i.name for i in bpy.data.images if i.has_data], "nothing decoded ahead"
-    objects = importer.import_glb(bpy.context, result, snapshot=True)
-    line = next((x for x in capsys.readouterr().out.splitlines() if "not used" in x), "")
-    assert any(reason in line for reason in REASONS[kind]), line
-    assert [o.name for o in objects] == ["geometry_0"], "the GLB's object, imported"
-    assert loads == [snap], "refused once, ahead: the append does not load it again"
-    mod("trellis_addon.ahead").drop("job")
-    names = {id_.name for id_ in _everything() - before}
-    assert not [n for n in names if n.startswith(("evil", TWIN))] and not bpy.data.libraries, names
-    assert all(img.packed_file is not None for img in bpy.data.images if img.source == "FILE")
+    with pytest.raises(RuntimeError):
+        importer._append_snapshot(bpy.context, snap)
+    assert not [i.name for i in _everything() - before], "nothing it brought stays"

@@ -6,7 +6,7 @@ ends between leaves is removed."""
 import bpy
 
 from conftest import mod
-from test_snapshot_twins import images, written_as_the_background_blender_does
+from test_snapshot_twins import ahead_tick, images, written_as_the_background_blender_does
 
 
 def counted_loads(monkeypatch) -> list:
@@ -29,13 +29,13 @@ def test_the_objects_are_loaded_ahead_and_the_append_only_links_them(result, mon
     imported = written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "any_viewport", lambda: True)  # a viewport in Solid: no images ahead
     loads = counted_loads(monkeypatch)
-    assert importer.preload(result, owner="job") is True
+    assert ahead_tick(result, owner="job") is True
     obj = bpy.data.objects["geometry_0"]
     assert obj.users_scene == () and obj.use_fake_user, "loaded, in no scene, kept until the append takes it"
     assert len(bpy.data.libraries) == 1, "its Library kept until the placing tick (a removal redraws every editor)"
     assert obj.data.normals_domain == "CORNER", "the GLB's normals: custom, as the glTF importer sets them"
-    assert importer.preload(result, owner="job") is True, "its normals computed, a tick of their own"
-    assert importer.preload(result, owner="job") is False
+    assert ahead_tick(result, owner="job") is True, "its normals computed, a tick of their own"
+    assert ahead_tick(result, owner="job") is False
     objects = importer.import_glb(bpy.context, result, snapshot=True)
     assert objects == [obj] and obj.users_scene and not obj.use_fake_user
     assert len(loads) == 1, "not loaded again"
@@ -51,10 +51,10 @@ def test_after_the_images_ahead_the_objects_follow(result, monkeypatch):
     monkeypatch.setattr(twins, "viewports", lambda: {"all"})  # Material Preview
     loads = counted_loads(monkeypatch)
     steps = 0
-    while importer.preload(result, owner="job"):
+    while ahead_tick(result, owner="job"):
         steps += 1
         assert steps < 20
-    assert steps == 7, "twins appended, two sizes read, two images read, objects loaded, normals computed"
+    assert steps == 5, "twins appended, two images read, objects loaded, normals computed"
     ahead = sorted(i.session_uid for i in bpy.data.images if i.packed_file)  # the twins; the images the
     # materials use, without bytes, are swapped for them in the placing tick (a removal redraws every editor)
     assert len(bpy.data.images) == 4 and len(ahead) == 2
@@ -70,7 +70,7 @@ def test_what_a_job_that_ends_between_loaded_is_removed(result, monkeypatch):
     monkeypatch.setattr(twins, "any_viewport", lambda: True)
     monkeypatch.setattr(twins, "viewports", lambda: {"colour"})
     before = everything()
-    while importer.preload(result, owner="job-a"):
+    while ahead_tick(result, owner="job-a"):
         pass
     assert everything() - before
     mod("trellis_addon.ahead").drop("job-b")
@@ -87,7 +87,7 @@ def test_an_undo_between_leaves_it_to_the_append(result, monkeypatch):
     imported = written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "any_viewport", lambda: True)
     loads = counted_loads(monkeypatch)
-    assert importer.preload(result, owner="job")
+    assert ahead_tick(result, owner="job")
     bpy.data.objects.remove(bpy.data.objects["geometry_0"])  # as an undo to before the load leaves it
     objects = importer.import_glb(bpy.context, result, snapshot=True)
     assert [o.name for o in objects] == ["geometry_0"] and len(loads) == 2
@@ -99,7 +99,7 @@ def test_nothing_is_loaded_ahead_without_a_viewport(result):
     importer = mod("trellis_addon.importer")
     written_as_the_background_blender_does(result)
     assert mod("trellis_addon.twins").any_viewport() is False, "the bpy module draws no window"
-    assert importer.preload(result, owner="job") is False and not bpy.data.objects
+    assert ahead_tick(result, owner="job") is False and not bpy.data.objects
 
 
 def test_a_material_put_to_use_between_is_kept_when_the_job_ends(result, monkeypatch):
@@ -108,7 +108,7 @@ def test_a_material_put_to_use_between_is_kept_when_the_job_ends(result, monkeyp
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "any_viewport", lambda: True)
-    assert importer.preload(result, owner="job")
+    assert ahead_tick(result, owner="job")
     material = bpy.data.objects["geometry_0"].active_material
     mine = bpy.data.objects.new("mine", bpy.data.meshes.new("mine"))
     bpy.context.scene.collection.objects.link(mine)
@@ -124,7 +124,7 @@ def test_a_datablock_of_the_same_name_that_the_load_did_not_bring_is_never_touch
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "any_viewport", lambda: True)
-    assert importer.preload(result, owner="job")
+    assert ahead_tick(result, owner="job")
     material = bpy.data.objects["geometry_0"].active_material.name
     bpy.data.objects.remove(bpy.data.objects["geometry_0"])
     bpy.data.materials.remove(bpy.data.materials[material])

@@ -17,10 +17,22 @@ def images() -> dict:
             for i in bpy.data.images}
 
 
+def signing_key() -> bytes:
+    return mod("trellis_addon.prefs").signing_key()
+
+
+def ahead_tick(path, owner: str = "") -> bool:
+    """importer.preload as the modal operator calls it: with the snapshot verified off the main thread (the
+    builder's verify task)."""
+    importer, signing = mod("trellis_addon.importer"), mod("trellis_addon.signing")
+    snap = importer.chosen_snapshot(path)
+    return importer.preload(path, "", owner, {snap: signing.verify(snap, signing_key())[0]} if snap else {})
+
+
 def written_as_the_background_blender_does(path) -> dict:
     """import_glb with twins (blend_worker's call); the images as the glTF importer left them here."""
     importer = mod("trellis_addon.importer")
-    objects = importer.import_glb(bpy.context, path, snapshot=True, twins=True)
+    objects = importer.import_glb(bpy.context, path, snapshot=True, twins=True, signing_key=signing_key())
     assert objects and importer.fresh_snapshot(path)
     imported = images()
     bpy.ops.wm.read_homefile(use_empty=True)
@@ -29,7 +41,7 @@ def written_as_the_background_blender_does(path) -> dict:
 
 def test_the_snapshot_keeps_each_images_bytes_in_a_packed_twin(result):
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
-    objects = importer.import_glb(bpy.context, result, snapshot=True, twins=True)
+    objects = importer.import_glb(bpy.context, result, snapshot=True, twins=True, signing_key=signing_key())
     before = images()
     assert len(before) == 2 and all(packed and not props for packed, _, _, _, _, props in before.values()), \
         "the writing Blender's own images are left packed, without twins"
@@ -62,16 +74,12 @@ def test_appended_ahead_then_the_mesh_takes_them(result, monkeypatch):
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     imported = written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)  # the test's snapshot counts as big
-    assert importer.preload(result) is True
+    assert ahead_tick(result) is True
     assert len(bpy.data.images) == 2 and not bpy.data.objects, "the images' bytes, nothing else"
-    assert importer.preload(result) is True and importer.preload(result) is True, "each one's size read"
-    assert not any(i.has_data for i in bpy.data.images), "from its header: nothing decoded"
-    assert importer.preload(result) is False, "once"
+    assert not any(i.has_data for i in bpy.data.images), "nothing decoded where no viewport draws them"
+    assert ahead_tick(result) is False, "once"
     ahead = sorted(i.session_uid for i in bpy.data.images)
-    read = []
-    monkeypatch.setattr(twins, "pictures", lambda image: read.append(image.name) or [])
     objects = importer.import_glb(bpy.context, result, snapshot=True)
-    assert read == [], "the sizes read ahead are not read again"
     assert sorted(i.session_uid for i in bpy.data.images) == ahead, "the images appended ahead, not again"
     assert [o.name for o in objects] == ["geometry_0"] and images() == imported
     assert not twins._AHEAD and not bpy.data.libraries
@@ -81,14 +89,14 @@ def test_a_small_snapshot_is_appended_in_one_tick(result):
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     written_as_the_background_blender_does(result)
     assert importer.fresh_snapshot(result) and twins.PRELOAD_BYTES == 64 << 20
-    assert importer.preload(result) is False and not bpy.data.images, "a second reading costs more than it splits"
+    assert ahead_tick(result) is False and not bpy.data.images, "a second reading costs more than it splits"
 
 
 def test_a_twin_appended_ahead_that_no_append_takes_is_removed(result, monkeypatch):
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
-    assert importer.preload(result, owner="job-a")
+    assert ahead_tick(result, owner="job-a")
     assert len(bpy.data.images) == 2 and all(i.use_fake_user for i in bpy.data.images), "kept by an undo step"
     twins.drop("job-b")
     assert len(bpy.data.images) == 2, "another job's end leaves them"
@@ -102,7 +110,7 @@ def test_an_image_of_a_twins_name_that_was_not_appended_ahead_is_never_removed(r
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
-    assert importer.preload(result, owner="job")
+    assert ahead_tick(result, owner="job")
     names = sorted(i.name for i in bpy.data.images)
     for image in list(bpy.data.images):
         bpy.data.images.remove(image)
@@ -118,7 +126,7 @@ def test_a_snapshot_with_packed_images_as_before_still_appends(result, monkeypat
     importer.import_glb(bpy.context, result, snapshot=True)  # twins=False: the main thread's own snapshot
     imported = images()
     bpy.ops.wm.read_homefile(use_empty=True)
-    assert importer.preload(result) is False and not bpy.data.images
+    assert ahead_tick(result) is False and not bpy.data.images
     objects = importer.import_glb(bpy.context, result, snapshot=True)
     assert [o.name for o in objects] == ["geometry_0"] and images() == imported
 
@@ -136,7 +144,7 @@ def test_twins_no_image_names_are_removed(result):
     keep = set(bpy.data.objects) | set(bpy.data.images)
     bpy.data.libraries.write(snap, keep, fake_user=False)  # the snapshot again, with the stray twin
     bpy.ops.wm.read_homefile(use_empty=True)
-    objects = importer._append_snapshot(bpy.context, snap, result)
+    objects = importer._append_snapshot(bpy.context, snap)
     assert [o.name for o in objects] == ["geometry_0"]
     assert not [i.name for i in bpy.data.images if i.name.startswith(twins.TWIN)]
 
@@ -156,10 +164,10 @@ def preloaded_steps(result, monkeypatch, kinds) -> int:
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     monkeypatch.setattr(twins, "PRELOAD_BYTES", 0)
     monkeypatch.setattr(twins, "viewports", lambda: set(kinds))
-    assert importer.preload(result) is True
+    assert ahead_tick(result) is True
     assert len(bpy.data.images) == 2 and not any(i.has_data for i in bpy.data.images), "appended, not read"
     calls = 1
-    while importer.preload(result):
+    while ahead_tick(result):
         calls += 1
         assert calls < 10
     return calls
@@ -168,8 +176,7 @@ def preloaded_steps(result, monkeypatch, kinds) -> int:
 def test_the_images_a_viewport_draws_are_read_ahead_a_tick_each(result, monkeypatch):
     importer = mod("trellis_addon.importer")
     imported = written_as_the_background_blender_does(result)
-    assert preloaded_steps(result, monkeypatch, {"all"}) == 5, \
-        "appended, then each image's size from its header and each image read, in a tick each"
+    assert preloaded_steps(result, monkeypatch, {"all"}) == 3, "appended, then each image read, in a tick each"
     assert all(i.has_data for i in bpy.data.images)  # (no upload without a window: the bpy module has no GPU)
     ahead = sorted(i.session_uid for i in bpy.data.images)
     objects = importer.import_glb(bpy.context, result, snapshot=True)
@@ -181,7 +188,7 @@ def test_the_images_a_viewport_draws_are_read_ahead_a_tick_each(result, monkeypa
 def test_solids_texture_colour_reads_only_the_colour_image_ahead(result, monkeypatch):
     importer = mod("trellis_addon.importer")
     imported = written_as_the_background_blender_does(result)
-    assert preloaded_steps(result, monkeypatch, {"colour"}) == 4
+    assert preloaded_steps(result, monkeypatch, {"colour"}) == 2
     read = {i.colorspace_settings.is_data: i.has_data for i in bpy.data.images}
     assert read == {False: True, True: False}, "the base colour, not the metallic-roughness data"
     importer.import_glb(bpy.context, result, snapshot=True)
@@ -190,7 +197,7 @@ def test_solids_texture_colour_reads_only_the_colour_image_ahead(result, monkeyp
 
 def test_nothing_is_read_ahead_where_no_viewport_draws_textures(result, monkeypatch):
     written_as_the_background_blender_does(result)
-    assert preloaded_steps(result, monkeypatch, set()) == 3, "appended, each image's size read"
+    assert preloaded_steps(result, monkeypatch, set()) == 1, "appended only"
     assert not any(i.has_data for i in bpy.data.images)
     assert mod("trellis_addon.twins").viewports() == set(), "no window here"
 
@@ -200,8 +207,8 @@ def test_a_small_snapshot_goes_ahead_where_a_viewport_draws_textures(result, mon
     importer, twins = mod("trellis_addon.importer"), mod("trellis_addon.twins")
     imported = written_as_the_background_blender_does(result)
     monkeypatch.setattr(twins, "viewports", lambda: {"colour"})
-    assert twins.PRELOAD_BYTES == 64 << 20 and importer.preload(result) is True, "appended ahead"
-    assert [importer.preload(result) for _ in range(4)] == [True, True, True, False], "sizes, the colour image"
+    assert twins.PRELOAD_BYTES == 64 << 20 and ahead_tick(result) is True, "appended ahead"
+    assert [ahead_tick(result) for _ in range(2)] == [True, False], "the colour image read"
     importer.import_glb(bpy.context, result, snapshot=True)
     assert images() == imported
 
@@ -218,7 +225,7 @@ def test_a_step_ahead_that_fails_leaves_it_to_the_first_draw(result, monkeypatch
         raise RuntimeError("no GPU context")
     monkeypatch.setitem(sys.modules, "gpu", types.SimpleNamespace(texture=types.SimpleNamespace(from_image=from_image)))
     monkeypatch.setattr(twins, "warm_steps", lambda images, kinds: [("upload", i.name) for i in images])
-    assert preloaded_steps(result, monkeypatch, {"all"}) == 5
+    assert preloaded_steps(result, monkeypatch, {"all"}) == 3
     assert capsys.readouterr().out.count("ahead: no GPU context") == 2
     importer.import_glb(bpy.context, result, snapshot=True)
     assert images() == imported

@@ -190,11 +190,11 @@ def time_modal_callbacks():
     twins = importlib.import_module(f"{PKG}.trellis_addon.twins")
     warm = twins._warm
 
-    def recorded_warm(steps, sizes):
+    def recorded_warm(steps):
         if steps:
             image = bpy.data.images.get(steps[0][1])
             WARMED.append((steps[0][0], image.session_uid if image else None))
-        return warm(steps, sizes)
+        return warm(steps)
     twins._warm = recorded_warm
     ahead = importlib.import_module(f"{PKG}.trellis_addon.ahead")
     load_ahead = ahead.load
@@ -212,7 +212,7 @@ def time_modal_callbacks():
 
 
 LOADED_AHEAD = []  # session_uid of each object loaded in a tick ahead of placing it (ahead.load)
-WARMED = []  # (step, the image's session_uid) of each image checked, decoded or uploaded in a tick ahead (twins._warm)
+WARMED = []  # (step, the image's session_uid) of each image decoded or uploaded in a tick ahead (twins._warm)
 PANEL_DRAWS = []  # (start, seconds) of each of the add-on's panel draw callbacks (its Python, in a sidebar redraw)
 
 
@@ -584,10 +584,9 @@ def check_beside_empty():
         data = [i.session_uid for i in used if i.colorspace_settings.is_data]
         assert colour and data, [(i.name, i.colorspace_settings.name) for i in used]
         assert all((step, uid) in WARMED for uid in colour for step in ("read", "upload")), (colour, WARMED)
-        vouch = importlib.import_module(f"{PKG}.trellis_addon.vouch")
-        assert job.built.get("snapshots") and all(map(vouch.vouched, job.built["snapshots"])), job.built
-        assert not [uid for step, uid in WARMED if uid in colour + data and step == "check"], \
-            "the background Blender checked the sizes, and this one hashed the snapshot again (vouch.py)"
+        signing = importlib.import_module(f"{PKG}.trellis_addon.signing")
+        assert job.built.get("snapshots") and all(signing.still(s, job.built["verified"].get(s))
+                                                  for s in job.built["snapshots"]), job.built
         assert not [uid for step, uid in WARMED if uid in data], "Solid draws no data image"
     window, area, region = view3d()
     with bpy.context.temp_override(window=window, area=area, region=region):

@@ -4,29 +4,31 @@
   asked (the image hash is known now) and the job queues, or fails with the reader's message, or is
   answered from the cache;
 - result: it imports a finished job's GLBs with Blender's glTF importer and saves each as its snapshot
-  .blend; the UI's Blender then only appends and places it (results.import_job finds the fresh
-  snapshots). The job waits in BUILDING meanwhile.
+  .blend, signed (signing.py); the UI's Blender then only appends and places it (results.import_job finds
+  the fresh snapshots). Every snapshot is verified in a thread before the job goes on to IMPORTING (a cache
+  hit's and a History entry's too): one that does not verify is never opened here, its GLB is imported again
+  in the background Blender instead (once). The job waits in BUILDING meanwhile.
 
-Where no background Blender can be started, both run on the main thread as before (one line in the log,
-and the job's text says so). Background runs (`-b`, scripts, the CLI) block anyway and import
-in their own process unless `Builder.enabled` is forced on (tests, benchmarks).
+In every mode (the UI, `-b` scripts, the CLI, batches): a provider's GLB and the user's picture are never parsed
+in the process the user works in. Each background Blender has a memory bound (prefs.worker_memory_bytes, set
+by blend_main) and each task a deadline (prefs.worker_deadline_seconds): past either, it is stopped and the
+job fails with the reason, the result kept in history to import again. Only where no background Blender can
+be started do both run on the main thread (one line in the log, and the job's text says so); tests of that
+fallback set `Builder.enabled` off.
 """
 from __future__ import annotations
 
 import os
 import queue
-import sys
+import threading
 import time
 
-import bpy
-
 from ...backend import protocol
-from .. import finishing, history, image_input, importer, meshfile, prefs, vouch
-from ..record import valid_qa
-from ..paths import EXTENSION_ROOT
+from .. import finishing, history, image_input, importer, meshfile, prefs, signing
+from .background_blender import blender_spec, checked_answer
 from .job import BUILDING, CANCELLED, IMPORTING, PREPARING, QUEUED, Job, discard_folder
 from .files import submit_io
-from .process import WorkerProcess, WorkerSpec, log_tail
+from .process import WorkerProcess, log_tail
 
 IDLE_SECONDS = 60.0  # the background Blender exits after this long without a task
 FALLBACK = "Imported on the main thread (no background Blender could start)"
@@ -34,51 +36,16 @@ READ_FALLBACK = "Image read on the main thread (no background Blender could star
 SHA = frozenset("0123456789abcdef")
 
 
-def blender_spec(number: int = 1) -> WorkerSpec:
-    """This Blender in the background with the extension's worker script; under the bpy module, this Python.
-    Each of a pool's Blenders (number 1, 2, ...) writes a log of its own."""
-    script = os.path.join(EXTENSION_ROOT, "trellis_addon", "blend_main.py")
-    if bpy.app.binary_path:
-        command = (bpy.app.binary_path, "-b", "--factory-startup", "--python-exit-code", "1", "--python", script,
-                   "--", EXTENSION_ROOT)
-    else:
-        command = (sys.executable, script, EXTENSION_ROOT)
-    log = "blender-worker.log" if number == 1 else f"blender-worker-{number}.log"
-    return WorkerSpec(key=("blender", command), command=command, log_path=os.path.join(prefs.jobs_root(), log))
-
-
-def checked_answer(job: Job, msg: dict) -> dict:
-    """The background Blender's import answer, checked before anything uses it: snapshots as .blend files beside
-    the job's GLBs (each with its SHA-256, "" where none is valid: vouch.py), one valid measured quality per GLB
-    at most, library files as .blend files in the job's asset library folder. Anything else is dropped (the
-    results themselves are appended from the snapshot files their GLBs name, each checked as it is appended)."""
-    files = (job.result or {}).get("files") or []
-    beside = {os.path.dirname(os.path.realpath(f)) for f in files}
-    library = os.path.realpath(job.asset_library) if job.asset_library else ""
-
-    def listed(key):
-        value = msg.get(key)
-        return value if isinstance(value, list) else []
-
-    def in_folder(path, folders):
-        return (isinstance(path, str) and path.endswith(".blend") and os.path.isfile(path)
-                and os.path.dirname(os.path.realpath(path)) in folders)
-
-    digests = listed("digests")
-    kept = [(p, digests[i] if i < len(digests) and vouch.valid(digests[i]) else "")
-            for i, p in enumerate(listed("snapshots")) if in_folder(p, beside)][:len(files)]
-    return {"snapshots": [p for p, _ in kept], "digests": [d for _, d in kept],
-            "qa": [q if valid_qa(q) else None for q in listed("qa")[:len(files)]],
-            "libraries": [p for p in listed("libraries") if library and in_folder(p, {library})][:len(files)]}
-
-
 class Task:
-    """One task for a job ("prepare" its input or "import" its result): routed by the worker's reader
-    thread like a job's messages; it lasts while the job waits in `state`."""
+    """One task for a job ("prepare" its input or "import" its result in a background Blender, "verify" its
+    snapshots in a thread): routed by the worker's reader thread (or the thread) like a job's messages; it
+    lasts while the job waits in `state`. rebuilt: the job's GLBs were imported again already (a snapshot that
+    still does not verify then fails the job)."""
 
-    def __init__(self, job: Job, kind: str, worker: WorkerProcess):
-        self.job, self.kind, self.id, self.worker = job, kind, f"{job.id}-{kind}", worker
+    def __init__(self, job: Job, kind: str, worker: WorkerProcess | None, rebuilt: bool = False):
+        self.job, self.kind, self.id, self.worker, self.rebuilt = job, kind, f"{job.id}-{kind}", worker, rebuilt
         self.state = PREPARING if kind == "prepare" else BUILDING
+        self.started = time.monotonic()
         self.messages: queue.Queue = queue.Queue()
 
     def deliver(self, msg: dict) -> None:
@@ -90,7 +57,7 @@ class Builder:
     idle one, a new one starts while all are busy and the pool is not full, else the least loaded queues it."""
 
     def __init__(self):
-        self.enabled: bool | None = None  # None: in the UI only (not in background runs)
+        self.enabled: bool | None = None  # None: on (False: the main thread's fallback, for its tests)
         self.size = 1
         self.workers: list[WorkerProcess] = []
         self.tasks: dict[str, Task] = {}
@@ -104,20 +71,23 @@ class Builder:
 
     @property
     def on(self) -> bool:
-        """Whether heavy bpy work goes to a background Blender: in the UI (not in background runs) unless
-        forced, and while one could start."""
-        return bool(((not bpy.app.background) if self.enabled is None else self.enabled) and not self.unavailable)
+        """Whether heavy bpy work goes to a background Blender: always, unless turned off, while one could
+        start."""
+        return bool(self.enabled is not False and not self.unavailable)
 
     def wanted(self, job: Job) -> bool:
-        """Whether this job's result should be imported in the background (a retexture job's, with its .blend:
-        fitted and transferred there)."""
+        """Whether this job's result goes through the builder (its snapshots verified, or its GLBs imported in
+        the background: a retexture job's, with its .blend, fitted and transferred there)."""
+        return bool(self.on and (job.result or {}).get("files") and job.mode in ("generate", "retexture"))
+
+    def _chosen(self, job: Job) -> list[str]:
+        """The snapshot import_job appends for each GLB (its key's)."""
         files = (job.result or {}).get("files") or []
         if job.mode == "retexture":
             keys = [meshfile.KEY if self._transfers(job) else ""] * len(files)
         else:
             keys = [spec["key"] for spec in finishing.specs(job) or [{"key": ""}] * len(files)]
-        return bool(self.on and files and job.mode in ("generate", "retexture")
-                    and not all(importer.fresh_snapshot(f, key) for f, key in zip(files, keys)))
+        return [importer.snapshot_path(f, key) if importer.fresh_snapshot(f, key) else "" for f, key in zip(files, keys)]
 
     @staticmethod
     def _transfers(job: Job) -> bool:
@@ -150,15 +120,62 @@ class Builder:
         return ready
 
     def start(self, job: Job) -> None:
-        """Send a BUILDING job's import to the background Blender (IMPORTING at once where none starts)."""
+        """A BUILDING job: its snapshots verified in a thread where each one it appends is there and signed, else
+        its import sent to the background Blender (IMPORTING at once where none starts)."""
+        try:
+            key_file, key = prefs.signing_key_path(), prefs.signing_key()
+        except (OSError, signing.SigningError) as exc:
+            job.fail(f"The snapshot signing key cannot be read: {exc}", protocol.ErrorCode.INTERNAL)
+            return
+        chosen = self._chosen(job)
+        unsigned = [path for path in chosen if path and not os.path.isfile(signing.signature_path(path))]
+        if all(chosen) and not unsigned:
+            self._verify(job, chosen, key, rebuilt=False)
+            return
+        for path in unsigned:  # one from a version before signing, or put there by another program
+            print(f"TRELLIS: snapshot {os.path.basename(path)} not opened (not signed); importing its GLB again "
+                  "in the background")
+        self._import(job, key_file, rebuilt=False)
+
+    def _import(self, job: Job, key_file: str, rebuilt: bool) -> None:
         worker = self._worker()
         if worker is None:
             job.state, job.text = IMPORTING, FALLBACK
             return
-        task = self.tasks[job.id] = Task(job, "import", worker)
+        task = self.tasks[job.id] = Task(job, "import", worker, rebuilt)
         plan = finishing.specs(job)
         extra = {"finish": plan} if plan else {"retexture": job.mesh_source} if self._transfers(job) else {}
-        worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"], **extra))
+        worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"],
+                                            key_file=key_file, **extra))
+
+    def _verify(self, job: Job, snapshots: list, key: bytes, rebuilt: bool) -> None:
+        """Verify the snapshots' signatures in a thread (the main thread never reads them whole); its answer
+        comes through the task like a worker's."""
+        task = self.tasks[job.id] = Task(job, "verify", None, rebuilt)
+        job.text = "Checking the result's signature"
+
+        def run():
+            task.deliver({"type": "verified", "found": {path: signing.verify(path, key) for path in snapshots}})
+        threading.Thread(target=run, name="trellis2-verify", daemon=True).start()
+
+    def _verified(self, task: Task, found: dict) -> None:
+        """The verify task's answer: IMPORTING where every snapshot verified (job.built["verified"]: their
+        fingerprints, which the append checks again), else the GLBs imported again in the background, once."""
+        job = task.job
+        refused = {path: why for path, (known, why) in found.items() if known is None}
+        if not refused:
+            job.built = dict(job.built, verified={path: known for path, (known, _) in found.items()})
+            job.state, job.text = IMPORTING, "Placing"
+            return
+        path, why = next(iter(refused.items()))
+        if task.rebuilt:
+            job.fail(f"Import failed: the snapshot the background Blender wrote does not verify: "
+                     f"{os.path.basename(path)} {why}", protocol.ErrorCode.INTERNAL)
+            return
+        for path, why in refused.items():
+            print(f"TRELLIS: snapshot {os.path.basename(path)} not opened ({why}); importing its GLB again in the "
+                  "background")
+        self._import(job, prefs.signing_key_path(), rebuilt=True)
 
     def ready(self) -> bool:
         """Whether a background Blender runs or could be started now (started where none runs)."""
@@ -229,11 +246,14 @@ class Builder:
                     job.text = msg.get("text") or job.text
                 elif msg["type"] == "result" and task.kind == "prepare":
                     self._prepared(job, msg.get("image_sha"))
+                elif msg["type"] == "verified":
+                    self._verified(task, msg["found"])
                 elif msg["type"] == "result":
                     job.built = checked_answer(job, msg)
-                    for snapshot, digest in zip(job.built["snapshots"], job.built["digests"]):
-                        vouch.expect(snapshot, digest)  # hashed again in a thread: the ticks ahead wait for it
-                    job.state, job.text = IMPORTING, "Placing"
+                    try:
+                        self._verify(job, job.built["snapshots"], prefs.signing_key(), rebuilt=True)
+                    except (OSError, signing.SigningError) as exc:
+                        job.fail(f"The snapshot signing key cannot be read: {exc}", protocol.ErrorCode.INTERNAL)
                 elif msg["type"] == "error" and task.kind == "prepare":
                     code = protocol.ErrorCode.parse(msg.get("code"))
                     if code == protocol.ErrorCode.BAD_INPUT:
@@ -246,21 +266,46 @@ class Builder:
                 elif msg["type"] == protocol.EXIT:
                     tail = log_tail(task.worker.log_path).strip()
                     detail = f"\nLast lines of the background Blender's log:\n{tail}" if tail else ""
-                    job.fail(f"The background Blender stopped unexpectedly (exit code {msg['code']}){detail}",
+                    kept = "; the result stays in history: import it again from there" if task.kind != "prepare" \
+                        else ""
+                    job.fail(f"The background Blender stopped unexpectedly (exit code {msg['code']}; its memory "
+                             f"bound is {prefs.worker_memory_bytes() / (1 << 30):.1f} GB){kept}{detail}",
                              protocol.ErrorCode.WORKER_EXIT)
                     if task.kind == "prepare":  # nothing was sent: no entry stays
                         submit_io(discard_folder, job.output_dir)
                 changed.append(job)
-            if job.state != task.state or job.is_finished:
-                if job.state == CANCELLED and task.kind == "import":
-                    task.worker.send(protocol.encode("cancel", id=task.id))  # finishing stops at its next stage
-                del self.tasks[job_id]
-                self.last_used[task.worker] = time.monotonic()
+                if self.tasks.get(job_id) is not task:  # followed by another task (verify, rebuild)
+                    break
+            replaced = self.tasks.get(job_id) is not task
+            if replaced or job.state != task.state or job.is_finished:
+                if not replaced:
+                    if job.state == CANCELLED and task.kind == "import":
+                        task.worker.send(protocol.encode("cancel", id=task.id))  # finishing stops at its next stage
+                    del self.tasks[job_id]
+                if task.worker is not None:
+                    self.last_used[task.worker] = time.monotonic()
         now = time.monotonic()
+        self._past_deadline(now)
         for worker in list(self.workers):
             if not self.load(worker) and now - self.last_used.get(worker, now) > IDLE_SECONDS:
                 self._retire(worker)
         return changed
+
+    def _past_deadline(self, now: float) -> None:
+        """Stop a background Blender whose task ran past the deadline (a picture or result that would take for
+        ever, or a hang): its job fails with the reason; the others it held fail as it exits."""
+        deadline = prefs.worker_deadline_seconds()
+        for job_id, task in list(self.tasks.items()):
+            if task.worker is None or now - task.started <= deadline:
+                continue
+            del self.tasks[job_id]
+            task.worker.kill()
+            what = "reading the picture" if task.kind == "prepare" else "importing the result"
+            kept = "" if task.kind == "prepare" else "; the result stays in history: import it again from there"
+            task.job.fail(f"The background Blender was stopped: {what} took longer than {deadline / 60:g} min "
+                          f"(Import Deadline){kept}", protocol.ErrorCode.TIMEOUT)
+            if task.kind == "prepare":
+                submit_io(discard_folder, task.job.output_dir)
 
     def _retire(self, worker: WorkerProcess) -> None:
         worker.close_stdin()  # EOF: it exits
