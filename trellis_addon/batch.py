@@ -36,27 +36,24 @@ def output_names(paths: list[str]) -> dict[str, str]:
 
 
 def run(args, wanted: dict) -> int:
-    """A batch; with import workers, background Blenders read the images and import and finish the results
-    (this Blender then only appends each finished result and exports it)."""
+    """A batch: background Blenders read the images and import and finish the results (this Blender then only
+    appends each finished result and exports it)."""
     builder = manager.builder
     workers = args.import_workers if args.import_workers is not None else default_import_workers(args.jobs)
-    saved = builder.enabled, builder.size
-    if workers:
-        builder.enabled, builder.size = True, workers
+    saved = builder.size
+    builder.size = workers
     try:
         return _run(args, wanted)
     finally:
-        if workers:
-            builder.stop()
-        builder.enabled, builder.size = saved
+        builder.stop()
+        builder.size = saved
 
 
 def default_import_workers(jobs: int) -> int:
-    """One background Blender per job, at most one per core; none for one job at a time. On the 2-core CI
-    machine (bench/batch_parallel.py), results of 200 000 faces: --jobs 4 with 2 of them 1.35x faster than
-    with none, with 4 of them 1.17x; the test server's one-triangle result: 7% slower with 2 (a Blender's
-    start costs more than such a result's finishing)."""
-    return min(jobs, os.cpu_count() or 1) if jobs > 1 else 0
+    """One background Blender per job, at most one per core. On the 2-core CI machine
+    (bench/batch_parallel.py), results of 200 000 faces: --jobs 4 with 2 of them 1.35x faster than with none,
+    with 4 of them 1.17x."""
+    return max(1, min(jobs, os.cpu_count() or 1))
 
 
 def _run(args, wanted: dict) -> int:

@@ -123,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="file type of each finished result: OUTDIR/<image name>.<format> (default glb)")
     batch_cmd.add_argument("--jobs", type=_jobs_count, default=1, metavar="N",
                        help="jobs at once, 1 to 16 (default 1). Local GPU jobs run one at a time regardless")
-    batch_cmd.add_argument("--import-workers", type=_workers_count, default=None, metavar="N",
+    batch_cmd.add_argument("--import-workers", type=_jobs_count, default=None, metavar="N",
                        help="background Blenders that read the images and import and finish the results, N at "
-                            "once (0 to 16; 0: this Blender does it, one result at a time). Default: as many as "
-                            "--jobs, at most one per CPU core, where --jobs is more than 1, else 0")
+                            "once (1 to 16; a provider's file is never read in this Blender). Default: as many "
+                            "as --jobs, at most one per CPU core")
     batch_cmd.add_argument("--resume", action="store_true",
                        help="skip inputs the manifest lists as done whose outputs still exist")
     _add_settings(batch_cmd)
@@ -145,10 +145,6 @@ def _count(text: str, low: int, high: int = 16) -> int:
 
 def _jobs_count(text: str) -> int:
     return _count(text, 1)
-
-
-def _workers_count(text: str) -> int:
-    return _count(text, 0)
 
 
 def overrides(args) -> dict:
