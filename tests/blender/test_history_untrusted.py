@@ -1,5 +1,7 @@
-"""A history folder may be anyone's (a shared, copied or synced drive): the History panel decodes only small
-PNG thumbnails that are files of their own entry."""
+"""A history folder may be anyone's (a shared, copied or synced drive), and so may a .blend's objects: the
+History panel decodes only small PNG thumbnails that are files of their own entry, and Regenerate and
+Variations send only the prepared input of an entry in the results folder, never a file a record names."""
+import json
 import os
 import shutil
 import struct
@@ -9,8 +11,9 @@ import bpy
 import numpy as np
 import pytest
 
-from conftest import DATA, EXAMPLE_IMAGE, mod
+from conftest import DATA, EXAMPLE_IMAGE, PKG, mod
 from test_history import FAST, drawn, entries
+from test_runware_operator import runware  # noqa: F401 (fixture)
 
 
 def png_claiming(side: int) -> bytes:
@@ -103,3 +106,60 @@ def test_a_redraw_reads_no_header_until_the_file_changes(scene, loads, monkeypat
     put(os.path.join(entry.folder, "thumb.png"), png_claiming(16000))
     assert panel.thumbnail(entry) == 0 and entry.id not in panel._previews, "the old picture goes too"
     assert panel.thumbnail(entry) == 0 and len(read) == 2 and len(loads) == 1
+
+
+def secret_picture(folder) -> np.ndarray:
+    """A picture of the user's that no history entry holds: a red square on transparent ground."""
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[16:48, 16:48] = (220, 20, 20, 255)
+    folder.mkdir(exist_ok=True)
+    (folder / "secret.png").write_bytes(mod("backend.png").encode_png(rgba))
+    np.save(folder / "input_rgba.npy", rgba)
+    return rgba
+
+
+@pytest.mark.parametrize("operator", ["regenerate", "variations"])
+@pytest.mark.parametrize("where", ["image outside", "job folder outside", "entry folder a link out",
+                                   "prepared input a link out"])
+def test_a_record_never_sends_a_file_outside_its_history_entry(runware, tmp_path, where, operator):  # noqa: F811
+    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, backend="runware", seed=31) == {"FINISHED"}
+    obj = bpy.context.view_layer.objects.active
+    record = json.loads(obj["trellis2"])
+    outside = tmp_path / "outside"
+    secret_picture(outside)
+    root = mod("trellis_addon.prefs").jobs_root()
+    if where == "image outside":
+        record.update(job_folder=str(outside), image=str(outside / "secret.png"))
+    elif where == "job folder outside":
+        record.update(job_folder=str(outside))
+    elif where == "entry folder a link out":
+        os.symlink(outside, os.path.join(root, "shared"))
+        record.update(job_folder=os.path.join(root, "shared"))
+    else:
+        prepared = os.path.join(record["job_folder"], "input_rgba.npy")
+        os.remove(prepared)
+        os.symlink(outside / "input_rgba.npy", prepared)
+    obj["trellis2"] = json.dumps(record)
+    sent = len(runware.requests)
+    with pytest.raises(RuntimeError, match="history entry|History entry"):
+        getattr(bpy.ops.trellis, operator)()
+    assert runware.requests[sent:] == [], "nothing was sent"
+    assert runware.submits == 1 and runware.uploads == 1
+
+
+def test_variations_send_the_prepared_input_of_the_entry_in_the_results_folder(runware, tmp_path):  # noqa: F811
+    """The picture the result was made from is gone and the results folder moved (another drive, a copied
+    project): the entry of the same name in the results folder is what Variations send."""
+    picture = str(tmp_path / "picture.png")
+    shutil.copy(EXAMPLE_IMAGE, picture)
+    assert bpy.ops.trellis.generate(image=picture, backend="runware", seed=31) == {"FINISHED"}
+    os.remove(picture)
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    shutil.move(prefs.output_dir, str(tmp_path / "moved"))
+    prefs.output_dir = str(tmp_path / "moved")
+    assert bpy.ops.trellis.variations(count=1) == {"FINISHED"}
+    assert runware.submits == 2 and runware.uploads == 2
+    assert len(set(runware.uploaded.values())) == 1, "the same picture both times"
+    new = json.loads(bpy.context.view_layer.objects.active["trellis2"])
+    assert new["seed"] != 31 and new["image"] == picture
+    assert os.path.dirname(new["job_folder"]) == str(tmp_path / "moved")
