@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 
 HEAD = 64 * 1024  # JPEG markers before the frame header (EXIF, ICC profiles) are skipped by seeking
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def size(path: str) -> tuple[int, int] | None:
@@ -30,6 +31,14 @@ def size_of(f) -> tuple[int, int] | None:
     except (OSError, struct.error, ValueError, IndexError):
         return None
     return None
+
+
+def png_size_of(f) -> tuple[int, int] | None:
+    """size_of() of a PNG only: None for any other format."""
+    if f.read(len(PNG)) != PNG:
+        return None
+    f.seek(0)
+    return size_of(f)
 
 
 def _png(f, head: bytes):
@@ -120,7 +129,7 @@ def _exr(f, head: bytes):
 
 
 _READERS = (
-    (b"\x89PNG\r\n\x1a\n", _png),
+    (PNG, _png),
     (b"\xff\xd8", _jpeg),
     (b"RIFF", _webp),
     (b"BM", _bmp),

@@ -3,6 +3,7 @@ Variations and Load Settings."""
 from __future__ import annotations
 
 import os
+import stat
 
 import bpy
 
@@ -49,11 +50,26 @@ def load_settings(scene_settings, record: dict) -> None:
         scene_settings.backend = record["backend"]
 
 
-def _source(record: dict) -> str:
-    """The image to generate from again: the entry's prepared copy, else the original file."""
-    folder = record.get("job_folder") or ""
-    copy = os.path.join(folder, history.INPUT)
-    return copy if os.path.isfile(copy) else record.get("image") or ""
+def _source(record: dict) -> tuple[str, str]:
+    """(the image to generate from again, "") or ("", why not). Only the prepared input of the record's own
+    history entry is sent: a regular file, no link, in that entry's folder directly in the results folder.
+    A record is outside data (any .blend's object may carry one), so a path it names elsewhere (its job
+    folder, its original image) is never read: a click would send that file under the user's key."""
+    entry_id = os.path.basename(os.path.normpath(record.get("job_folder") or "/"))
+    folder = entry_folder(entry_id)
+    path = os.path.join(folder, history.INPUT) if folder else ""
+    try:
+        if path and stat.S_ISREG(os.lstat(path).st_mode):
+            return path, ""
+    except OSError:
+        pass
+    original = str(record.get("image") or "")[:200]
+    hint = f"; to use its original image, open {original!r} in the TRELLIS panel" if original else ""
+    if not entry_id:
+        return "", f"This result names no history entry{hint}"
+    if folder is None:
+        return "", f"This result's history entry {entry_id[:80]!r} is not in the results folder{hint}"
+    return "", f"History entry {entry_id!r} has no prepared input{hint}"
 
 
 class _EntryOperator:
@@ -241,9 +257,9 @@ class TRELLIS_OT_load_settings(_ResultOperator, bpy.types.Operator):
 
 
 def _generate(op, record: dict, settings: dict) -> set:
-    image = _source(record)
+    image, problem = _source(record)
     if not image:
-        op.report({"ERROR"}, "The result's image is gone (no history entry, no file)")
+        op.report({"ERROR"}, problem)
         return {"CANCELLED"}
     keywords = {k: v for k, v in settings.items() if k in schema.BY_NAME}
     try:

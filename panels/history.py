@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 import bpy
 import bpy.utils.previews
 
+from ..backend import image_header
 from ..trellis_addon import finishing, history, prefs
 from ..trellis_addon.queue import submit_io
 from ..trellis_addon.record import OBJECT_PROPERTY, Record
@@ -16,14 +18,60 @@ SHOWN = 12  # entries listed; the folder keeps them all
 _previews = None
 
 
+THUMB_MAX_SIDE = 1024  # pixels a side (the add-on writes history.THUMB_SIDE)
+# Bytes: a thumbnail the add-on writes holds at most THUMB_SIDE² RGBA pixels (64 KiB before compression).
+# 4 MiB is every pixel of a THUMB_MAX_SIDE² 8-bit RGBA picture stored uncompressed: nothing the side limit
+# lets through needs more, and what Blender reads before it decodes stays small.
+THUMB_MAX_BYTES = 4 << 20
+
+
+def _thumb_stamp(path: str) -> tuple | None:
+    """(size, modification time, inode) of a regular file that is no link; None otherwise."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _thumb_fits(folder: str, path: str, stamp: tuple) -> bool:
+    """Whether an entry's thumb.png may be decoded: the very file `stamp` describes, opened without following
+    a link, in a folder that is no link out of the results folder, at most THUMB_MAX_BYTES, and a PNG whose
+    header says at most THUMB_MAX_SIDE a side. A history folder may be anyone's (a shared or synced drive):
+    only the header is read here."""
+    if not 0 < stamp[0] <= THUMB_MAX_BYTES:
+        return False
+    if os.path.dirname(os.path.realpath(folder)) != os.path.realpath(os.path.dirname(folder)):
+        return False
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        with os.fdopen(os.open(path, flags), "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns, st.st_ino) != stamp:
+                return False
+            found = image_header.png_size_of(f)
+    except OSError:
+        return False
+    return found is not None and max(found) <= THUMB_MAX_SIDE
+
+
 def thumbnail(entry: history.Entry) -> int:
-    """Icon id of the entry's thumb.png (loaded once per entry), 0 without one."""
-    path = os.path.join(entry.folder, history.THUMB)
-    if _previews is None or not os.path.isfile(path):
+    """Icon id of the entry's thumb.png, 0 without one or for one that may not be decoded (_thumb_fits). The
+    decision is kept per entry and file (size, time, inode), so a redraw costs one lstat."""
+    if _previews is None:
         return 0
-    if entry.id not in _previews:
-        _previews.load(entry.id, path, "IMAGE")
-    return _previews[entry.id].icon_id
+    path = os.path.join(entry.folder, history.THUMB)
+    stamp = _thumb_stamp(path)
+    known = _previews.decided.get(entry.id)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    if entry.id in _previews:
+        del _previews[entry.id]  # another file now: its old picture goes
+    icon = 0
+    if stamp is not None and _thumb_fits(entry.folder, path, stamp):
+        icon = _previews.load(entry.id, path, "IMAGE", force_reload=True).icon_id
+    _previews.decided[entry.id] = (stamp, icon)
+    return icon
 
 
 def _size(n: int) -> str:
@@ -33,11 +81,11 @@ def _size(n: int) -> str:
 def draw_entry(layout, entry: history.Entry) -> None:
     box = layout.box()
     row = box.row()
-    icon = thumbnail(entry)
-    if entry.state == history.BROKEN:
+    if entry.state == history.BROKEN:  # no thumbnail: nothing of a broken entry is read
         row.label(text=f"{entry.id}: broken ({entry.problem})", icon="ERROR")
         row.operator("trellis.history_delete", text="", icon="TRASH").entry = entry.id
         return
+    icon = thumbnail(entry)
     record = entry.record
     try:
         when = time.strftime("%m-%d %H:%M", time.localtime(entry.created)) if entry.created else ""
@@ -133,6 +181,7 @@ class TRELLIS_PT_result(_SidebarPanel, bpy.types.Panel):
 def register():
     global _previews
     _previews = bpy.utils.previews.new()
+    _previews.decided = {}  # entry id -> (thumb.png's _thumb_stamp, icon id or 0): cleared with the previews
 
 
 def unregister():
