@@ -239,7 +239,8 @@ def test_the_asset_library_never_replaces_a_file_the_addon_did_not_write(defects
     mine = library / "tree.blend"
     mine.write_bytes(b"BLENDER-v405 the user's own tree " * 64)
     catalogs = library / "blender_assets.cats.txt"
-    theirs = ["# The studio's catalogs", "VERSION 1", "", "7e1c9b2a-5d44-4c3e-9a61-0f2b8d3c4e5f:Props/Trees:Props-Trees",
+    theirs = ["# The studio's catalogs", "VERSION 1", "",
+              "7e1c9b2a-5d44-4c3e-9a61-0f2b8d3c4e5f:Props/Trees:Props-Trees",
               "1d2e3f40-aaaa-4bbb-8ccc-123456789abc:TRELLIS:TRELLIS"]
     catalogs.write_text("\n".join(theirs) + "\n")
     image = tmp_path / "tree.png"
@@ -271,7 +272,8 @@ def test_the_asset_library_never_replaces_a_file_the_addon_did_not_write(defects
     assert "tree_LOD3" in objects_in(library / "tree_3.blend")
     assert mine.read_bytes() == b"BLENDER-v405 the user's own tree " * 64
     lines = catalogs.read_text().splitlines()
-    assert lines[:len(theirs)] == theirs and lines.count(f"{mod('trellis_addon.finish').CATALOG_ID}:TRELLIS:TRELLIS") == 1
+    ours = f"{mod('trellis_addon.finish').CATALOG_ID}:TRELLIS:TRELLIS"
+    assert lines[:len(theirs)] == theirs and lines.count(ours) == 1
 
 
 def test_finish_settings_are_scene_properties_and_preset_fields(scene):
