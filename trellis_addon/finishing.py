@@ -97,15 +97,20 @@ def saved_file(ledger: str, name: str) -> dict | None:
 
 
 def _note_saved(ledger: str, name: str, path: str) -> None:
+    """The job folder's SAVED file says `path` is result `name`'s (a write that fails only means that a
+    later finishing saves under a new name)."""
     try:
         with open(ledger, encoding="utf-8") as f:
             saved = json.load(f)
     except (OSError, ValueError):
         saved = {}
-    st = os.stat(path)
-    saved = dict(saved if isinstance(saved, dict) else {}, **{name: {"path": path, "size": st.st_size,
-                                                                      "mtime_ns": st.st_mtime_ns}})
-    history.write_json_atomic(ledger, saved)
+    try:
+        st = os.stat(path)
+        saved = dict(saved if isinstance(saved, dict) else {}, **{name: {"path": path, "size": st.st_size,
+                                                                          "mtime_ns": st.st_mtime_ns}})
+        history.write_json_atomic(ledger, saved)
+    except OSError as exc:
+        print(f"TRELLIS: could not note {path} as {name}'s asset library file: {exc}")
 
 
 def snapshot_ids(objects: list, extras: list) -> set:
