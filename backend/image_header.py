@@ -1,10 +1,13 @@
 """An image file's width and height from its header, read before anything decodes it (a small PNG can
 hold a picture of 12000 x 12000 pixels). Pure Python: no bpy, no PIL. PNG, JPEG, WebP, BMP, TIFF and
 OpenEXR; None for anything else or a header that makes no sense (the caller's decoder decides then).
+`depth` adds the bits a channel and what the decoded picture takes in Blender (a 16-bit PNG decodes into
+floats: four times the bytes of an 8-bit one).
 """
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 HEAD = 64 * 1024  # JPEG markers before the frame header (EXIF, ICC profiles) are skipped by seeking
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -99,33 +102,50 @@ _TIFF_TYPES = {3: ("H", 2), 4: ("I", 4)}  # SHORT, LONG
 
 
 def _tiff(f, head: bytes):
+    found = _tiff_tags(f, head, (256, 257))
+    return (found[256], found[257]) if 256 in found and 257 in found else None
+
+
+def _tiff_tags(f, head: bytes, wanted: tuple) -> dict[int, int]:
+    """tag -> the first value of each wanted SHORT or LONG tag of the first directory."""
     order = "<" if head[:2] == b"II" else ">"
     f.seek(struct.unpack(order + "I", head[4:8])[0])
     count = struct.unpack(order + "H", f.read(2))[0]
     found = {}
     for _ in range(min(count, 512)):
-        tag, kind, _n, value = struct.unpack(order + "HHI4s", f.read(12))
-        if tag in (256, 257) and kind in _TIFF_TYPES:
+        tag, kind, n, value = struct.unpack(order + "HHI4s", f.read(12))
+        if tag in wanted and kind in _TIFF_TYPES:
             code, width = _TIFF_TYPES[kind]
+            if n * width > 4:  # the values are elsewhere (BitsPerSample of several samples): the first
+                here = f.tell()
+                f.seek(struct.unpack(order + "I", value)[0])
+                value = f.read(width)
+                f.seek(here)
             found[tag] = struct.unpack(order + code, value[:width])[0]
-    return (found[256], found[257]) if 256 in found and 257 in found else None
+    return found
 
 
 def _exr(f, head: bytes):
     """The dataWindow attribute of the header (box2i: xMin, yMin, xMax, yMax)."""
+    value = _exr_attributes(f).get((b"dataWindow", b"box2i"))
+    if value is None:
+        return None
+    x0, y0, x1, y1 = struct.unpack("<iiii", value[:16])
+    return x1 - x0 + 1, y1 - y0 + 1
+
+
+def _exr_attributes(f) -> dict[tuple[bytes, bytes], bytes]:
+    """(name, type) -> value of the header's attributes (within its first HEAD bytes)."""
     f.seek(8)
     data = f.read(HEAD)
-    pos = 0
+    pos, found = 0, {}
     while pos < len(data) and data[pos] != 0:
         name_end = data.index(b"\0", pos)
         type_end = data.index(b"\0", name_end + 1)
         attr_size = struct.unpack("<i", data[type_end + 1:type_end + 5])[0]
-        value = data[type_end + 5:type_end + 5 + attr_size]
-        if data[pos:name_end] == b"dataWindow" and data[name_end + 1:type_end] == b"box2i":
-            x0, y0, x1, y1 = struct.unpack("<iiii", value[:16])
-            return x1 - x0 + 1, y1 - y0 + 1
+        found[data[pos:name_end], data[name_end + 1:type_end]] = data[type_end + 5:type_end + 5 + attr_size]
         pos = type_end + 5 + max(0, attr_size)
-    return None
+    return found
 
 
 _READERS = (
@@ -137,3 +157,56 @@ _READERS = (
     (b"MM\0*", _tiff),
     (b"\x76\x2f\x31\x01", _exr),
 )
+
+
+# --- how a picture decodes -----------------------------------------------------------------------------
+class Depth(NamedTuple):
+    width: int
+    height: int
+    bits: int  # a channel's bits in the file (8 for JPEG, WebP, BMP and 8-bit PNG or TIFF)
+    is_float: bool  # Blender decodes it into a float buffer: OpenEXR, and PNG or TIFF deeper than 8 bits
+
+    @property
+    def decoded_bytes(self) -> int:
+        """What Blender's decoded picture takes: 4 bytes a pixel (RGBA bytes), or 16 (RGBA floats)."""
+        return self.width * self.height * (16 if self.is_float else 4)
+
+
+def depth(path: str) -> Depth | None:
+    """size() with the bits a channel and whether Blender decodes it into floats; None where size() is."""
+    try:
+        with open(path, "rb") as f:
+            found = size_of(f)
+            if found is None:
+                return None
+            f.seek(0)
+            head = f.read(32)
+            reader = next(r for magic, r in _READERS if head.startswith(magic))
+            bits, is_float = _DEPTHS.get(reader, lambda f, head: (8, False))(f, head)
+    except (OSError, struct.error, ValueError, IndexError, StopIteration):
+        return None
+    return Depth(found[0], found[1], bits, is_float)
+
+
+def _png_depth(f, head: bytes):
+    return head[24], head[24] > 8
+
+
+def _tiff_depth(f, head: bytes):
+    found = _tiff_tags(f, head, (258, 339))  # BitsPerSample, SampleFormat (3: floating point)
+    bits = found.get(258, 1)
+    return bits, bits > 8 or found.get(339) == 3
+
+
+def _exr_depth(f, head: bytes):
+    """32 bits unless every channel is HALF (the chlist attribute: name, pixel type 0 UINT, 1 HALF, 2 FLOAT...)."""
+    channels = _exr_attributes(f).get((b"channels", b"chlist"), b"")
+    pos, kinds = 0, set()
+    while pos < len(channels) and channels[pos] != 0:
+        name_end = channels.index(b"\0", pos)
+        kinds.add(struct.unpack("<i", channels[name_end + 1:name_end + 5])[0])
+        pos = name_end + 17  # pixel type, pLinear and 3 reserved bytes, x and y sampling
+    return (16 if kinds == {1} else 32), True
+
+
+_DEPTHS = {_png: _png_depth, _tiff: _tiff_depth, _exr: _exr_depth}

@@ -5,6 +5,7 @@ each finished result and exports it."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import sys
 import time
@@ -29,10 +30,35 @@ def find_inputs(pattern: str) -> list[str]:
 
 
 def output_names(paths: list[str]) -> dict[str, str]:
-    """input -> output stem: the file name without extension, with it where two inputs share a stem."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    return {p: stem if stems.count(stem) == 1 else f"{stem}_{os.path.splitext(p)[1][1:].lower()}"
-            for p, stem in zip(paths, stems)}
+    """input -> output stem, made from the whole input list at once, so the same inputs get the same names on
+    every run whatever order or --jobs they run in, and distinct inputs distinct names (letter case aside:
+    Windows and macOS do not tell `Chair` from `chair`). Each input gets the first of these no other input shares:
+    its file name without the extension (`chair`); with the extension (`chair.png`, `chair.jpg` ->
+    `chair_png`, `chair_jpg`); its path from the folder the inputs sharing that name have in common, folders
+    and dots as "_" (`a/chair.png`, `b/chair.png` -> `a_chair_png`, `b_chair_png`); that path with 8 hex
+    digits of a hash of the input's path from the folder all inputs have in common."""
+    root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
+    names = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
+    for level in range(3):
+        sharing: dict[str, list[str]] = {}
+        for p in paths:
+            sharing.setdefault(names[p].casefold(), []).append(p)
+        for group in (g for g in sharing.values() if len(g) > 1):
+            names.update({p: _respelled(level, p, names[p], group, root) for p in group})
+    return names
+
+
+def _respelled(level: int, path: str, name: str, group: list[str], root: str) -> str:
+    """output_names' next spelling of an input's name that `group` of inputs shares."""
+    if level == 0:
+        return f"{name}_{os.path.splitext(path)[1][1:].lower()}"
+    if level == 1:
+        return _flat(os.path.relpath(path, os.path.commonpath([os.path.dirname(p) for p in group])))
+    return f"{name}_{hashlib.sha256(_flat(os.path.relpath(path, root)).encode()).hexdigest()[:8]}"
+
+
+def _flat(relative: str) -> str:
+    return relative.replace(os.sep, "_").replace("/", "_").replace(".", "_")
 
 
 def run(args, wanted: dict) -> int:

@@ -162,10 +162,11 @@ def _mesh_parts(blend, glb_path, refusal: str) -> dict:
 def _good_spec(spec) -> bool:
     """A finish spec as finishing.specs makes it (the settings are validated where used)."""
     kinds = {"name": str, "settings": dict, "target_size": (int, float), "texture_size": int, "record": dict,
-             "preview_image": str, "library": str, "key": str}
+             "preview_image": str, "library": str, "saved": str, "key": str}
     return (isinstance(spec, dict) and all(isinstance(spec.get(k), t) for k, t in kinds.items())
             and bool(spec["name"]) and spec["key"] == finishing.spec_key(spec) and 0 <= spec["target_size"] < 1e6
-            and 0 < spec["texture_size"] <= 16384 and (not spec["library"] or os.path.isabs(spec["library"])))
+            and 0 < spec["texture_size"] <= 16384 and (not spec["library"] or os.path.isabs(spec["library"]))
+            and os.path.isabs(spec["saved"]) and os.path.basename(spec["saved"]) == finishing.SAVED)
 
 
 def prepare_task(channel: Channel, task: dict) -> dict:

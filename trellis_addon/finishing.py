@@ -21,6 +21,7 @@ from .importer import result_name
 from .record import QA_PROPERTY, ROLE, valid_qa
 
 BAKE_SAMPLES = 16
+SAVED = "library.json"  # in a job folder: per result name, the asset library file saved for it (saved_file)
 
 
 def specs(job) -> list[dict] | None:
@@ -46,7 +47,7 @@ def _specs(job, files: list) -> list[dict] | None:
                 "target_size": float(job.target_size or 0.0),
                 "texture_size": int(job.settings.get("texture_size") or 1024),
                 "record": json.loads(record.for_object(index)), "preview_image": preview,
-                "library": job.asset_library or ""}
+                "library": job.asset_library or "", "saved": os.path.join(job.output_dir, SAVED)}
         spec["key"] = spec_key(spec)
         out.append(spec)
     return out
@@ -72,8 +73,44 @@ def run(context, objects: list, spec: dict, progress=None, cancelled=None) -> tu
     extras = list(report["lods"]) + ([report["low"]] if report["low"] is not None else [])
     qa = dict(report["qa"], preview=report["preview"] or "none")
     finish.roots(objects)[0][QA_PROPERTY] = json.dumps(qa)
-    library = finish.save_to_library(list(objects) + extras, spec["library"], spec["name"]) if spec["library"] else ""
+    library = ""
+    if spec["library"]:
+        library = finish.save_to_library(list(objects) + extras, spec["library"], spec["name"],
+                                         own=saved_file(spec["saved"], spec["name"]))
+        _note_saved(spec["saved"], spec["name"], library)
     return qa, extras, library
+
+
+def saved_file(ledger: str, name: str) -> dict | None:
+    """The asset library file saved for result `name` of a job ({"path", "size", "mtime_ns"}, as the job
+    folder's SAVED file says; None where it says nothing readable). A later finishing of the same result
+    (the History entry imported again, other finish settings) replaces that file only while it is still the
+    one saved: finish.save_to_library checks."""
+    try:
+        with open(ledger, encoding="utf-8") as f:
+            found = json.load(f).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
+    kinds = {"path": str, "size": int, "mtime_ns": int}
+    ok = isinstance(found, dict) and all(type(found.get(k)) is t for k, t in kinds.items())
+    return found if ok and os.path.isabs(found["path"]) else None
+
+
+def _note_saved(ledger: str, name: str, path: str) -> None:
+    """The job folder's SAVED file says `path` is result `name`'s (a write that fails only means that a
+    later finishing saves under a new name)."""
+    try:
+        with open(ledger, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        saved = {}
+    try:
+        st = os.stat(path)
+        saved = dict(saved if isinstance(saved, dict) else {}, **{name: {"path": path, "size": st.st_size,
+                                                                          "mtime_ns": st.st_mtime_ns}})
+        history.write_json_atomic(ledger, saved)
+    except OSError as exc:
+        print(f"TRELLIS: could not note {path} as {name}'s asset library file: {exc}")
 
 
 def snapshot_ids(objects: list, extras: list) -> set:

@@ -14,6 +14,7 @@ from . import history, prefs
 
 MAX_SIDE = 1024  # TRELLIS.2 conditions on at most 1024 px on the long side
 MAX_MEGAPIXELS = 64.0  # default of the max_megapixels preference: larger pictures are refused undecoded
+MIB = 1 << 20
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr")  # files users may pick
 
 
@@ -52,14 +53,24 @@ def max_megapixels() -> float:
 
 def check_pixels(path: str, limit: float | None = None) -> None:
     """Refuse a picture above the pixel limit (megapixels; None: the preference) from its file's header,
-    before anything decodes it (unknown formats are left to Blender's loader)."""
-    found = image_header.size(path)
+    before anything decodes it (unknown formats are left to Blender's loader); and one whose decoded
+    picture is larger than that many pixels of 8-bit RGBA: Blender decodes a 16-bit or floating-point
+    picture into 16 bytes a pixel (4 for 8 bits), so such a picture may have a quarter of the pixels."""
+    found = image_header.depth(path)
     limit = max_megapixels() if limit is None else limit
-    if found and found[0] * found[1] > limit * 1e6:
-        w, h = found
-        raise InputError(f"Image {os.path.basename(path)!r} is {w} x {h} pixels ({w * h / 1e6:.1f} megapixels), "
+    if not found:
+        return
+    w, h, name = found.width, found.height, os.path.basename(path)
+    if w * h > limit * 1e6:
+        raise InputError(f"Image {name!r} is {w} x {h} pixels ({w * h / 1e6:.1f} megapixels), "
                          f"above the limit of {limit:g} megapixels (preferences: Max Megapixels): "
                          "scale it down first")
+    bound = limit * 1e6 * 4
+    if found.decoded_bytes > bound:
+        raise InputError(f"Image {name!r} is {w} x {h} pixels, {found.bits}-bit: it decodes to "
+                         f"{found.decoded_bytes / MIB:.1f} MiB; the limit is {bound / MIB:.1f} MiB "
+                         f"({limit:g} megapixels at 8 bits, preferences: Max Megapixels): "
+                         "save it as 8-bit or smaller")
 
 
 def display_name(image: bpy.types.Image) -> str:

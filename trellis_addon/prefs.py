@@ -50,7 +50,8 @@ class TRELLIS_AP_preferences(bpy.types.AddonPreferences):
     max_megapixels: bpy.props.FloatProperty(
         name="Max Megapixels", default=64.0, min=1.0, soft_max=400.0, precision=0,
         description="Pictures larger than this (width × height, in millions of pixels) are refused before "
-                    "Blender decodes them")
+                    "Blender decodes them; a 16-bit or floating-point picture counts four times (it decodes "
+                    "to four times the bytes)")
     history_cap_gb: bpy.props.FloatProperty(
         name="Keep at Most (GB)", default=20.0, min=0.0, soft_max=500.0, precision=1,
         description="History size cap: the oldest results are deleted beyond it (never a running job or a "

@@ -6,6 +6,7 @@ with nothing sent and no entry left; history still answers a repeated request at
 background Blender starts, the image is read on the main thread and the job says so; a background Blender
 killed while reading fails that one job and the next works."""
 import os
+import re
 import signal
 import struct
 import time
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, EXAMPLE_IMAGE, mod
-from test_bad_files import huge_png, write_png
+from test_bad_files import DEEP_REFUSED, flat_png, huge_png, write_png
 
 FAST = dict(backend="preview", resolution=512, texture_size=1024, decimation_target=100000)
 
@@ -162,6 +163,17 @@ def test_what_the_main_thread_refused_is_refused_with_the_same_message(builder, 
     assert job.worker is None, "nothing was sent"
     queue.flush_records()
     assert {n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))} <= before, "no entry left"
+
+
+def test_a_deep_picture_is_refused_by_the_background_blender_before_decoding(builder, scene, tmp_path):
+    """A 16-bit 8000 x 8000 PNG handed to the background Blender directly (as a request the main thread passed
+    would be): refused from its header with the main thread's message, nothing decoded."""
+    path = flat_png(tmp_path / "deep.png", 8000, 16)
+    start = time.monotonic()
+    job = prepared_in_background(builder, path, str(tmp_path / "job"))
+    assert job.state == "failed" and job.error_code.value == "bad_input"
+    assert re.search(DEEP_REFUSED, job.error), job.error
+    assert time.monotonic() - start < 20 and not os.path.exists(job.rgba_path)
 
 
 def test_a_repeated_request_is_answered_from_history_without_reading_the_image_again(builder, scene, tmp_path):

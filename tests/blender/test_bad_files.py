@@ -114,6 +114,44 @@ def test_a_picture_huge_in_pixels_is_refused_before_decoding(scene, tmp_path):
     assert mod("trellis_addon.image_input").image_header.size(path) == (8000, 8000)
 
 
+def flat_png(path, side, bits):
+    """A valid side x side RGBA PNG of one grey (8 or 16 bits a channel), compressed as it is written: a
+    16-bit one of 8000 x 8000 pixels is 2 MB on disk and 976.6 MiB decoded into floats."""
+    row = b"\0" + (b"\x80\x00" if bits == 16 else b"\x80") * 4 * side
+    packer = zlib.compressobj(1)
+    data = b"".join(packer.compress(row * 40) for _ in range(side // 40)) + packer.compress(row * (side % 40))
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, bits, 6, 0, 0, 0))
+                + chunk(b"IDAT", data + packer.flush()) + chunk(b"IEND", b""))
+    return str(path)
+
+
+DEEP_REFUSED = (r"'deep\.png' is 8000 x 8000 pixels, 16-bit: it decodes to 976\.6 MiB; the limit is "
+                r"244\.1 MiB \(64 megapixels at 8 bits, preferences: Max Megapixels\): save it as 8-bit or smaller")
+
+
+def test_a_deep_picture_is_refused_by_what_it_decodes_to(scene, tmp_path):
+    """Blender decodes a 16-bit picture into floats (16 bytes a pixel): at 64 megapixels that is 976.6 MiB, four
+    times an 8-bit one's, refused from the header; the 8-bit one and a 16-bit quarter of it still pass."""
+    image_input = mod("trellis_addon.image_input")
+    deep = flat_png(tmp_path / "deep.png", 8000, 16)
+    images = len(bpy.data.images)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=DEEP_REFUSED):
+        bpy.ops.trellis.generate(image=deep, **FAST)
+    assert time.perf_counter() - start < 1.0
+    assert len(bpy.data.images) == images, "never loaded"
+    header = image_input.image_header.depth(deep)
+    assert (header.bits, header.is_float, header.decoded_bytes) == (16, True, 8000 * 8000 * 16)
+    image_input.check_file(flat_png(tmp_path / "flat8.png", 8000, 8))
+    image_input.check_file(flat_png(tmp_path / "quarter16.png", 4000, 16))
+    with pytest.raises(image_input.InputError, match=r"decodes to 244\.3 MiB; the limit is 244\.1 MiB"):
+        image_input.check_file(flat_png(tmp_path / "more16.png", 4001, 16))
+
+
 @pytest.mark.parametrize("fmt,ext,quality", [("PNG", "png", 90), ("JPEG", "jpg", 90), ("BMP", "bmp", 90),
                                              ("TIFF", "tif", 90), ("OPEN_EXR", "exr", 90), ("WEBP", "webp", 80),
                                              ("WEBP", "webp", 100)])
@@ -130,6 +168,26 @@ def test_image_header_reads_what_blender_writes(scene, tmp_path, fmt, ext, quali
     with open(path, "wb") as f:
         f.write(head[:10])  # a cut header: unknown, left to Blender
     assert header.size(path) in (None, (37, 23))
+
+
+@pytest.mark.parametrize("fmt,ext,bits,deep", [("PNG", "png", "8", (8, False)), ("PNG", "png", "16", (16, True)),
+                                               ("TIFF", "tif", "8", (8, False)), ("TIFF", "tif", "16", (16, True)),
+                                               ("OPEN_EXR", "exr", "16", (16, True)),
+                                               ("OPEN_EXR", "exr", "32", (32, True)), ("JPEG", "jpg", "8", (8, False)),
+                                               ("WEBP", "webp", "8", (8, False))])
+def test_image_header_reads_the_depth_blender_writes_and_decodes(scene, tmp_path, fmt, ext, bits, deep):
+    header = mod("backend.image_header")
+    image = bpy.data.images.new("depth", 37, 23, alpha=True, float_buffer=bits != "8")
+    settings = scene.render.image_settings
+    settings.file_format, settings.color_mode = fmt, "RGB" if fmt == "JPEG" else "RGBA"
+    if bits != "8":
+        settings.color_depth = bits
+    path = str(tmp_path / f"image.{ext}")
+    image.save_render(path, scene=scene)
+    found = header.depth(path)
+    assert (found.width, found.height, found.bits, found.is_float) == (37, 23, *deep)
+    loaded = bpy.data.images.load(path)
+    assert loaded.size[0] == 37 and loaded.is_float == deep[1], "Blender decodes it as the header says"
 
 
 def test_16_bit_png_is_as_bright_as_its_8_bit_twin(scene, tmp_path):

@@ -15,7 +15,7 @@ import time
 import bpy
 import pytest
 
-from conftest import EXAMPLE_IMAGE, ROOT
+from conftest import EXAMPLE_IMAGE, ROOT, mod
 from servers.runware_server import RunwareServer
 from servers.scenario_server import ScenarioServer
 
@@ -133,6 +133,39 @@ def test_batch_skips_unsupported_reports_broken_and_keeps_the_rest(images, tmp_p
         assert e["seed"] == [3] and e["settings"]["resolution"] == 512 and e["duration"] > 0
     assert "4 done, 1 failed, 1 unsupported skipped" in out.stdout
     assert out.stdout.count("trellis: [") == 5, "a line per job"
+
+
+def test_batch_inputs_of_one_name_in_two_folders_get_two_outputs(saved_prefs, tmp_path):
+    """a/chair.png and b/chair.png: two outputs named by their folders, each in the manifest; a second run
+    (another --jobs) names them the same."""
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copy(EXAMPLE_IMAGE, tmp_path / "in" / folder / "chair.png")
+    listed = {}
+    for jobs in ("2", "1"):
+        outdir = tmp_path / f"out-{jobs}"
+        out = run("batch", str(tmp_path / "in" / "*" / "chair.png"), "-o", str(outdir), "--jobs", jobs, *FAST,
+                  "--seed", "3")
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert sorted(os.listdir(outdir)) == ["a_chair_png.glb", "b_chair_png.glb", "manifest.jsonl"]
+        listed[jobs] = {os.path.relpath(e["input"], tmp_path / "in"): [os.path.basename(o) for o in e["output"]]
+                        for e in manifest(outdir)}
+        assert all(is_glb(outdir / o) for names in listed[jobs].values() for o in names)
+    assert listed["2"] == listed["1"] == {os.path.join("a", "chair.png"): ["a_chair_png.glb"],
+                                          os.path.join("b", "chair.png"): ["b_chair_png.glb"]}
+
+
+def test_batch_output_names_are_distinct_and_do_not_depend_on_order(saved_prefs):
+    output_names = mod("trellis_addon.batch").output_names
+    assert output_names(["/in/apple.png", "/in/chair.png"]) == {"/in/apple.png": "apple", "/in/chair.png": "chair"}
+    assert output_names(["/in/chair.jpg", "/in/chair.png", "/x/apple.png"]) == {
+        "/in/chair.jpg": "chair_jpg", "/in/chair.png": "chair_png", "/x/apple.png": "apple"}, "as before"
+    paths = ["/in/a/chair.png", "/in/b/chair.png", "/in/a/chair.jpg", "/in/a_chair_png.png", "/in/Chair.png",
+             "/in/chair.png", "/in/c/d/chair.png"]
+    names = output_names(paths)
+    assert len({n.casefold() for n in names.values()}) == len(paths), names
+    assert names["/in/a/chair.jpg"] == "chair_jpg" and names["/in/c/d/chair.png"] == "c_d_chair_png"
+    assert output_names(paths[::-1]) == output_names(sorted(paths)) == names
 
 
 def test_batch_imports_and_finishes_in_as_many_background_blenders_as_jobs(images, tmp_path):

@@ -45,8 +45,8 @@ def record_of(obj):
 
 
 def generate(**keywords):
-    keywords = dict(dict(backend="runware", seed=5, force_new=True), **keywords)
-    assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, **keywords) == {"FINISHED"}
+    keywords = dict(dict(image=EXAMPLE_IMAGE, backend="runware", seed=5, force_new=True), **keywords)
+    assert bpy.ops.trellis.generate(**keywords) == {"FINISHED"}
     return mod("trellis_addon.queue").manager.jobs[-1]
 
 
@@ -227,6 +227,53 @@ def test_the_asset_library_preference_saves_each_result_and_registers_the_folder
     paths = [os.path.realpath(bpy.path.abspath(lib.path))
              for lib in bpy.context.preferences.filepaths.asset_libraries]
     assert paths.count(os.path.realpath(library)) == 1
+
+
+def test_the_asset_library_never_replaces_a_file_the_addon_did_not_write(defects, tmp_path):
+    """The user's own tree.blend and catalogs stay byte for byte: the result named tree is saved as
+    tree_2.blend; finishing the same result again (History answers it, other finish settings) replaces that
+    file, its own, and no other; once the user has saved over it, the next one is tree_3.blend."""
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    library = tmp_path / "assets"
+    library.mkdir()
+    mine = library / "tree.blend"
+    mine.write_bytes(b"BLENDER-v405 the user's own tree " * 64)
+    catalogs = library / "blender_assets.cats.txt"
+    theirs = ["# The studio's catalogs", "VERSION 1", "",
+              "7e1c9b2a-5d44-4c3e-9a61-0f2b8d3c4e5f:Props/Trees:Props-Trees",
+              "1d2e3f40-aaaa-4bbb-8ccc-123456789abc:TRELLIS:TRELLIS"]
+    catalogs.write_text("\n".join(theirs) + "\n")
+    image = tmp_path / "tree.png"
+    image.write_bytes(open(EXAMPLE_IMAGE, "rb").read())
+    own = library / "tree_2.blend"
+
+    def objects_in(path):
+        with bpy.data.libraries.load(str(path)) as (source, _):
+            return set(source.objects)
+
+    prefs.asset_library = str(library)
+    try:
+        first = generate(image=str(image), lod_levels=1)
+        assert first.library_files == [str(own)] and not first.from_cache
+        assert mine.read_bytes() == b"BLENDER-v405 the user's own tree " * 64
+        assert sorted(os.listdir(library)) == ["blender_assets.cats.txt", "tree.blend", "tree_2.blend"]
+        assert catalogs.read_text().splitlines()[:len(theirs)] == theirs, "the user's catalogs are kept"
+        again = generate(image=str(image), lod_levels=2, force_new=False)
+        assert again.from_cache and again.library_files == [str(own)]
+        assert "tree_LOD2" in objects_in(own), "the add-on's own file is replaced"
+        assert sorted(os.listdir(library)) == ["blender_assets.cats.txt", "tree.blend", "tree_2.blend"]
+        stamp = own.stat().st_mtime_ns + 10**9
+        os.utime(own, ns=(stamp, stamp))  # the user saved over it
+        saved = own.read_bytes()
+        third = generate(image=str(image), lod_levels=3, force_new=False)
+    finally:
+        prefs.asset_library = ""
+    assert third.library_files == [str(library / "tree_3.blend")] and own.read_bytes() == saved
+    assert "tree_LOD3" in objects_in(library / "tree_3.blend")
+    assert mine.read_bytes() == b"BLENDER-v405 the user's own tree " * 64
+    lines = catalogs.read_text().splitlines()
+    ours = f"{mod('trellis_addon.finish').CATALOG_ID}:TRELLIS:TRELLIS"
+    assert lines[:len(theirs)] == theirs and lines.count(ours) == 1
 
 
 def test_finish_settings_are_scene_properties_and_preset_fields(scene):

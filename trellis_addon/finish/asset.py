@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tempfile
 import uuid
 
@@ -148,23 +149,26 @@ def mark_asset(obj, record: dict | None, settings: dict, preview_image: str = ""
 
 
 def write_catalog(folder: str) -> str:
-    """Keep `blender_assets.cats.txt` in folder current: other catalogs kept, one TRELLIS entry."""
+    """Keep `blender_assets.cats.txt` in folder current: the TRELLIS entry added where it is missing, every
+    other line (the user's catalogs and comments) kept as it is; a file that has the entry is not written."""
     path = os.path.join(folder, CATALOG_FILE)
-    lines = []
+    entry = f"{CATALOG_ID}:{CATALOG_PATH}:{CATALOG_PATH}"
+    text = ""
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
-            lines = [ln.rstrip("\n") for ln in f]
-    entries = [ln for ln in lines if ln.strip() and not ln.startswith(("#", "VERSION"))
-               and not ln.startswith(CATALOG_ID) and ln.split(":")[1:2] != [CATALOG_PATH]]
-    text = ["# This is an Asset Catalog Definition file for Blender.", "#",
-            "# Empty lines and lines starting with `#` will be ignored.",
-            "# The first non-ignored line should be the version indicator.",
-            '# Other lines are of the format "UUID:catalog/path/for/assets:simple catalog name"', "",
-            "VERSION 1", ""] + entries + [f"{CATALOG_ID}:{CATALOG_PATH}:{CATALOG_PATH}"]
+            text = f.read()
+        if any(ln.startswith(CATALOG_ID + ":") for ln in text.splitlines()):
+            return path
+    if not text.strip():
+        text = "\n".join(["# This is an Asset Catalog Definition file for Blender.", "#",
+                          "# Empty lines and lines starting with `#` will be ignored.",
+                          "# The first non-ignored line should be the version indicator.",
+                          '# Other lines are of the format "UUID:catalog/path/for/assets:simple catalog name"', "",
+                          "VERSION 1", ""]) + "\n"
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(text) + "\n")
+        f.write(text + ("" if text.endswith("\n") else "\n") + entry + "\n")
     os.replace(tmp, path)
     return path
 
@@ -186,17 +190,57 @@ def pack_images(objects) -> None:
             image.pack()
 
 
-def save_to_library(objects, folder: str, name: str) -> str:
-    """Write the objects (result, LODs, low-poly: pass them all), images packed, as `<folder>/<name>.blend`
-    (and keep the folder's catalog file current). Returns the path."""
+def _still_own(folder: str, safe: str, own: dict | None) -> bool:
+    """Whether own ({"path", "size", "mtime_ns"}: the file saved earlier for the same result) is one of this
+    result's names in folder and still that very file: a plain file, its size and modification time as
+    recorded."""
+    if not own or os.path.dirname(own["path"]) != folder or \
+            not re.fullmatch(re.escape(safe) + r"(_\d+)?\.blend", os.path.basename(own["path"])):
+        return False
+    try:
+        st = os.lstat(own["path"])
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (own["size"], own["mtime_ns"])
+
+
+def _claim(tmp: str, folder: str, safe: str) -> str:
+    """tmp under the first of `<safe>.blend`, `<safe>_2.blend`, `_3`... that no file has; never over a file
+    (a hard link is refused where the name exists, so two Blenders saving at once each get a name)."""
+    number = 1
+    while True:
+        path = os.path.join(folder, f"{safe}.blend" if number == 1 else f"{safe}_{number}.blend")
+        number += 1
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links: the name is taken by creating it
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            os.replace(tmp, path)
+            return path
+        os.remove(tmp)
+        return path
+
+
+def save_to_library(objects, folder: str, name: str, own: dict | None = None) -> str:
+    """Write the objects (result, LODs, low-poly: pass them all), images packed, as `<folder>/<name>.blend`, or
+    `<name>_2.blend`, `_3`... where that name is taken: a file the add-on did not write is never replaced.
+    own: the file saved earlier for the same result ({"path", "size", "mtime_ns"}, as finishing records it),
+    replaced where it is still that very file. Keeps the folder's catalog file current. Returns the path."""
+    folder = os.path.normpath(folder)
     pack_images(objects)
     write_catalog(folder)
     safe = re.sub(r'[\\/:*?"<>|]+', "_", name).strip() or "result"
-    path = os.path.join(folder, f"{safe}.blend")
-    tmp = os.path.join(folder, f".{safe}.blend.tmp")
+    tmp = os.path.join(folder, f".{safe}.{uuid.uuid4().hex[:8]}.blend.tmp")
     bpy.data.libraries.write(tmp, set(objects), path_remap="NONE", fake_user=True, compress=True)
-    os.replace(tmp, path)
-    return path
+    if _still_own(folder, safe, own):
+        os.replace(tmp, own["path"])
+        return own["path"]
+    return _claim(tmp, folder, safe)
 
 
 def register_library(folder: str, name: str = LIBRARY_NAME, save_preferences: bool = True):
