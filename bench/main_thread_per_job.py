@@ -2,13 +2,13 @@
 (request.prepare + queueing: with the background Blender, only the file check and its header; without it, the
 image read, downsize, hash, prepared input and thumbnail), and the end of a job with a large result
 (results.import_job: link and place what the ticks ahead took from the .blend the background Blender saved, as
-the UI's modal operator does with a viewport open: results.preload, its images appended, each one's size read
-from its header, its objects loaded and checked, its mesh's normals computed, a tick each; and the same
-snapshot appended and placed in one tick, the order alternating from round to round) against a bare
+the UI's modal operator does with a viewport open: results.land_tick, the snapshot appended into no scene and
+checked, its mesh's normals computed, a tick each; and the same snapshot appended and placed in one tick, the
+order alternating from round to round) against a bare
 import_scene.gltf of the same GLB; a retexture job's start (the object copied into a .blend for the background
 Blender against its glTF export here) and end (the transferred UVs copied against the transfer). Goal: each at
 most 0.1 x the main-thread path it replaces. With --textured the ticks ahead also read (decode) each image, a
-tick each, as where a viewport draws textures (twins.viewports taken as Material Preview; the bpy module has
+tick each, as where a viewport draws textures (viewports.kinds taken as Material Preview; the bpy module has
 no window, so no GPU texture is made: that tick is the window's alone). The snapshot is signed by the
 background Blender and verified in a thread before the job is placed (signing.py): none of that is on the
 main thread; its time is shown apart.
@@ -72,45 +72,37 @@ def main() -> int:
         for background in (True, False):
             starts[background].append(start(background))
 
-    bare, placed, ahead, single, reads, loads, normals, hashed = [], [], [], [], [], [], [], []
-    importer, twins, loader, signing = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
-                                        for m in ("importer", "twins", "ahead", "signing"))
+    bare, placed, ahead, single, reads, normals, hashed = [], [], [], [], [], [], []
+    importer, signing, landing = (importlib.import_module(f"{PKG}.trellis_addon.{m}")
+                                  for m in ("importer", "signing", "landing"))
     prefs_module = importlib.import_module(f"{PKG}.trellis_addon.prefs")
-    threshold, twins.PRELOAD_BYTES = twins.PRELOAD_BYTES, 0  # both ways here, whatever the size
-    twins.any_viewport = lambda: True  # as in a window: the objects loaded and their normals made ahead
+    landing.viewports.any_open = lambda: True  # as in a window: appended and normals made ahead
     if args.textured:
-        twins.viewports = lambda: {"all"}
-    kinds, warm, load_ahead = [], twins._warm, loader.load
+        landing.viewports.kinds = lambda: {"all"}
+    kinds, tick = [], landing.Landing.tick
 
-    def recorded_warm(steps):  # what each tick after the first did: "read", "load", "normals"
-        if steps:
-            kinds.append(steps[0][0])
-        return warm(steps)
-
-    def recorded_load(snap, *rest):
-        loading = not loader.loading(snap)
-        did = load_ahead(snap, *rest)
-        if did:
-            kinds.append("load" if loading else "normals")
-        return did
-    twins._warm, loader.load = recorded_warm, recorded_load
+    def recorded_tick(self):  # what each tick did: "append", "read", "normals"
+        if self.steps:
+            kinds.append(self.steps[0][0])
+        return tick(self)
+    landing.Landing.tick = recorded_tick
 
     def place(job, preload: bool) -> None:
         """Append and place the result: with preload, in the ticks ahead that a window's modal operator takes
-        (results.preload, whatever the snapshot's size); without, all in one tick."""
+        (results.land_tick); without, all in one tick."""
         bpy.ops.wm.read_homefile(use_empty=True)
         if preload:
             ticks = []
             kinds.clear()
             while True:
                 began = time.perf_counter()
-                if not results.preload(job):
+                if not results.land_tick(job):
                     break
                 ticks.append(time.perf_counter() - began)
-            assert ticks and len(kinds) == len(ticks) - 1, kinds
+            assert ticks and kinds[0] == "append" and len(kinds) == len(ticks), kinds
             ahead.append(ticks[0])
-            for out, kind in ((reads, "read"), (loads, "load"), (normals, "normals")):
-                out.append([t for t, k in zip(ticks[1:], kinds) if k == kind])
+            for out, kind in ((reads, "read"), (normals, "normals")):
+                out.append([t for t, k in zip(ticks, kinds) if k == kind])
         began = time.perf_counter()
         results.import_job(bpy.context, job)
         (placed if preload else single).append(time.perf_counter() - began)
@@ -191,27 +183,22 @@ def main() -> int:
     print(f"  image read on the main thread:        {ms(starts[False])}")
     print(f"  ratio: {statistics.median(starts[True]) / statistics.median(starts[False]):.3f} (goal <= 0.1)")
     print(f"result of {faces} faces with {args.texture}² textures, main thread, {args.rounds} rounds:")
-    total = [p + a + sum(lo) for p, a, lo in zip(placed, ahead, loads)]  # the reads and
-    # the normals are not counted: a bare import leaves them to the viewport's first draw as well
-    way = "in a tick ahead" if snapshot_mb >= threshold / 2 ** 20 else "with the objects"
-    print(f"  the snapshot: {snapshot_mb:.1f} MiB; where no viewport draws textures the UI appends the images "
-          f"{way} (a tick of their own from {threshold / 2 ** 20:.0f} MiB, twins.PRELOAD_BYTES); here always ahead")
-    print(f"  the snapshot's signature verified (in a thread, before the job is placed; the main "
-          f"thread free meanwhile): {ms(hashed)}")
-    print(f"  its images appended in a tick ahead of it:             {ms(ahead)}")
+    total = [p + a for p, a in zip(placed, ahead)]  # the reads and the normals are not counted: a bare import
+    # leaves them to the viewport's first draw as well
+    print(f"  the snapshot: {snapshot_mb:.1f} MiB; its signature verified (in a thread, before the job is placed; "
+          f"the main thread free meanwhile): {ms(hashed)}")
+    print(f"  appended into no scene and checked, a tick ahead:      {ms(ahead)}")
     if args.textured:
         for n in range(len(reads[0])):
             print(f"  then image {n} read (decoded), a tick of its own:       {ms([r[n] for r in reads])} (out of the "
                   "first draw, which does it otherwise; not counted below)")
-    print(f"  then its objects loaded and checked, a tick:           {ms([sum(lo) for lo in loads])}")
     print(f"  then its mesh's normals computed, a tick:              {ms([sum(n) for n in normals])} (out of "
           "the first draw, which does it otherwise; not counted below)")
     print(f"  then the result linked and placed:                     {ms(placed)}")
     print(f"  main-thread time per result, appending and placing:    {ms(total)}")
     print(f"  the same snapshot appended and placed in one tick:     {ms(single)}")
     print(f"  bare import_scene.gltf of the same GLB:                {ms(bare)}")
-    longest = [max(p, a, *lo) for p, a, lo in zip(placed, ahead, loads)]  # the reads and normals
-    # apart, as above
+    longest = [max(p, a) for p, a in zip(placed, ahead)]  # the reads and normals apart, as above
     print(f"  ratio: {statistics.median(total) / statistics.median(bare):.3f} (goal <= 0.1); longest tick "
           f"{ms(longest)} against {ms(single)} in one tick")
     print(f"retexture job start for a {sphere_faces}-face sphere with a Bevel modifier, main thread, {args.rounds} "

@@ -5,7 +5,7 @@ import time
 
 import bpy
 
-from ..trellis_addon import ahead, blocking, results
+from ..trellis_addon import blocking, results
 from ..trellis_addon.queue import IMPORTING, flush_records, manager
 
 TIMER_SECONDS = 0.1
@@ -61,13 +61,13 @@ class ModalJob:
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
         manager.poll_all()
-        if job.state == IMPORTING and results.preload(job):  # its images and objects, in ticks ahead of the one
-            return {"PASS_THROUGH"}  # that places it
+        if job.state == IMPORTING and results.land_tick(job):  # its objects, images and normals, in ticks ahead
+            return {"PASS_THROUGH"}  # of the one that places it
         if job.state == IMPORTING or job.is_finished:
             context.window_manager.event_timer_remove(self._timer)
             context.workspace.status_text_set(None)
             result = self._done(context, job)
-            ahead.drop(job.id)  # what no append took (the job failed or was cancelled meanwhile)
+            results.drop_landings(job)  # what no placing took (the job failed or was cancelled meanwhile)
             redraw_sidebars(context)
             return result
         shown = (job.text, round(job.fraction, 3), int(job.elapsed))  # the bar's elapsed time ticks each second
@@ -79,5 +79,5 @@ class ModalJob:
 
     def cancel(self, context):  # Blender ends the operator (quit, window closed, file loaded): not the user's
         self._job.interrupt()  # Cancel, so a submitted paid task is left to be fetched on the next start
-        ahead.drop(self._job.id)
+        results.drop_landings(self._job)
         context.window_manager.event_timer_remove(self._timer)

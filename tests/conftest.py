@@ -64,11 +64,9 @@ def scene(addon, tmp_path):
     import bpy
 
     bpy.ops.wm.read_homefile(use_empty=True)
-    mod("trellis_addon.twins")._AHEAD.clear()  # nothing of an earlier test's is taken ahead
     # the main thread's fallback (no background Blender): what most tests here patch in this process; the
     # background Blender's way, the default everywhere, is the builder fixture's
     mod("trellis_addon.queue").manager.builder.enabled = False
-    mod("trellis_addon.ahead")._LOADED.clear()
     prefs = bpy.context.preferences.addons[PKG].preferences
     prefs.output_dir = str(tmp_path / "jobs")
     bpy.context.scene.cursor.location = (0, 0, 0)

@@ -25,6 +25,7 @@ queue.manager (blender_spec) through blend_main.py.
 """
 from __future__ import annotations
 
+import io
 import os
 import queue
 import sys
@@ -34,9 +35,9 @@ import traceback
 
 import bpy
 
-from ..backend import glb, protocol, schema
+from ..backend import glb, image_header, protocol, schema
 from ..backend.worker import Channel, take_protocol_channel
-from . import finish, finishing, image_input, importer, meshfile, signing, twins
+from . import finish, finishing, image_input, importer, meshfile, signing
 
 
 def _signing_key(task: dict) -> bytes:
@@ -73,7 +74,7 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
         except ValueError as exc:
             raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(path)}: {exc}") from None
         bpy.ops.wm.read_homefile(use_empty=True)  # nothing of an earlier task stays in memory
-        objects = importer.import_glb(bpy.context, path, snapshot=True, twins=True, signing_key=key)
+        objects = importer.import_glb(bpy.context, path, snapshot=True, from_glb=True, signing_key=key)
         snap = importer.snapshot_path(path)
         if not objects or not importer.fresh_snapshot(path):
             raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT,
@@ -92,7 +93,7 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
             measured.append({"failed": str(exc)})
             continue
         finished = importer.snapshot_path(path, spec["key"])
-        importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras), key, twins=True)
+        importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras), key)
         if not importer.fresh_snapshot(path, spec["key"]):
             raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the finished {os.path.basename(path)} was not saved")
         snapshots.append(finished)
@@ -102,11 +103,24 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
     return {"snapshots": snapshots, "qa": measured, "libraries": libraries}
 
 
+def pictures(image) -> list:
+    """(a name, (width, height) or None) of each picture the image decodes when drawn: its packed files' sizes
+    from their headers, a generated image's size for each of its tiles; none for an image without pixels of its
+    own."""
+    name = f"image {image.name}"
+    if len(image.packed_files):
+        return [(name, image_header.size_of(io.BytesIO(p.packed_file.data[:glb.TEXTURE_HEAD])))
+                for p in image.packed_files]
+    if image.source == "GENERATED":
+        return [(name, (image.generated_width, image.generated_height))] * max(1, len(image.tiles))
+    return []
+
+
 def _refuse_pictures(glb_path: str, snapshot: str) -> None:
     """BAD_OUTPUT, the snapshot removed, where a picture the GLB brought is too big to decode safely
-    (twins.pictures_problem: read from each image's header); the GLB check refuses these before, this holds
-    for what it cannot see."""
-    found = twins.pictures_problem(list(bpy.data.images))
+    (glb.sizes_problem of each image's header); the GLB check refuses these before, this holds for what it
+    cannot see."""
+    found = glb.sizes_problem(p for image in bpy.data.images for p in pictures(image))
     if found:
         for path in (snapshot, signing.signature_path(snapshot)):
             if os.path.exists(path):
@@ -138,7 +152,7 @@ def _retexture(channel: Channel, task: dict, files: list, key: bytes) -> dict:
     meshfile.transfer(bpy.context, source, found["target"])
     source[meshfile.PART] = "source"
     snapshot = importer.snapshot_path(path, meshfile.KEY)
-    importer.write_snapshot(snapshot, {found["target"], source}, key, twins=True)
+    importer.write_snapshot(snapshot, {found["target"], source}, key)
     if not importer.fresh_snapshot(path, meshfile.KEY):
         raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the transferred {os.path.basename(path)} was not saved")
     _refuse_pictures(path, snapshot)

@@ -8,9 +8,9 @@ import tempfile
 import bpy
 from mathutils import Vector
 
-from . import ahead, prefs, signing, snapshot_check
-from . import twins as twin_images
+from . import prefs, signing
 from .finish import roots as top_level
+from .landing import Landing
 from .record import OBJECT_PROPERTY, Record
 
 COLLECTION_NAME = "TRELLIS"
@@ -64,21 +64,23 @@ def chosen_snapshot(glb_path: str, key: str = "") -> str:
     return snapshot_path(glb_path) if fresh_snapshot(glb_path) else ""
 
 
-def import_glb(context, filepath: str, snapshot: bool = False, key: str = "", twins: bool = False,
-               verified: dict | None = None, signing_key: bytes = b"") -> list[bpy.types.Object]:
+def import_glb(context, filepath: str, snapshot: bool = False, key: str = "", from_glb: bool = False,
+               verified: dict | None = None, signing_key: bytes = b"", landing: Landing | None = None
+               ) -> list[bpy.types.Object]:
     """The GLB's objects, linked into the active collection. snapshot=True (history results): a snapshot .blend
     beside the GLB, signed by this user, is appended instead (1/17 of the glTF importer's time for a 500k-face
     result, bench/cache_hit.py): the finished one of `key` where there is one, else the raw one; anything
     unsigned, altered or changed since is never opened (signing.py): the GLB is imported and its snapshot
     written and signed anew. verified: {snapshot: fingerprint} checked off the main thread (the builder's); None:
-    checked here. signing_key: the key (prefs.signing_key() where empty). twins (the background Blender): the
-    snapshot keeps its images' bytes apart (write_snapshot); it never appends a snapshot."""
+    checked here. landing: that snapshot's landing, part of it done in the modal operator's ticks ahead.
+    signing_key: the key (prefs.signing_key() where empty). from_glb (the background Blender, which writes the
+    snapshots): never append one."""
     if snapshot and not signing_key:
-        if twins:
+        if from_glb:
             raise ValueError("the background Blender signs its snapshots with the key its task names")
         signing_key = prefs.signing_key()
     snap = snapshot_path(filepath) if snapshot else ""
-    keys = [] if twins or not snap else [key, ""] if key else [""]
+    keys = [] if from_glb or not snap else [key, ""] if key else [""]
     for path in [snapshot_path(filepath, k) for k in keys if fresh_snapshot(filepath, k)]:
         if verified is None:
             known, why = signing.verify(path, signing_key)
@@ -88,69 +90,39 @@ def import_glb(context, filepath: str, snapshot: bool = False, key: str = "", tw
             print(f"TRELLIS: snapshot {os.path.basename(path)} not opened ({why or 'changed since it was verified'})")
             continue
         try:
-            return _append_snapshot(context, path)
-        except Exception as exc:  # noqa: BLE001 - signed but not appendable (another Blender version's): rebuilt
+            lander = landing if landing is not None and landing.snapshot == path else Landing(path, known)
+            objects, collections = lander.take()
+        except RuntimeError as exc:  # signed but not appendable (another Blender version's): the GLB instead
             print(f"TRELLIS: snapshot {os.path.basename(path)} not used ({exc}), importing the GLB")
+            continue
+        for coll in collections:
+            context.collection.children.link(coll)
+        for obj in objects:
+            if not obj.users_collection:
+                context.collection.objects.link(obj)
+        return objects
     before = set(bpy.data.objects)
     result = bpy.ops.import_scene.gltf(filepath=filepath)
     if "FINISHED" not in result:
         raise RuntimeError(f"glTF import failed for {filepath}")
     objects = [o for o in bpy.data.objects if o not in before]
     if snap and objects:
-        write_snapshot(snap, set(objects), signing_key, twins)
+        write_snapshot(snap, set(objects), signing_key)
     return objects
 
 
-def write_snapshot(path: str, ids: set, signing_key: bytes, twins: bool = False) -> None:
+def write_snapshot(path: str, ids: set, signing_key: bytes) -> None:
     """The datablocks (objects, a collection) as a .blend, signed (signing.place_signed: written in a private
-    folder first, so that only the bytes written here are signed); a failure is only printed.
-    twins (the background Blender's snapshots): each packed image's bytes are kept apart (twins.py), so that
-    a big snapshot's images can be appended in a tick of their own (preload); this Blender's images are left
-    as they were."""
+    folder first, so that only the bytes written here are signed); a failure is only printed."""
     private = tempfile.mkdtemp(prefix="trellis2-snapshot-")
     tmp = os.path.join(private, os.path.basename(path))
-    made = []
     try:
-        if twins:
-            twin_images.make(made)
-        bpy.data.libraries.write(tmp, set(ids) | {twin for _, twin, _ in made}, path_remap="NONE",
-                                 fake_user=False, compress=False)
+        bpy.data.libraries.write(tmp, set(ids), path_remap="NONE", fake_user=False, compress=False)
         signing.place_signed(tmp, path, signing_key)
     except Exception as exc:  # a cache only: the import itself succeeded
         print(f"TRELLIS: could not save {os.path.basename(path)}: {exc}")
     finally:
-        twin_images.restore(made)
         shutil.rmtree(private, ignore_errors=True)
-
-
-def preload(glb_path: str, key: str = "", owner: str = "", verified: dict | None = None) -> bool:
-    """The UI's modal operator's ticks ahead of import_glb for this GLB and key, a call each; whether this one
-    did anything (False: the append's turn). Only a snapshot verified off the main thread and unchanged since
-    (verified: the builder's {snapshot: fingerprint}) is opened ahead. Where that snapshot is
-    twins.PRELOAD_BYTES or bigger or a viewport draws textures, twins.append_ahead; then, where a 3D viewport is
-    open, ahead.load: the placing tick and the first draw do neither. owner: ahead.drop's."""
-    snap = chosen_snapshot(glb_path, key)
-    if not snap or not signing.still(snap, (verified or {}).get(snap)):
-        return False
-    if ahead.loading(snap):
-        return ahead.load(snap, owner)
-    big = os.path.getsize(snap) >= twin_images.PRELOAD_BYTES
-    if (big or twin_images.viewports()) and twin_images.append_ahead(snap, owner):
-        return True  # (for a small snapshot, where a viewport draws textures: their reading and upload, out of
-    # the first draw, are worth a second opening of the file)
-    return twin_images.any_viewport() and ahead.load(snap, owner)
-
-
-def _append_snapshot(context, path: str) -> list[bpy.types.Object]:
-    """snapshot_check.load's objects (or those loaded ahead, ahead.load) linked into the active collection, its
-    collections as children of it."""
-    objects, collections = ahead.take(path) or snapshot_check.load(path)[:2]
-    for coll in collections:
-        context.collection.children.link(coll)
-    for obj in objects:
-        if not obj.users_collection:
-            context.collection.objects.link(obj)
-    return objects
 
 
 def anchor_bounds(anchor: bpy.types.Object) -> tuple[Vector, Vector]:

@@ -13,6 +13,7 @@ import bpy
 
 from ..backend import glb
 from . import finish, finishing, history, importer, meshfile, prefs, spending
+from .landing import Landing
 from .record import OBJECT_PROPERTY, Record
 from .paths import EXTENSION_ROOT
 from .queue import DONE, Job, manager, submit_io
@@ -63,7 +64,7 @@ def import_job(context, job: Job) -> list[bpy.types.Object]:
             except ValueError as exc:
                 raise RuntimeError(f"{os.path.basename(path)}: {exc}") from None
             objects = importer.import_glb(context, path, snapshot=True, key=snapshot_key(job, index, plan),
-                                          verified=built.get("verified"))
+                                          verified=built.get("verified"), landing=job.landings.get(path))
             created.extend(objects)
             main, more, measured = finishing.split(objects)
             if measured is None and index < len(done_there) and "failed" in (done_there[index] or {}):
@@ -112,18 +113,31 @@ def snapshot_key(job: Job, index: int, plan: list | None) -> str:
     return meshfile.KEY if job.mesh_source else (plan[index]["key"] if plan else "")
 
 
-def preload(job: Job) -> bool:
-    """One of the UI's modal operator's ticks ahead of import_job (importer.preload: the results' images and
-    objects appended, checked and warmed, so that the tick that places them does not do it all); whether it
-    did anything. Only snapshots the builder verified are opened ahead."""
-    plan = finishing.specs(job)
+def land_tick(job: Job) -> bool:
+    """One of the UI's modal operator's ticks ahead of import_job: the next step of each result's landing
+    (landing.py: appended into no scene, its images warmed and normals made where a viewport draws them), so
+    that the tick that places it does not do it all; whether it did anything. Only snapshots the builder
+    verified are landed ahead."""
+    plan, verified = finishing.specs(job), job.built.get("verified") or {}
     for index, path in enumerate((job.result or {}).get("files") or []):
-        try:
-            if importer.preload(path, snapshot_key(job, index, plan), job.id, job.built.get("verified")):
-                return True
-        except OSError:  # the GLB went away: import_job says so
-            return False
+        if path not in job.landings:
+            try:
+                snap = importer.chosen_snapshot(path, snapshot_key(job, index, plan))
+            except OSError:  # the GLB went away: import_job says so
+                return False
+            if snap not in verified:
+                continue
+            job.landings[path] = Landing(snap, verified[snap])
+        if job.landings[path].tick():
+            return True
     return False
+
+
+def drop_landings(job: Job) -> None:
+    """Remove what the ticks ahead appended that no placing took (the job failed or was cancelled between)."""
+    for landing in job.landings.values():
+        landing.drop()
+    job.landings.clear()
 
 
 def _finish_here(context, job: Job, objects: list, spec: dict, problems: list) -> tuple[dict, list]:

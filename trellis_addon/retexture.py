@@ -41,7 +41,7 @@ def apply_result(context, job: Job, obj: bpy.types.Object, on_copy: bool = False
     selected = [o.name for o in context.view_layer.objects if o.select_get()]
     path = job.result["files"][0]
     imported = importer.import_glb(context, path, snapshot=True, key=results.snapshot_key(job, 0, None),
-                                   verified=job.built.get("verified"))
+                                   verified=job.built.get("verified"), landing=job.landings.get(path))
     try:
         found = meshfile.parts(imported)
         source = found.get("source") or next((o for o in imported if o.type == "MESH"), None)

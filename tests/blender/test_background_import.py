@@ -69,10 +69,12 @@ def test_the_background_blender_imports_and_the_result_lands_the_same(builder):
 
 
 def test_appended_as_the_modal_operator_does_the_result_lands_the_same(builder, monkeypatch):
-    """The UI's modal operator appends a big result's images (results.preload) in a tick before the one that
-    appends its mesh: the same result, the same images, nothing left over."""
+    """The UI's modal operator lands a result in ticks ahead of the one that places it (results.land_tick,
+    landing.py): the same result, the same images, nothing left over."""
     queue, request, results = mod("trellis_addon.queue"), mod("trellis_addon.request"), mod("trellis_addon.results")
-    monkeypatch.setattr(mod("trellis_addon.twins"), "PRELOAD_BYTES", 0)  # this small result counts as big
+    viewports = mod("trellis_addon.landing.viewports")
+    monkeypatch.setattr(viewports, "any_open", lambda: True)  # as in a window, in Material Preview
+    monkeypatch.setattr(viewports, "kinds", lambda: {"all"})
     scene = bpy.context.scene.trellis2
     settings = request.resolve_settings(scene.to_settings(), {"seed": 14, "resolution": 512, "texture_size": 1024,
                                                               "decimation_target": 100000})
@@ -81,8 +83,13 @@ def test_appended_as_the_modal_operator_does_the_result_lands_the_same(builder, 
     until(job, "importing")
     assert job.state == "importing", f"{job.state}: {job.error}"
     assert set(job.built["verified"]) == set(job.built["snapshots"]), "verified in a thread before placing"
-    assert [results.preload(job) for _ in range(2)] == [True, False], "its images appended ahead"
-    assert not bpy.data.objects and len(bpy.data.images) == 2, "base colour and metallic-roughness, no mesh yet"
+    steps = 0
+    while results.land_tick(job):
+        steps += 1
+        assert steps < 20
+    assert steps >= 4, "appended, its images read, its normals, a tick each"
+    assert not [o for o in bpy.data.objects if o.users_scene], "nothing in the scene yet"
+    assert len(bpy.data.images) == 2 and all(i.has_data for i in bpy.data.images)
     uids = sorted(i.session_uid for i in bpy.data.images)
     results.import_job(bpy.context, job)
     assert job.state == "done" and sorted(i.session_uid for i in bpy.data.images) == uids, "no image but those two"
@@ -117,7 +124,7 @@ def test_a_killed_background_blender_fails_one_job_and_the_next_works(builder):
     while not job.is_finished and time.monotonic() < end:
         queue.manager.poll_all()
         time.sleep(0.02)
-    assert job.state == "failed" and "background Blender stopped unexpectedly (exit code -9)" in job.error
+    assert job.state == "failed" and "background Blender stopped unexpectedly (exit code -9;" in job.error
     next_job, _ = run_job(10)
     assert next_job.state == "done" and builder.worker.alive
 

@@ -111,8 +111,9 @@ def test_cache_hit_appends_the_saved_import_and_falls_back_to_the_glb(scene, mon
     snapshot = importer.snapshot_path(entry.files[0])
     assert os.path.isfile(snapshot), "the first import is saved beside the GLB"
     appended = []
-    real_append = importer._append_snapshot
-    monkeypatch.setattr(importer, "_append_snapshot", lambda *a: appended.append(a[1]) or real_append(*a))
+    landing = mod("trellis_addon.landing")
+    real_load = landing._load
+    monkeypatch.setattr(landing, "_load", lambda path: appended.append(path) or real_load(path))
     bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST) == {"FINISHED"}
     hit = bpy.context.view_layer.objects.active
@@ -236,7 +237,7 @@ def test_result_of_a_killed_blender_is_importable_on_the_next_start(scene, tmp_p
                                       dict(seed=77, resolution=512, texture_size=1024, decimation_target=100000))
         job = jobs.manager.enqueue(g.prepare_job(image={EXAMPLE_IMAGE!r}, backend="preview", settings=settings))
         while job.state != jobs.IMPORTING:
-            job.poll()
+            jobs.manager.poll_all()
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGKILL)
     """))

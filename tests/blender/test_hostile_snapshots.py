@@ -17,7 +17,7 @@ import pytest
 from conftest import EXAMPLE_IMAGE, mod
 from servers.base import png_head
 
-TWIN = "trellis2_packed"  # twins.TWIN (test_snapshot_twins uses it from there)
+TWIN = "trellis2_packed"  # the name earlier versions gave an image's packed twin in a snapshot
 
 KINDS = ["modifier", "constraint", "driver", "camera", "external_image", "image_sequence", "packed_sequence",
          "twin_missing", "twin_reads_a_file", "script_node", "ies_external", "linked", "linked_fifo",
@@ -144,15 +144,14 @@ def write_hostile(path: str, kind: str, tmp_path) -> None:
 
 
 def _everything() -> set:
-    return mod("trellis_addon.snapshot_check").all_ids()
+    return mod("trellis_addon.landing.check").all_ids()
 
 
 def opened(monkeypatch) -> list:
-    """The snapshots the add-on opens from now on (each of its two ways of opening one, counted)."""
-    check, twins, found = mod("trellis_addon.snapshot_check"), mod("trellis_addon.twins"), []
-    load, ahead = check.load, twins.append_ahead
-    monkeypatch.setattr(check, "load", lambda path, *a, **kw: found.append(path) or load(path, *a, **kw))
-    monkeypatch.setattr(twins, "append_ahead", lambda path, *a, **kw: found.append(path) or ahead(path, *a, **kw))
+    """The snapshots the add-on opens from now on (its one way of opening one: the landing's append)."""
+    landing, found = mod("trellis_addon.landing"), []
+    load = landing._load
+    monkeypatch.setattr(landing, "_load", lambda path: found.append(path) or load(path))
     return found
 
 
@@ -266,8 +265,9 @@ def test_a_snapshot_changed_after_it_was_verified_is_not_opened(result, capsys, 
         dst.write(src.read())
     os.replace(copy, snap)
     found = opened(monkeypatch)
-    assert importer.preload(result, "", "job", {snap: known}) is False, "nothing opened ahead"
-    objects = importer.import_glb(bpy.context, result, snapshot=True, verified={snap: known})
+    lander = mod("trellis_addon.landing").Landing(snap, known)
+    assert lander.tick() is True and lander.tick() is False, "refused in the append's tick"
+    objects = importer.import_glb(bpy.context, result, snapshot=True, verified={snap: known}, landing=lander)
     assert "changed since it was verified" in capsys.readouterr().out
     assert [o.name for o in objects] == ["geometry_0"] and found == []
 
@@ -279,7 +279,9 @@ def test_the_snapshot_the_import_writes_passes_the_check(result):
     assert os.path.isfile(importer.snapshot_path(result))
     for obj in objects:
         bpy.data.objects.remove(obj)
-    again = importer._append_snapshot(bpy.context, importer.snapshot_path(result))
+    known = mod("trellis_addon.signing").verify(importer.snapshot_path(result),
+                                                mod("trellis_addon.prefs").signing_key())[0]
+    again, _ = mod("trellis_addon.landing").Landing(importer.snapshot_path(result), known).take()
     assert [o.name for o in again] == ["geometry_0"] and not bpy.data.libraries
 
 
@@ -291,8 +293,9 @@ def test_what_a_signed_snapshot_brings_is_still_checked(result, kind, tmp_path):
     snap = importer.snapshot_path(result)
     private = str(tmp_path / "private.blend")
     write_hostile(private, kind, tmp_path)
-    signing.place_signed(private, snap, mod("trellis_addon.prefs").signing_key())
+    key = mod("trellis_addon.prefs").signing_key()
+    signing.place_signed(private, snap, key)
     before = _everything()
     with pytest.raises(RuntimeError):
-        importer._append_snapshot(bpy.context, snap)
+        mod("trellis_addon.landing").Landing(snap, signing.verify(snap, key)[0]).take()
     assert not [i.name for i in _everything() - before], "nothing it brought stays"

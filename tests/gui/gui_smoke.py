@@ -63,7 +63,7 @@ def settled(quiet=1.0, longest=20.0):
 
 
 PLACING = []  # (start, end, what) of each results.import_job call (appending and placing a result) and each
-# results.preload call that did a step ahead of placing it ("preloading": images appended, checked, read, uploaded;
+# results.land_tick call that did a step ahead of placing it ("preloading": appended, images read, uploaded;
 # objects loaded, normals computed)
 
 
@@ -178,41 +178,32 @@ def time_modal_callbacks():
                 pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(25)
                 result.setdefault("placing_profiles", []).append(text.getvalue()[-6000:])
     results.import_job = timed_import
-    preload = results.preload
+    land_tick = results.land_tick
 
-    def timed_preload(job):
+    def timed_land_tick(job):
         started = time.perf_counter()
-        appended = preload(job)
-        if appended:
+        did = land_tick(job)
+        if did:
             PLACING.append((started, time.perf_counter(), "preloading"))
-        return appended
-    results.preload = timed_preload
-    twins = importlib.import_module(f"{PKG}.trellis_addon.twins")
-    warm = twins._warm
-
-    def recorded_warm(steps):
-        if steps:
-            image = bpy.data.images.get(steps[0][1])
-            WARMED.append((steps[0][0], image.session_uid if image else None))
-        return warm(steps)
-    twins._warm = recorded_warm
-    ahead = importlib.import_module(f"{PKG}.trellis_addon.ahead")
-    load_ahead = ahead.load
-
-    def recorded_load(snap, *args):
-        loading = not ahead.loading(snap)
-        did = load_ahead(snap, *args)
-        entry = ahead._LOADED.get(snap)
-        if loading and entry is not None:
-            LOADED_AHEAD.extend(bpy.data.objects[n].session_uid for n in entry.objects)
         return did
-    ahead.load = recorded_load
-    if not BENCH:
-        importlib.import_module(f"{PKG}.trellis_addon.twins").PRELOAD_BYTES = 0
+    results.land_tick = timed_land_tick
+    landing = importlib.import_module(f"{PKG}.trellis_addon.landing")
+    tick = landing.Landing.tick
+
+    def recorded_tick(self):
+        kind, name = self.steps[0] if self.steps else ("", "")
+        did = tick(self)
+        if kind == "append":
+            LOADED_AHEAD.extend(bpy.data.objects[n].session_uid for n in self.objects)
+        elif kind in ("read", "upload"):
+            image = bpy.data.images.get(name)
+            WARMED.append((kind, image.session_uid if image else None))
+        return did
+    landing.Landing.tick = recorded_tick
 
 
-LOADED_AHEAD = []  # session_uid of each object loaded in a tick ahead of placing it (ahead.load)
-WARMED = []  # (step, the image's session_uid) of each image decoded or uploaded in a tick ahead (twins._warm)
+LOADED_AHEAD = []  # session_uid of each object appended in a tick ahead of placing it (landing.py)
+WARMED = []  # (step, the image's session_uid) of each image decoded or uploaded in a tick ahead (landing.py)
 PANEL_DRAWS = []  # (start, seconds) of each of the add-on's panel draw callbacks (its Python, in a sidebar redraw)
 
 
@@ -297,12 +288,10 @@ def landed():
 
 
 def packed_images(obj):
-    """The result's textures are in the file, as the glTF importer leaves them (their twins, appended ahead of
-    the mesh, took their place)."""
+    """The result's textures are in the file, as the glTF importer leaves them (no landing mark left)."""
     used = [n.image for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image]
     assert used and all(i.packed_file is not None and not i.keys() and not i.use_fake_user for i in used), \
         [(i.name, i.packed_file is not None, i.keys()) for i in used]
-    assert not [i.name for i in bpy.data.images if i.name.startswith("trellis2_packed")], "no twin left"
 
 
 def press_escape():
@@ -339,10 +328,9 @@ def check_result():
     nodes = obj.active_material.node_tree.nodes
     assert any(n.type == "TEX_IMAGE" for n in nodes), "PBR textures imported"
     packed_images(obj)
-    if not BENCH:  # the modal operator's preload path, taken here for a small result too (in the benchmark:
-        # only as the add-on decides, for snapshots of twins.PRELOAD_BYTES or more)
-        assert any(what == "preloading" for _, _, what in PLACING), "its images were appended in a tick before"
-        assert obj.session_uid in LOADED_AHEAD, "the viewport is open: the object was loaded in a tick before"
+    if not BENCH:  # the modal operator's ticks ahead of placing (landing.py)
+        assert any(what == "preloading" for _, _, what in PLACING), "landed in ticks before placing"
+        assert obj.session_uid in LOADED_AHEAD, "the viewport is open: the object was appended in a tick before"
     result["faces"] = len(obj.data.polygons)
     timings = sorted(t for t, landing in MODAL_TIMINGS if not landing)  # per modal callback while the job runs
     landing = [round(t * 1000, 1) for t, is_landing in MODAL_TIMINGS if is_landing]

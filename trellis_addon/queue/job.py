@@ -53,6 +53,7 @@ class Job:
         self.asset_library = asset_library  # folder each finished result is also saved to ("": none)
         self.qa: list[dict] = []  # per result, once imported (Record.qa)
         self.built: dict = {}  # the background Blender's import answer (snapshots, qa, library files)
+        self.landings: dict = {}  # {result GLB: landing.Landing}, made by the modal operator's ticks ahead
         self.library_files: list[str] = []  # the asset library .blend files written for it
         self.finish_plan: tuple | None = None  # (result files, finishing.specs of them): made once
         self.parts: list[list[str]] = []  # per result, once imported: its objects' names, LODs and low-poly too
