@@ -9,8 +9,9 @@ import bpy
 
 from ..backend import schema
 from ..trellis_addon import blocking, entry_lock, history, prefs, props, request, results, resume
-from ..trellis_addon.queue import IMPORTING, Job, manager
+from ..trellis_addon.queue import DONE, IMPORTING, Job, manager
 from ..trellis_addon.record import OBJECT_PROPERTY, Record
+from .modal_job import ModalJob
 
 
 def entry_folder(entry_id: str) -> str | None:
@@ -85,31 +86,38 @@ class _EntryOperator:
         return entry
 
 
-class TRELLIS_OT_history_import(_EntryOperator, bpy.types.Operator):
+class TRELLIS_OT_history_import(ModalJob, _EntryOperator, bpy.types.Operator):
     """Import this result again (or for the first time, if Blender stopped before importing it)"""
 
     bl_idname = "trellis.history_import"
     bl_label = "Import Result"
     bl_options = {"UNDO", "INTERNAL"}
 
-    def execute(self, context):
+    def _start(self, context):
+        """The entry's result as a job waiting to be imported: its snapshots verified off the main thread (or
+        its GLBs imported again in the background Blender), then landed as a new result's are."""
         entry = self._entry_in((history.DONE, history.READY), "no importable result")
         if entry is None:
-            return {"CANCELLED"}
+            return None
         record = entry.record
-        job = Job(name=entry.title, backend=record.get("backend", "preview"), mode=record.get("mode", "generate"),
-                  settings=record.get("settings") or {}, rgba_path=os.path.join(entry.folder, history.INPUT),
-                  output_dir=entry.folder, image_ref=record.get("image", ""), model=record.get("model", ""),
-                  target_size=float(record.get("target_size") or 0.0), image_sha=record.get("image_hash", ""),
-                  cache_key=record.get("cache_key", ""), remote=record.get("remote"), created=record.get("created"),
-                  result={"files": entry.files, "seeds": record.get("seeds", []), "cost": record.get("cost"),
-                          "cost_unit": record.get("cost_unit"), "info": record.get("info", {})}, state=IMPORTING,
-                  finish=schema.validate_finish(context.scene.trellis2.to_finish()),
-                  asset_library=prefs.asset_library())
-        try:
-            results.import_job(context, job)
-        except request.RequestError as exc:
-            self.report({"ERROR"}, str(exc))
+        return manager.add(Job(
+            name=entry.title, backend=record.get("backend", "preview"), mode=record.get("mode", "generate"),
+            settings=record.get("settings") or {}, rgba_path=os.path.join(entry.folder, history.INPUT),
+            output_dir=entry.folder, image_ref=record.get("image", ""), model=record.get("model", ""),
+            target_size=float(record.get("target_size") or 0.0), image_sha=record.get("image_hash", ""),
+            cache_key=record.get("cache_key", ""), remote=record.get("remote"), created=record.get("created"),
+            result={"files": entry.files, "seeds": record.get("seeds", []), "cost": record.get("cost"),
+                    "cost_unit": record.get("cost_unit"), "info": record.get("info", {})}, state=IMPORTING,
+            finish=schema.validate_finish(context.scene.trellis2.to_finish()), asset_library=prefs.asset_library()))
+
+    def _done(self, context, job):
+        if job.state == IMPORTING:
+            try:
+                results.import_job(context, job)
+            except request.RequestError:
+                pass  # import_job failed the job with its message
+        if job.state != DONE:
+            self.report({"ERROR"}, f"TRELLIS: {job.error or 'import cancelled'}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"TRELLIS: imported {', '.join(job.objects)} from history")
         return {"FINISHED"}

@@ -69,6 +69,22 @@ def test_a_crafted_snapshot_linked_to_a_fifo_never_reaches_the_users_blender(bui
     assert not bpy.data.libraries
 
 
+def test_a_history_import_never_opens_a_crafted_snapshot(builder, tmp_path, capsys):
+    """History's Import goes the builder's way too: the snapshot verified off the main thread; a crafted one
+    (custom properties nested 100 000 deep: Blender's reader crashes on it) is rebuilt in the background."""
+    first = generate(45)
+    snap = first.built["snapshots"][0]
+    looks = landed()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    write_hostile(snap, "deep_properties", tmp_path)
+    imports = imports_done(builder)
+    capsys.readouterr()
+    entry = os.path.basename(first.output_dir)
+    assert bpy.ops.trellis.history_import(entry=entry) == {"FINISHED"}
+    assert f"snapshot {os.path.basename(snap)} not opened (its signature does not match" in capsys.readouterr().out
+    assert imports_done(builder) == imports + 1 and landed() == looks
+
+
 def test_the_key_is_owner_only_and_in_no_file_a_job_writes(builder):
     prefs, signing = mod("trellis_addon.prefs"), mod("trellis_addon.signing")
     job = generate(43)
