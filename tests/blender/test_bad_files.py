@@ -79,6 +79,27 @@ def test_result_paths_outside_the_entry_are_never_imported(scene, tmp_path):
         assert not bpy.data.objects and not os.path.exists(importer.snapshot_path(outside))
 
 
+def test_a_history_glb_that_would_allocate_10m_vertices_is_never_imported(scene, monkeypatch):
+    """A GLB of 396 bytes whose accessor has count 10 000 000 and no bufferView passed the check; Blender's glTF
+    importer then made 10M vertices of zeros (+951 MiB). Now the import fails with the reason, and the user's
+    Blender never runs the importer on it."""
+    from servers.base import MALFORMED_GLBS
+    bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=11, **FAST)
+    [entry] = entries()
+    with open(entry.files[0], "wb") as f:
+        f.write(MALFORMED_GLBS["10M zeros"]())
+    bpy.ops.wm.read_homefile(use_empty=True)
+    importer, calls = mod("trellis_addon.importer"), []
+    monkeypatch.setattr(importer, "import_glb", lambda *args, **kwargs: calls.append(args) or [])
+    meshes, objects = len(bpy.data.meshes), len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match=r"Import failed: result_0\.glb: .*accessor 0 has no bufferView and a count "
+                                           r"of 10000000: the importer would make that many elements of zeros; at most "
+                                           r"65536 are accepted"):
+        bpy.ops.trellis.history_import(entry=entry.id)
+    assert calls == [], "the glTF importer never ran (importer.import_glb runs it)"
+    assert (len(bpy.data.meshes), len(bpy.data.objects)) == (meshes, objects) == (0, 0)
+
+
 def test_delete_never_leaves_the_history_folder(scene, tmp_path):
     bpy.ops.trellis.generate(image=EXAMPLE_IMAGE, seed=9, **FAST)
     [entry] = entries()

@@ -24,12 +24,18 @@ def tiny_doc() -> dict:
 
 
 def glb_bytes(doc: dict, binary: bytes) -> bytes:
-    js = json.dumps(doc).encode()
+    return raw_glb(json.dumps(doc).encode(), binary)
+
+
+def raw_glb(js: bytes, binary: bytes | None = None) -> bytes:
+    """A GLB of these JSON chunk bytes (whatever they are: not UTF-8, nested 100 000 deep) and a binary chunk
+    (None: none), each padded to 4 bytes as GLB asks."""
     js += b" " * (-len(js) % 4)
-    binary += b"\0" * (-len(binary) % 4)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    return (b"glTF" + struct.pack("<II", 2, total) + struct.pack("<II", len(js), 0x4E4F534A) + js
-            + struct.pack("<II", len(binary), 0x004E4942) + binary)
+    chunks = struct.pack("<II", len(js), 0x4E4F534A) + js
+    if binary is not None:
+        binary += b"\0" * (-len(binary) % 4)
+        chunks += struct.pack("<II", len(binary), 0x004E4942) + binary
+    return b"glTF" + struct.pack("<II", 2, 12 + len(chunks)) + chunks
 
 
 def tiny_glb() -> bytes:
@@ -63,6 +69,17 @@ HOSTILE_GLBS = {
     "textures together": lambda doc: doc.update(images=[{"uri": png_data_uri(8192, 8192)}] * 5),
     "texture of no known format": lambda doc: doc.update(images=[{"uri": "data:image/png;base64,AAAAAAAA"}]),
     "65 images": lambda doc: doc.update(images=[{"uri": png_data_uri(1, 1)}] * 65),  # over glb.MAX_IMAGES
+}
+
+
+# Malformed or oversized GLBs whose checking must end as a refusal (ValueError; a worker's bad_output), never
+# as a crash: each a complete file, its header's length right.
+MALFORMED_GLBS = {
+    "JSON 100 000 deep": lambda: raw_glb(b"[" * 100_000 + b"]" * 100_000),
+    "12 bytes": lambda: b"glTF" + struct.pack("<II", 2, 12),
+    "JSON not UTF-8": lambda: raw_glb(b'{"asset": {"version": "2.0\xff\xfe"}}'),
+    "10M zeros": lambda: glb_bytes(dict(tiny_doc(), accessors=[{"componentType": 5126, "count": 10_000_000,
+                                                               "type": "VEC3"}]), bytes(36)),
 }
 
 

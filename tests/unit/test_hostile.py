@@ -12,8 +12,8 @@ import pytest
 from backend import glb, registry
 from backend.protocol import ErrorCode, JobError
 from backend.providers import http
-from servers.base import (FILE_FAULTS, HOSTILE_GLBS, MiB, glb_bytes, hostile_glb, png_data_uri, png_head, tiny_doc,
-                          tiny_glb)
+from servers.base import (FILE_FAULTS, HOSTILE_GLBS, MALFORMED_GLBS, MiB, glb_bytes, hostile_glb, png_data_uri,
+                          png_head, tiny_doc, tiny_glb)
 from servers.empiriolabs_server import EmpirioLabsServer
 from servers.runware_server import RunwareServer
 from servers.scenario_server import ScenarioServer
@@ -121,6 +121,22 @@ def test_hostile_result_glb_is_refused_and_removed(tmp_path, backend, kind):
     error = messages[-1]
     assert error["type"] == "error" and error["code"] == "bad_output", error
     assert "is not a complete GLB" in error["message"] and registry.get(backend).short_label in error["message"]
+    assert leftovers(tmp_path) == [], "nothing left to import"
+
+
+@pytest.mark.parametrize("kind,why", [("JSON 100 000 deep", "nests 100000 levels deep"),
+                                      ("12 bytes", "too short to hold a JSON chunk"),
+                                      ("JSON not UTF-8", "not UTF-8"),
+                                      ("10M zeros", "no bufferView and a count of 10000000")])
+def test_malformed_result_glb_is_bad_output_and_removed(tmp_path, kind, why):
+    """A GLB whose check once ended in a RecursionError or struct.error (an `internal` error, "a bug", the file
+    left on disk) or that passed it (10M vertices of zeros from 396 bytes) is refused like any bad result."""
+    with RunwareServer(api_key=RW, glb=MALFORMED_GLBS[kind]()) as server:
+        messages, _ = run_job(job(tmp_path, "runware", server))
+    error = messages[-1]
+    assert error["type"] == "error" and error["code"] == "bad_output", error
+    assert "Runware result" in error["message"] and "is not a complete GLB" in error["message"], error
+    assert why in error["message"], error
     assert leftovers(tmp_path) == [], "nothing left to import"
 
 
