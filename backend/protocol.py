@@ -29,6 +29,9 @@ Worker -> add-on (stdout):
 
 Made by the add-on itself, never sent by a worker (its reader thread, when the process ended):
   {"type": "exit", "code": int, "log_tail": str}
+
+The background Blender (trellis_addon/blend_worker.py) speaks this protocol too: its tasks (import, prepare)
+and their answers are typed and documented in blender_protocol.py.
 """
 from __future__ import annotations
 

@@ -1,30 +1,16 @@
 """The background Blender worker: heavy bpy work off the UI's main thread, on the same JSON-lines protocol
-as the Python workers (backend/protocol.py). One task at a time:
-
-  {"type": "job", "id", "kind": "import", "files": [path.glb], "finish": [spec, ...] or absent}  import
-      each GLB with Blender's glTF importer and save it as the snapshot .blend beside it
-      (importer.snapshot_path), signed with the key in "key_file" (signing.py), which the UI's Blender then
-      appends in a fraction of the import's time; with a finish spec per file (finishing.specs), finish it
-      (stage progress; a cancel for the task is checked between stages) and save the finished snapshot ->
-      {"type": "result", "id", "snapshots", "qa": [per file; {"failed": ...} where a step failed, and its raw
-      snapshot], "libraries"}. A GLB whose pictures the UI's Blender could not decode safely is refused.
-  {"type": "job", "id", "kind": "prepare", "image": path, "colorspace", "alpha_mode", "rgba": path.npy,
-      "thumb": path.png or "", "max_megapixels"}  read, check and downsize the image with Blender's image
-      code, write the prepared input (and the thumbnail) -> {"type": "result", "id", "image_sha"};
-      an unreadable or refused image -> error BAD_INPUT with the message the main thread would give;
-      with "mesh_blend": path.blend, "mesh_glb": path.glb (a retexture job, the image fields optional)
-      export that .blend's lone mesh object as the job's input GLB -> also "mesh"
-  with "retexture": the job's input_mesh.blend instead of "finish" (a retexture job): the result fitted onto
-      the object as it looks and its UVs transferred onto the object's own mesh, saved as the snapshot of
-      key meshfile.KEY (the transferred mesh and the fitted result)
-  {"type": "cancel", "id"}  stop that import task's finishing before its next stage
-  {"type": "shutdown"} or EOF: exit
+as the Python workers (backend/protocol.py). One task at a time: a GLB import into signed snapshots (finished,
+or a retexture job's result transferred onto the object's mesh) or a job's input prepared (its image read, its
+mesh exported). The tasks and answers are typed and documented in backend/blender_protocol.py; a task that
+does not parse is answered BAD_INPUT, and so is one whose files are not there. A GLB whose pictures the UI's
+Blender could not decode safely is refused.
 
 Answers hello, progress, result, error ({"code", "message"}) like the other workers. Started by
 queue.manager (blender_spec) through blend_main.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import queue
@@ -36,35 +22,58 @@ import traceback
 import bpy
 
 from ..backend import glb, image_header, protocol, schema
+from ..backend.blender_protocol import TASKS, ImportAnswer, ImportTask, MessageError, PrepareAnswer, PrepareTask
 from ..backend.worker import Channel, take_protocol_channel
 from . import finish, finishing, image_input, importer, meshfile, signing
 
 
-def _signing_key(task: dict) -> bytes:
-    """The key the task's snapshots are signed with, read from the key file it names."""
-    path = task.get("key_file")
+BAD_INPUT = protocol.ErrorCode.BAD_INPUT
+REFUSALS = {  # MessageError.part -> what a task that does not parse is answered
+    "files": "import task needs existing GLB files",
+    "key_file": "import task: the signing key: no key file named",
+    "retexture": "retexture task needs the job's mesh .blend",
+    "finish": "import task: one finish spec per file, or none",
+    "image or mesh_blend": "prepare task needs an image or a mesh",
+    **dict.fromkeys(("mesh_blend", "mesh_glb"), "prepare task needs the mesh's .blend and its GLB path"),
+    **dict.fromkeys(("image", "rgba", "thumb", "colorspace", "alpha_mode", "max_megapixels"),
+                    "prepare task needs an image, a job folder and a limit"),
+}
+
+
+def parse_task(msg: dict) -> ImportTask | PrepareTask:
+    """The typed task of a job message; JobError BAD_INPUT (the refusal of the field at fault) where it does
+    not parse."""
+    kind = TASKS.get(msg.get("kind"))
+    if kind is None or not isinstance(msg.get("id"), str):
+        raise protocol.JobError(BAD_INPUT, f"unknown task {msg.get('kind')!r}")
     try:
-        if not (isinstance(path, str) and os.path.isabs(path)):
-            raise signing.SigningError("no key file named")
+        return kind.parse(msg)
+    except MessageError as exc:
+        print(f"refused task {msg['id']}: {exc}", file=sys.stderr)
+        raise protocol.JobError(BAD_INPUT, REFUSALS.get(exc.part, f"{msg['kind']} task: {exc}")) from None
+
+
+def _signing_key(path: str) -> bytes:
+    """The key the task's snapshots are signed with, read from the key file it names."""
+    try:
         return signing.read_key(path)
     except (OSError, signing.SigningError) as exc:
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, f"import task: the signing key: {exc}") from None
+        raise protocol.JobError(BAD_INPUT, f"import task: the signing key: {exc}") from None
 
 
-def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
-    files, plan = task.get("files"), task.get("finish")
-    if not isinstance(files, list) or not all(isinstance(f, str) and os.path.isfile(f) for f in files):
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task needs existing GLB files")
-    key = _signing_key(task)
-    if task.get("retexture") is not None:
-        return _retexture(channel, task, files, key)
-    if plan is not None and not (isinstance(plan, list) and len(plan) == len(files)
-                                 and all(_good_spec(spec) for spec in plan)):
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "import task: one finish spec per file, or none")
+def import_task(channel: Channel, task: ImportTask, cancelled=None) -> ImportAnswer:
+    files, plan = task.files, task.finish
+    if not all(os.path.isfile(f) for f in files):
+        raise protocol.JobError(BAD_INPUT, REFUSALS["files"])
+    key = _signing_key(task.key_file)
+    if task.retexture is not None:
+        return _retexture(channel, task, key)
+    if plan is not None and not all(_good_spec(spec) for spec in plan):
+        raise protocol.JobError(BAD_INPUT, REFUSALS["finish"])
     snapshots, measured, libraries = [], [], []
     for index, path in enumerate(files):
         def say(text, fraction=0.0, index=index):
-            channel.send("progress", id=task["id"], stage="import", step=index, total=len(files),
+            channel.send("progress", id=task.id, stage="import", step=index, total=len(files),
                          fraction=(index + fraction) / len(files),
                          text=text if len(files) == 1 else f"{text} ({index + 1}/{len(files)})")
 
@@ -83,24 +92,25 @@ def import_task(channel: Channel, task: dict, cancelled=None) -> dict:
         if plan is None:
             snapshots.append(snap)
             continue
-        spec = dict(plan[index], settings=schema.validate_finish(plan[index]["settings"]))
+        spec = dataclasses.replace(plan[index], settings=schema.validate_finish(plan[index].settings))
         try:
-            qa, extras, library = finishing.run(bpy.context, objects, spec, progress=say, cancelled=cancelled)
+            qa, extras, library = finishing.run(bpy.context, objects, spec.to_message(), progress=say,
+                                                cancelled=cancelled)
         except finish.FinishCancelled:
             raise protocol.JobError(protocol.ErrorCode.CANCELLED, "Finishing cancelled") from None
         except finish.FinishError as exc:  # the raw result is imported instead; the job says which step failed
             snapshots.append(snap)
             measured.append({"failed": str(exc)})
             continue
-        finished = importer.snapshot_path(path, spec["key"])
+        finished = importer.snapshot_path(path, spec.key)
         importer.write_snapshot(finished, finishing.snapshot_ids(objects, extras), key)
-        if not importer.fresh_snapshot(path, spec["key"]):
+        if not importer.fresh_snapshot(path, spec.key):
             raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the finished {os.path.basename(path)} was not saved")
         snapshots.append(finished)
         measured.append(qa)
         libraries += [library] if library else []
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"snapshots": snapshots, "qa": measured, "libraries": libraries}
+    return ImportAnswer(task.id, snapshots, measured, libraries)
 
 
 def pictures(image) -> list:
@@ -128,20 +138,20 @@ def _refuse_pictures(glb_path: str, snapshot: str) -> None:
         raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(glb_path)}: {found}")
 
 
-def _retexture(channel: Channel, task: dict, files: list, key: bytes) -> dict:
+def _retexture(channel: Channel, task: ImportTask, key: bytes) -> ImportAnswer:
     """A retexture job's result fitted onto the object (as it looks) and its UVs transferred onto the object's
     own mesh, both from the job's input_mesh.blend; saved as the snapshot of key meshfile.KEY beside the GLB:
     the transferred mesh ("target") and the fitted result ("source")."""
-    path = files[0] if files else ""
-    found = _mesh_parts(task["retexture"], path, "retexture task needs the job's mesh .blend")
-    channel.send("progress", id=task["id"], stage="import", step=0, total=1, fraction=0.0,
+    path = task.files[0]  # the task's parse: its .blend sits beside it
+    found = _mesh_parts(task.retexture, REFUSALS["retexture"])
+    channel.send("progress", id=task.id, stage="import", step=0, total=1, fraction=0.0,
                  text="Transferring the texture in the background")
     try:
         glb.check_self_contained(path)
     except ValueError as exc:
         raise protocol.JobError(protocol.ErrorCode.BAD_OUTPUT, f"{os.path.basename(path)}: {exc}") from None
     if set(found) != {"export", "target"}:
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend lacks the object or its mesh")
+        raise protocol.JobError(BAD_INPUT, "the mesh's .blend lacks the object or its mesh")
     for obj in found.values():
         bpy.context.scene.collection.objects.link(obj)
     imported = importer.import_glb(bpy.context, path)
@@ -157,16 +167,14 @@ def _retexture(channel: Channel, task: dict, files: list, key: bytes) -> dict:
         raise protocol.JobError(protocol.ErrorCode.INTERNAL, f"the transferred {os.path.basename(path)} was not saved")
     _refuse_pictures(path, snapshot)
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"snapshots": [snapshot], "qa": [], "libraries": []}
+    return ImportAnswer(task.id, [snapshot])
 
 
-def _mesh_parts(blend, glb_path, refusal: str) -> dict:
-    """The parts (meshfile.parts) of a job's input_mesh.blend, appended into an empty file: the .blend must sit
-    beside the job's GLB path (its folder); JobError BAD_INPUT with the refusal otherwise."""
-    if not (isinstance(blend, str) and blend.endswith(".blend") and os.path.isfile(blend)
-            and isinstance(glb_path, str) and glb_path.endswith(".glb")
-            and os.path.dirname(glb_path) == os.path.dirname(blend)):
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, refusal)
+def _mesh_parts(blend: str, refusal: str) -> dict:
+    """The parts (meshfile.parts) of a job's input_mesh.blend (beside the job's GLB path: the task's parse),
+    appended into an empty file; JobError BAD_INPUT with the refusal where it is not there."""
+    if not os.path.isfile(blend):
+        raise protocol.JobError(BAD_INPUT, refusal)
     bpy.ops.wm.read_homefile(use_empty=True)
     with bpy.data.libraries.load(blend, link=False) as (src, dst):
         dst.objects = list(src.objects)
@@ -174,57 +182,43 @@ def _mesh_parts(blend, glb_path, refusal: str) -> dict:
 
 
 def _good_spec(spec) -> bool:
-    """A finish spec as finishing.specs makes it (the settings are validated where used)."""
-    kinds = {"name": str, "settings": dict, "target_size": (int, float), "texture_size": int, "record": dict,
-             "preview_image": str, "library": str, "saved": str, "key": str}
-    return (isinstance(spec, dict) and all(isinstance(spec.get(k), t) for k, t in kinds.items())
-            and bool(spec["name"]) and spec["key"] == finishing.spec_key(spec) and 0 <= spec["target_size"] < 1e6
-            and 0 < spec["texture_size"] <= 16384 and (not spec["library"] or os.path.isabs(spec["library"]))
-            and os.path.isabs(spec["saved"]) and os.path.basename(spec["saved"]) == finishing.SAVED)
+    """A finish spec as finishing.specs makes it, beyond its parse: keyed by what shapes it, its ledger the job
+    folder's (the settings are validated where used)."""
+    return spec.key == finishing.spec_key(spec.to_message()) and os.path.basename(spec.saved) == finishing.SAVED
 
 
-def prepare_task(channel: Channel, task: dict) -> dict:
+def prepare_task(channel: Channel, task: PrepareTask) -> PrepareAnswer:
     """A job's input: its image read (image fields) and/or, for a retexture job, its mesh exported (mesh
     fields)."""
-    if task.get("image") is None and task.get("mesh_blend") is None:
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "prepare task needs an image or a mesh")
-    answer = {}
-    if task.get("mesh_blend") is not None:
-        answer.update(_export_mesh(channel, task))
-    if task.get("image") is not None:
-        answer.update(_read_image(channel, task))
-    return answer
+    mesh = _export_mesh(channel, task) if task.mesh_blend is not None else None
+    image_sha = _read_image(channel, task) if task.image is not None else None
+    return PrepareAnswer(task.id, image_sha, mesh)
 
 
-def _read_image(channel: Channel, task: dict) -> dict:
-    image, rgba, thumb = task.get("image"), task.get("rgba"), task.get("thumb", "")
-    limit, colorspace, alpha_mode = task.get("max_megapixels"), task.get("colorspace", ""), task.get("alpha_mode", "")
-    folder = os.path.dirname(rgba) if isinstance(rgba, str) else ""
-    if not (isinstance(image, str) and image and isinstance(rgba, str) and rgba.endswith(".npy")
-            and os.path.isdir(folder) and isinstance(thumb, str) and (not thumb or os.path.dirname(thumb) == folder)
-            and isinstance(colorspace, str) and alpha_mode in ("", *image_input.ALPHA_MODES)
-            and isinstance(limit, (int, float)) and not isinstance(limit, bool)
-            and limit > 0):
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "prepare task needs an image, a job folder and a limit")
-    channel.send("progress", id=task["id"], stage="prepare", step=0, total=1, fraction=0.0,
+def _read_image(channel: Channel, task: PrepareTask) -> str:
+    """The prepared input's hash, its image read into it (and the thumbnail) in the job folder."""
+    if not os.path.isdir(os.path.dirname(task.rgba)):
+        raise protocol.JobError(BAD_INPUT, REFUSALS["rgba"])
+    channel.send("progress", id=task.id, stage="prepare", step=0, total=1, fraction=0.0,
                  text="Reading the image in the background")
     bpy.ops.wm.read_homefile(use_empty=True)
     try:
-        return image_input.prepare_file(image, rgba, thumb, colorspace, float(limit), alpha_mode)
+        return image_input.prepare_file(task.image, task.rgba, task.thumb, task.colorspace,
+                                        float(task.max_megapixels), task.alpha_mode)["image_sha"]
     except image_input.InputError as exc:
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, str(exc)) from None
+        raise protocol.JobError(BAD_INPUT, str(exc)) from None
 
 
-def _export_mesh(channel: Channel, task: dict) -> dict:
+def _export_mesh(channel: Channel, task: PrepareTask) -> str:
     """The object as it looks, from the job's input_mesh.blend (meshfile.write_mesh_blend), exported as its GLB
     as meshfile.export_mesh exports it, under the object's own name."""
-    path = task.get("mesh_glb")
-    found = _mesh_parts(task.get("mesh_blend"), path, "prepare task needs the mesh's .blend and its GLB path")
-    channel.send("progress", id=task["id"], stage="prepare", step=0, total=1, fraction=0.0,
+    path = task.mesh_glb
+    found = _mesh_parts(task.mesh_blend, REFUSALS["mesh_blend"])
+    channel.send("progress", id=task.id, stage="prepare", step=0, total=1, fraction=0.0,
                  text="Exporting the mesh in the background")
     obj = found.get("export")
     if obj is None:
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, "the mesh's .blend holds no mesh to export")
+        raise protocol.JobError(BAD_INPUT, "the mesh's .blend holds no mesh to export")
     name = obj.get(meshfile.NAME_PROPERTY)
     if meshfile.NAME_PROPERTY in obj:
         del obj[meshfile.NAME_PROPERTY]
@@ -234,12 +228,9 @@ def _export_mesh(channel: Channel, task: dict) -> dict:
     try:
         meshfile.export_mesh(bpy.context, obj, path)
     except Exception as exc:  # noqa: BLE001 (reported as the task's error)
-        raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, f"Could not export the mesh: {exc}") from None
+        raise protocol.JobError(BAD_INPUT, f"Could not export the mesh: {exc}") from None
     bpy.ops.wm.read_homefile(use_empty=True)
-    return {"mesh": path}
-
-
-TASKS = {"import": import_task, "prepare": prepare_task}
+    return path
 
 
 class Inbox:
@@ -281,15 +272,14 @@ def main() -> int:
         task_id = msg.get("id") if isinstance(msg.get("id"), str) else None
         started = time.monotonic()
         try:
-            run = TASKS.get(msg.get("kind"))
-            if run is None or task_id is None:
-                raise protocol.JobError(protocol.ErrorCode.BAD_INPUT, f"unknown task {msg.get('kind')!r}")
-            if run is import_task:
-                result = run(channel, msg, cancelled=lambda task_id=task_id: task_id in inbox.cancelled)
+            task = parse_task(msg)
+            if isinstance(task, ImportTask):
+                answer = import_task(channel, task, cancelled=lambda task_id=task_id: task_id in inbox.cancelled)
             else:
-                result = run(channel, msg)
+                answer = prepare_task(channel, task)
             print(f"task {task_id} ({msg['kind']}) done in {time.monotonic() - started:.2f} s", file=sys.stderr)
-            channel.send("result", id=task_id, **result)
+            result = answer.to_message()
+            channel.send(result.pop("type"), **result)
         except protocol.JobError as exc:
             channel.send("error", id=task_id, code=exc.code.value, message=str(exc))
         except Exception as exc:  # report, keep serving

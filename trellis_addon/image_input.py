@@ -10,6 +10,7 @@ import bpy
 import numpy as np
 
 from ..backend import image_header, preview_mesh
+from ..backend.blender_protocol import ALPHA_MODES
 from . import history, prefs
 
 MAX_SIDE = 1024  # TRELLIS.2 conditions on at most 1024 px on the long side
@@ -168,9 +169,6 @@ def remember_hash(key: tuple | None, image_sha: str) -> None:
 def known_hash(key: tuple | None) -> str | None:
     """The hash a background read of this very file gave, so a cache lookup need not decode it again."""
     return _HASHES.get(key) if key is not None else None
-
-
-ALPHA_MODES = ("STRAIGHT", "PREMUL", "CHANNEL_PACKED", "NONE")
 
 
 def prepare_file(path: str, rgba_path: str, thumb_path: str = "", colorspace: str = "",

@@ -8,6 +8,7 @@ import signal
 import time
 
 import bpy
+import pytest
 
 from conftest import EXAMPLE_IMAGE, mod
 
@@ -227,3 +228,34 @@ def test_a_background_blenders_answer_is_checked_before_use(scene, tmp_path):
     assert checked_answer(job, {"qa": ["not a dict"]})["qa"] == [None]
     job.asset_library = ""
     assert checked_answer(job, {"libraries": [str(library / "apple.blend")]})["libraries"] == []
+
+
+def test_a_task_the_background_blender_cannot_parse_is_refused(addon, tmp_path):
+    """A task is parsed as its typed message (backend/blender_protocol.py) before any work: one that does not
+    parse, or names GLB files that are not there, is answered BAD_INPUT with the refusal of the field at fault."""
+    worker, protocol = mod("trellis_addon.blend_worker"), mod("backend.protocol")
+    blender_protocol = mod("backend.blender_protocol")
+    glb_path, blend = str(tmp_path / "result_0.glb"), str(tmp_path / "input_mesh.blend")
+    good = {"type": "job", "id": "t", "kind": "import", "files": [glb_path], "key_file": str(tmp_path / "key")}
+    assert worker.parse_task(good) == blender_protocol.ImportTask("t", [glb_path], str(tmp_path / "key"))
+    cases = [
+        (dict(good, files=glb_path), "import task needs existing GLB files"),
+        (dict(good, key_file="key"), "import task: the signing key: no key file named"),
+        (dict(good, finish=[{"name": "apple"}]), "import task: one finish spec per file, or none"),
+        (dict(good, retexture=str(tmp_path / "elsewhere" / "input_mesh.blend")),
+         "retexture task needs the job's mesh .blend"),
+        (dict(good, kind="export"), "unknown task 'export'"),
+        (dict(good, id=3), "unknown task 'import'"),
+        ({"type": "job", "id": "p", "kind": "prepare"}, "prepare task needs an image or a mesh"),
+        ({"type": "job", "id": "p", "kind": "prepare", "image": "a.png", "rgba": "input.png", "max_megapixels": 4},
+         "prepare task needs an image, a job folder and a limit"),
+        ({"type": "job", "id": "p", "kind": "prepare", "mesh_blend": blend, "mesh_glb": "/elsewhere/mesh.glb"},
+         "prepare task needs the mesh's .blend and its GLB path"),
+    ]
+    for msg, refusal in cases:
+        with pytest.raises(protocol.JobError) as caught:
+            worker.parse_task(msg)
+        assert (caught.value.code, str(caught.value)) == (protocol.ErrorCode.BAD_INPUT, refusal), msg
+    with pytest.raises(protocol.JobError) as caught:  # parses, but its GLB is not there
+        worker.import_task(None, worker.parse_task(good))
+    assert str(caught.value) == "import task needs existing GLB files"

@@ -7,6 +7,7 @@ import sys
 
 import bpy
 
+from ...backend.blender_protocol import ImportAnswer
 from .. import prefs
 from ..blend_main import MEMORY_VARIABLE
 from ..paths import EXTENSION_ROOT
@@ -33,18 +34,18 @@ def checked_answer(job: Job, msg: dict) -> dict:
     """The background Blender's import answer, checked before anything uses it: snapshots as .blend files beside
     the job's GLBs, one valid measured quality per GLB at most, library files as .blend files in the job's asset
     library folder. Anything else is dropped (the snapshots are verified before they are opened)."""
+    try:
+        answer = ImportAnswer.parse(msg)
+    except ValueError as exc:
+        print(f"TRELLIS: the background Blender's import answer does not parse ({exc}); what does is kept")
+        answer = ImportAnswer.parse(msg, drop=True)
     files = (job.result or {}).get("files") or []
     beside = {os.path.dirname(os.path.realpath(f)) for f in files}
     library = os.path.realpath(job.asset_library) if job.asset_library else ""
 
-    def listed(key):
-        value = msg.get(key)
-        return value if isinstance(value, list) else []
-
     def in_folder(path, folders):
-        return (isinstance(path, str) and path.endswith(".blend") and os.path.isfile(path)
-                and os.path.dirname(os.path.realpath(path)) in folders)
+        return path.endswith(".blend") and os.path.isfile(path) and os.path.dirname(os.path.realpath(path)) in folders
 
-    return {"snapshots": [p for p in listed("snapshots") if in_folder(p, beside)][:len(files)],
-            "qa": [q if valid_qa(q) else None for q in listed("qa")[:len(files)]],
-            "libraries": [p for p in listed("libraries") if library and in_folder(p, {library})][:len(files)]}
+    return {"snapshots": [p for p in answer.snapshots if in_folder(p, beside)][:len(files)],
+            "qa": [q if valid_qa(q) else None for q in answer.qa[:len(files)]],
+            "libraries": [p for p in answer.libraries if library and in_folder(p, {library})][:len(files)]}

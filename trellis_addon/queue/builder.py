@@ -24,6 +24,7 @@ import threading
 import time
 
 from ...backend import protocol
+from ...backend.blender_protocol import FinishSpec, ImportTask, PrepareAnswer, PrepareTask, is_sha
 from .. import finishing, history, image_input, importer, meshfile, prefs, signing
 from .background_blender import blender_spec, checked_answer
 from .job import BUILDING, CANCELLED, IMPORTING, PREPARING, QUEUED, Job, discard_folder
@@ -33,7 +34,16 @@ from .process import WorkerProcess, log_tail
 IDLE_SECONDS = 60.0  # the background Blender exits after this long without a task
 FALLBACK = "Imported on the main thread (no background Blender could start)"
 READ_FALLBACK = "Image read on the main thread (no background Blender could start)"
-SHA = frozenset("0123456789abcdef")
+
+
+def _answered_sha(msg: dict) -> str | None:
+    """The prepared input's hash a prepare answer gives; None where the answer does not parse (the job fails:
+    no prepared input)."""
+    try:
+        return PrepareAnswer.parse(msg).image_sha
+    except ValueError as exc:
+        print(f"TRELLIS: the background Blender's prepare answer is refused: {exc}")
+        return None
 
 
 class Task:
@@ -144,9 +154,10 @@ class Builder:
             return
         task = self.tasks[job.id] = Task(job, "import", worker, rebuilt)
         plan = finishing.specs(job)
-        extra = {"finish": plan} if plan else {"retexture": job.mesh_source} if self._transfers(job) else {}
-        worker.submit(task, protocol.encode("job", id=task.id, kind="import", files=job.result["files"],
-                                            key_file=key_file, **extra))
+        message = ImportTask(task.id, list(job.result["files"]), key_file,
+                             finish=[FinishSpec(**spec) for spec in plan] if plan else None,
+                             retexture=job.mesh_source if not plan and self._transfers(job) else None)
+        worker.submit(task, message.to_line())
 
     def _verify(self, job: Job, snapshots: list, key: bytes, rebuilt: bool) -> None:
         """Verify the snapshots' signatures in a thread (the main thread never reads them whole); its answer
@@ -204,14 +215,14 @@ class Builder:
                      alpha_mode=job.source.get("alpha_mode", ""), max_megapixels=image_input.max_megapixels()
                      ) if job.source else {}
         mesh = dict(mesh_blend=job.mesh_source, mesh_glb=job.mesh_path) if job.mesh_source else {}
-        worker.submit(task, protocol.encode("job", id=task.id, kind="prepare", **image, **mesh))
+        worker.submit(task, PrepareTask(task.id, **image, **mesh).to_line())
 
     def _prepared(self, job: Job, image_sha) -> None:
         """The prepared input (and a retexture job's mesh) is on disk: history is asked, then the job queues
         (pump starts it). An image read here before has its hash already."""
         image_sha = image_sha if job.source else job.image_sha
-        if not (isinstance(image_sha, str) and len(image_sha) == 64 and set(image_sha) <= SHA
-                and os.path.isfile(job.rgba_path)) or (job.mesh_source and not os.path.isfile(job.mesh_path)):
+        if not (is_sha(image_sha) and os.path.isfile(job.rgba_path)) \
+                or (job.mesh_source and not os.path.isfile(job.mesh_path)):
             job.fail("The background Blender wrote no prepared input", protocol.ErrorCode.INTERNAL)
             submit_io(discard_folder, job.output_dir)
             return
@@ -245,7 +256,7 @@ class Builder:
                 if msg["type"] == "progress":
                     job.text = msg.get("text") or job.text
                 elif msg["type"] == "result" and task.kind == "prepare":
-                    self._prepared(job, msg.get("image_sha"))
+                    self._prepared(job, _answered_sha(msg))
                 elif msg["type"] == "verified":
                     self._verified(task, msg["found"])
                 elif msg["type"] == "result":
