@@ -90,6 +90,7 @@ def result(scene, tmp_path):
 def builder(scene):
     """The background Blender on, as everywhere outside the tests of the fallback; stopped after."""
     manager = mod("trellis_addon.queue").manager
+    manager.builder.stop()  # none of an earlier test's background Blenders (their logs are elsewhere)
     manager.builder.enabled, manager.builder.unavailable = True, ""
     yield manager.builder
     manager.builder.stop()

@@ -131,7 +131,11 @@ class Builder:
 
     def start(self, job: Job) -> None:
         """A BUILDING job: its snapshots verified in a thread where each one it appends is there and signed, else
-        its import sent to the background Blender (IMPORTING at once where none starts)."""
+        its import sent to the background Blender (IMPORTING at once where none starts, or the builder was
+        turned off meanwhile)."""
+        if not self.on:
+            job.state, job.text = IMPORTING, FALLBACK
+            return
         try:
             key_file, key = prefs.signing_key_path(), prefs.signing_key()
         except (OSError, signing.SigningError) as exc:
