@@ -34,6 +34,13 @@ from .process import WorkerProcess, log_tail
 IDLE_SECONDS = 60.0  # the background Blender exits after this long without a task
 FALLBACK = "Imported on the main thread (no background Blender could start)"
 READ_FALLBACK = "Image read on the main thread (no background Blender could start)"
+KEPT = "; the result stays in history: import it again from there"
+OUT_OF_MEMORY = ("MemoryError", "Unable to allocate", "out of memory", "bad_alloc")  # how an allocation past
+# the memory bound ends an import task where it does not end the process
+
+
+def _bound() -> str:
+    return f"memory bound {prefs.worker_memory_bytes() / (1 << 30):.1f} GB"
 
 
 def _answered_sha(msg: dict) -> str | None:
@@ -97,7 +104,8 @@ class Builder:
             keys = [meshfile.KEY if self._transfers(job) else ""] * len(files)
         else:
             keys = [spec["key"] for spec in finishing.specs(job) or [{"key": ""}] * len(files)]
-        return [importer.snapshot_path(f, key) if importer.fresh_snapshot(f, key) else "" for f, key in zip(files, keys)]
+        return [importer.snapshot_path(f, key) if importer.fresh_snapshot(f, key) else ""
+                for f, key in zip(files, keys)]
 
     @staticmethod
     def _transfers(job: Job) -> bool:
@@ -277,15 +285,16 @@ class Builder:
                         job.fail(f"Reading the image failed: {msg.get('message')}", code)
                         submit_io(discard_folder, job.output_dir)
                 elif msg["type"] == "error":
-                    job.fail(f"Import failed: {msg.get('message')}", protocol.ErrorCode.parse(msg.get("code")))
+                    text = str(msg.get("message"))
+                    memory = any(sign in text for sign in OUT_OF_MEMORY)
+                    job.fail(f"Import failed{f' ({_bound()})' if memory else ''}: {text}{KEPT}",
+                             protocol.ErrorCode.parse(msg.get("code")))
                 elif msg["type"] == protocol.EXIT:
                     tail = log_tail(task.worker.log_path).strip()
                     detail = f"\nLast lines of the background Blender's log:\n{tail}" if tail else ""
-                    kept = "; the result stays in history: import it again from there" if task.kind != "prepare" \
-                        else ""
-                    job.fail(f"The background Blender stopped unexpectedly (exit code {msg['code']}; its memory "
-                             f"bound is {prefs.worker_memory_bytes() / (1 << 30):.1f} GB){kept}{detail}",
-                             protocol.ErrorCode.WORKER_EXIT)
+                    kept = KEPT if task.kind != "prepare" else ""
+                    job.fail(f"The background Blender stopped unexpectedly (exit code {msg['code']}, {_bound()}){kept}"
+                             f"{detail}", protocol.ErrorCode.WORKER_EXIT)
                     if task.kind == "prepare":  # nothing was sent: no entry stays
                         submit_io(discard_folder, job.output_dir)
                 changed.append(job)
