@@ -151,9 +151,9 @@ def place_results(context, groups: list[list[bpy.types.Object]], name: str, reco
                   followers: list | None = None) -> list[bpy.types.Object]:
     """Move each result to the 3D cursor standing on it (side by side for several), or beside the
     anchor object (the image empty it came from); into the TRELLIS collection, named after the image,
-    record attached, selected and active. target_size: one for all, or one per group (0: keep).
-    followers: per group, objects moved along with it (a finished result's LODs and low-poly), nothing
-    else done to them. Returns root objects."""
+    rotation in XYZ Euler, record attached, selected and active. target_size: one for all, or one per group
+    (0: keep). followers: per group, objects moved along with it (a finished result's LODs and low-poly),
+    rotation in XYZ Euler too, nothing else done to them. Returns root objects."""
     scene = context.scene
     coll = trellis_collection(scene)
     context.view_layer.update()
@@ -167,6 +167,8 @@ def place_results(context, groups: list[list[bpy.types.Object]], name: str, reco
             for c in list(obj.users_collection):
                 c.objects.unlink(obj)
             coll.objects.link(obj)
+        for obj in objects + followers[index]:
+            obj.rotation_mode = "XYZ"  # what artists expect (the glTF importer leaves quaternions); same rotation
         for i, root in enumerate(roots):
             root.name = result_name(name, index, len(groups)) if i == 0 else f"{name}.{index + 1:02d}"
             root[OBJECT_PROPERTY] = record.for_object(index)

@@ -118,6 +118,7 @@ def test_keywords_override_the_scene_lods_and_off_switches(defects, scene):
     assert lods.hide_viewport and lods.hide_render and lods.name in bpy.data.collections["TRELLIS"].children
     names = sorted(o.name for o in lods.objects)
     assert names == ["mushroom_LOD1", "mushroom_LOD2"]
+    assert [bpy.data.objects[n].rotation_mode for n in [obj.name, *names]] == ["XYZ"] * 3, "as artists expect"
     triangles = [recount(bpy.data.objects[n])["triangles"] for n in names]
     assert qa["lod_triangles"] == triangles
     assert triangles[0] == pytest.approx(qa["triangles"] * 0.5, rel=0.1)

@@ -36,6 +36,7 @@ def test_generate_from_script_places_a_pbr_mesh_at_the_cursor(scene):
     assert ((lo.x + hi.x) / 2, (lo.y + hi.y) / 2) == pytest.approx((1.0, 2.0), abs=1e-4)
     assert max(hi - lo) == pytest.approx(1.0, rel=0.02), "the model's own ~1 m size is kept"
     assert hi.z - lo.z > hi.y - lo.y, "upright: the picture's up is Blender's +Z"
+    assert obj.rotation_mode == "XYZ", "XYZ Euler, as artists expect (the glTF importer leaves quaternions)"
     links = material_links(obj)
     assert links["Base Color"] == "TEX_IMAGE"
     assert links.get("Metallic") and links.get("Roughness") and links.get("Alpha"), links
