@@ -23,8 +23,8 @@ TEXTURE_HEAD = 1 << 20  # bytes of a texture read for its header (a JPEG's metad
 
 # The JSON chunk. A result's is a few kB (TRELLIS.2's export, write_glb: one mesh, two images); the caps bound
 # json.loads. 8 MiB of empty lists would be about 2.8 million objects, so the containers ({} and []) are counted
-# first and capped too; what is left, 8 MiB of short strings, took 110 MiB more peak RSS to parse (CPython 3.11,
-# resource.getrusage). The nesting is counted before parsing too: a JSON of 100 000 nested lists is a
+# first and capped too, so that what is left to parse is short strings (bench/README.md: its peak memory). The
+# nesting is counted before parsing too: a JSON of 100 000 nested lists is a
 # RecursionError in json.loads. A result's JSON nests about 10 levels.
 MAX_JSON_BYTES = 8 << 20
 MAX_JSON_CONTAINERS = 100_000

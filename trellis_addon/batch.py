@@ -76,9 +76,8 @@ def run(args, wanted: dict) -> int:
 
 
 def default_import_workers(jobs: int) -> int:
-    """One background Blender per job, at most one per core. On the 2-core CI machine
-    (bench/batch_parallel.py), results of 200 000 faces: --jobs 4 with 2 of them 1.35x faster than with none,
-    with 4 of them 1.17x."""
+    """One background Blender per job, at most one per core: more only share the cores (bench/README.md,
+    bench/batch_parallel.py)."""
     return max(1, min(jobs, os.cpu_count() or 1))
 
 

@@ -120,8 +120,8 @@ def copy_transferred(done: bpy.types.Object, source: bpy.types.Object, target: b
     uvs = done.data.uv_layers.get(UV_NAME)
     if len(done.data.loops) != len(target.data.loops) or len(done.data.polygons) != len(target.data.polygons):
         return False
-    if uvs is not None:  # through the attributes: a UV layer's own foreach goes corner by corner (2M corners:
-        values = np.empty(len(done.data.loops) * 2, np.float32)  # 55 + 61 ms against 2.5 + 1.3 ms)
+    if uvs is not None:  # through the attributes: a UV layer's own foreach goes corner by corner
+        values = np.empty(len(done.data.loops) * 2, np.float32)
         done.data.attributes[uvs.name].data.foreach_get("vector", values)
         target.data.attributes[_uv_map(target).name].data.foreach_set("vector", values)
     take_material(source, target)
@@ -134,5 +134,5 @@ def take_material(source: bpy.types.Object, target: bpy.types.Object) -> None:
         target.data.materials.clear()
         target.data.materials.append(material)
         index = target.data.attributes.get("material_index")
-        if index is not None:  # without it every face has the first slot (polygons.foreach_set took 87 ms for 500k)
+        if index is not None:  # without it every face has the first slot (no per-face write needed)
             target.data.attributes.remove(index)
